@@ -1,0 +1,169 @@
+"""``hfc``: the operators' command line.
+
+    hfc site up|down|status|env     the local embedded site (PostgreSQL, sshd, SLURM)
+    hfc config validate             check config/registry.yaml, print located errors
+    hfc summary --night YYYY-MM-DD  what one night left behind: job, archive, catalogue
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import shlex
+import sys
+from pathlib import Path
+
+from hfc_tasks.registry import REPO_ROOT, RegistryError, load_registry
+
+
+def airflow_env(state: Path) -> dict[str, str]:
+    """Airflow settings for running the project on the local site (all on 127.0.0.1)."""
+    home = state / "airflow"
+    home.mkdir(parents=True, exist_ok=True)
+    secret_file = home / "jwt_secret"
+    if not secret_file.exists():
+        secret_file.write_text(secrets.token_urlsafe(32))
+        secret_file.chmod(0o600)
+    return {
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__PARALLELISM": "4",
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": "8080",
+        "AIRFLOW__API_AUTH__JWT_SECRET": secret_file.read_text().strip(),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+    }
+
+
+def _site_cmd(args) -> int:
+    from hfc_tasks import localsite
+
+    if args.action == "up":
+        localsite.up()
+    elif args.action == "down":
+        localsite.down()
+    elif args.action == "status":
+        states = localsite.status(print_table=True)
+        return 0 if all(states.values()) else 1
+    elif args.action == "env":
+        env = {**localsite.env_vars(), **airflow_env(localsite.state_dir())}
+        for key, value in env.items():
+            print(f"export {key}={shlex.quote(value)}")
+    return 0
+
+
+def _config_cmd(args) -> int:
+    try:
+        reg = load_registry(args.registry)
+    except RegistryError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print(f"registry OK: {len(reg.sites)} sites, {len(reg.frcs)} FRCs ({', '.join(f.name for f in reg.frcs)})")
+    return 0
+
+
+def _summary_cmd(args) -> int:
+    """Print what a night left behind, checked against the real services."""
+    import posixpath
+
+    import psycopg
+
+    from hfc_tasks import products
+    from hfc_tasks.hooks import SlurmHook, sftp_session
+    from hfc_tasks.transfer import read_manifest, sha256_of
+
+    reg = load_registry(args.registry)
+    site = reg.site(args.site)
+    night = products.parse_night(args.night)
+    ok = True
+    for frc in reg.enabled_frcs:
+        print(f"== {frc.name}  night {night}")
+        hook = SlurmHook(site.cluster_conn_id)
+        try:
+            name = products.job_name(frc.name, night)
+            rc, out, _ = hook.run(
+                f"sacct -X -n -P --name={shlex.quote(name)} -S 2000-01-01 -o JobIDRaw,State,ExitCode,Elapsed"
+            )
+            jobs = [line.split("|") for line in out.splitlines() if line.strip()]
+            for job in jobs[-3:]:
+                print(f"   SLURM job {job[0]}: {job[1]} exit {job[2]} elapsed {job[3]}")
+            if not jobs:
+                print("   SLURM: no job with name", name)
+            run_dir = products.run_dir(site.products_root, frc.name, night)
+            rc, out, _ = hook.run(f"ls -1 {shlex.quote(run_dir)} 2>/dev/null")
+            left = [n for n in out.split() if not n.endswith(".out")]
+            print(f"   cluster run folder {run_dir}: {len(left)} product file(s) left")
+        finally:
+            hook.close()
+        manifest_path = posixpath.join(site.archive_root, products.manifest_relpath(frc.archive_dir, night))
+        with sftp_session(site.archive_conn_id) as sftp:
+            manifest = read_manifest(sftp, manifest_path)
+            if manifest is None:
+                print(f"   archive: no manifest at {manifest_path}")
+                ok = False
+                continue
+            bad = [f["name"] for f in manifest["files"]
+                   if sha256_of(sftp, posixpath.join(site.archive_root, f["archive_path"])) != f["sha256"]]
+        kinds: dict[str, int] = {}
+        for f in manifest["files"]:
+            kinds[f["kind"]] = kinds.get(f["kind"], 0) + 1
+        print(f"   archive: {len(manifest['files'])} files {kinds}, sha256 "
+              f"{'all match the manifest' if not bad else 'MISMATCH: ' + ', '.join(bad)}")
+        print(f"   manifest: {manifest_path}")
+        ok = ok and not bad
+        dsn = os.environ.get("HFC_CATALOGUE_DSN")
+        if dsn:
+            with psycopg.connect(dsn) as conn:
+                row = conn.execute(
+                    "select b.id, b.row_counts::text from hfc.batch b where b.frc = %s and b.night = %s",
+                    (frc.name, night),
+                ).fetchone()
+                n_spots = conn.execute(
+                    "select count(*) from hfc.view_sp_hqi v where v.date_obs >= %s and v.date_obs < %s + 1",
+                    (night, night),
+                ).fetchone()[0]
+                ql = conn.execute(
+                    "select qclk_url || '/' || qclk_fname from hfc.observations o join hfc.batch b on b.id = o.batch_id"
+                    " where b.frc = %s and b.night = %s and qclk_fname is not null order by date_obs limit 1",
+                    (frc.name, night),
+                ).fetchone()
+            print(f"   catalogue batch: {row[0] if row else 'none'} rows {row[1] if row else '-'}")
+            print(f"   VIEW_SP_HQI rows for the night: {n_spots}")
+            if ql:
+                print(f"   quicklooks: {ql[0]}  (QCLK_URL + '/' + QCLK_FNAME)")
+            ok = ok and row is not None
+    return 0 if ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="hfc", description="HFC nightly pipeline: operators' commands")
+    parser.add_argument("--registry", help="registry file (default: config/registry.yaml or $HFC_REGISTRY)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("site", help="the local embedded site")
+    p.add_argument("action", choices=["up", "down", "status", "env"])
+    p.set_defaults(func=_site_cmd)
+
+    p = sub.add_parser("config", help="the registry")
+    p.add_argument("action", choices=["validate"])
+    p.set_defaults(func=_config_cmd)
+
+    p = sub.add_parser("summary", help="what one night left behind (job, archive, catalogue)")
+    p.add_argument("--night", required=True, help="YYYY-MM-DD")
+    p.add_argument("--site", default=None)
+    p.set_defaults(func=_summary_cmd)
+
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (RegistryError, ValueError) as exc:
+        print(f"hfc: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

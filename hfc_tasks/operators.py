@@ -1,0 +1,178 @@
+"""Operators of the four HFC stages: ``submit``, ``wait`` (in :mod:`hfc_tasks.sensors`),
+``archive`` and ``catalogue``.
+
+Every stage computes its inputs from (FRC, night) alone (the re-run contract in
+ARCHITECTURE.md): the registry gives the FRC, the DAG run's data interval (or the
+``night`` param of a manual run) gives the night. Clearing any one task re-runs just
+that stage with the same inputs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import posixpath
+from collections.abc import Sequence
+from typing import Any
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowException
+
+from hfc_tasks import products
+from hfc_tasks.registry import Frc, Registry, Site, load_registry
+
+
+def night_of(context) -> dt.date:
+    """The night a task works on: the ``night`` param if given, else the data interval's start."""
+    params = context.get("params") or {}
+    if params.get("night"):
+        return products.parse_night(str(params["night"]))
+    start = context.get("data_interval_start")
+    if start is None:
+        raise AirflowException("this run has no data interval and no 'night' param: cannot tell which night")
+    return start.date()
+
+
+class _FrcStage(BaseOperator):
+    """Shared part of the stages: the FRC and site come from the registry at run time."""
+
+    ui_color = "#ffe8b0"
+
+    def __init__(self, *, frc: str, site: str | None = None, registry_path: str | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.frc = frc
+        self.site = site
+        self.registry_path = registry_path
+
+    def resolve(self) -> tuple[Registry, Frc, Site]:
+        reg = load_registry(self.registry_path)
+        return reg, reg.frc(self.frc), reg.site(self.site)
+
+
+class SlurmSubmitOperator(_FrcStage):
+    """Submit the FRC's job for the night over SSH (``sbatch``), or adopt the live one.
+
+    Returns the job id (XCom); the job name ``hfc.<frc>.<YYYYMMDD>`` is how a retry or a
+    cleared task finds a job that is still pending or running instead of starting another.
+    """
+
+    ui_color = "#c6dbef"
+
+    def execute(self, context) -> str:
+        from hfc_tasks.hooks import SlurmHook
+
+        _, frc, site = self.resolve()
+        night = night_of(context)
+        run_dir = products.run_dir(site.products_root, frc.name, night)
+        job_name = products.job_name(frc.name, night)
+        command = frc.render_command(night=night, run_dir=run_dir, frc_root=site.frc_root)
+        hook = SlurmHook(site.cluster_conn_id)
+        try:
+            job_id, adopted = hook.submit(
+                job_name=job_name,
+                run_dir=run_dir,
+                command=command,
+                resources=frc.slurm,
+                default_partition=site.default_partition,
+            )
+        finally:
+            hook.close()
+        verb = "adopted live job" if adopted else "submitted job"
+        self.log.info("%s %s (%s) for night %s, run folder %s", verb, job_id, job_name, night, run_dir)
+        self.log.info("command: %s", command)
+        context["ti"].xcom_push(
+            key="job",
+            value={
+                "job_id": job_id,
+                "job_name": job_name,
+                "run_dir": run_dir,
+                "output": posixpath.join(run_dir, f"{job_name}.{job_id}.out"),
+                "adopted": adopted,
+            },
+        )
+        return job_id
+
+
+class ArchiveProductsOperator(_FrcStage):
+    """Copy the night's products cluster → archive, verify sha256, then delete on the cluster."""
+
+    template_fields: Sequence[str] = ("slurm_job_id",)
+    ui_color = "#c7e9c0"
+
+    def __init__(self, *, slurm_job_id: str | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.slurm_job_id = slurm_job_id
+
+    def execute(self, context) -> dict[str, Any]:
+        from hfc_tasks.hooks import sftp_session
+        from hfc_tasks.transfer import ArchiveTarget, archive_night
+
+        _, frc, site = self.resolve()
+        night = night_of(context)
+        target = ArchiveTarget(
+            frc=frc.name,
+            archive_dir=frc.archive_dir,
+            observatory=frc.observatory,
+            instrument=frc.instrument,
+            night=night,
+            run_dir=products.run_dir(site.products_root, frc.name, night),
+            archive_root=site.archive_root,
+            public_url_base=site.public_url_base,
+            rewrites=frc.rewrites,
+            product_format=frc.product_format,
+            frc_version=frc.version,
+            slurm_job_id=str(self.slurm_job_id) if self.slurm_job_id not in (None, "", "None") else None,
+        )
+        with sftp_session(site.cluster_conn_id) as src, sftp_session(site.archive_conn_id) as dst:
+            self.log.info("verification: sha256 read back from the archive copy before deleting the source")
+            summary, manifest = archive_night(src, dst, target, progress=self.log.info)
+        self.log.info(
+            "archive done: %d copied, %d skipped (already there), %d deleted on the cluster, %d bytes; manifest %s",
+            summary.copied, summary.skipped, summary.deleted, summary.bytes_copied, summary.manifest_path,
+        )
+        return {**summary.to_dict(), "files_in_manifest": len(manifest["files"])}
+
+
+class CatalogueLoadOperator(_FrcStage):
+    """Load the night's manifest into the catalogue: replace batch (FRC, night) in one transaction."""
+
+    ui_color = "#fdd0a2"
+
+    def execute(self, context) -> dict[str, Any]:
+        from hfc_tasks.catalogue import load_night
+        from hfc_tasks.hooks import catalogue_connect, sftp_session
+        from hfc_tasks.transfer import read_manifest
+
+        _, frc, site = self.resolve()
+        night = night_of(context)
+        manifest_path = posixpath.join(site.archive_root, products.manifest_relpath(frc.archive_dir, night))
+        with sftp_session(site.archive_conn_id) as sftp:
+            manifest = read_manifest(sftp, manifest_path)
+            if manifest is None:
+                raise AirflowException(
+                    f"no manifest at {manifest_path} on the archive: run (or clear) the 'archive' task first"
+                )
+
+            def read_file(archive_path: str) -> bytes:
+                full = posixpath.join(site.archive_root, archive_path)
+                with sftp.open(full, "rb") as f:
+                    f.prefetch()
+                    return f.read()
+
+            ti = context["ti"]
+            with catalogue_connect(site.catalogue_conn_id) as conn:
+                report = load_night(
+                    conn,
+                    manifest,
+                    read_file,
+                    dag_run_id=context["run_id"],
+                    task_try=getattr(ti, "try_number", None),
+                )
+        result = report.to_dict() if hasattr(report, "to_dict") else dict(report.__dict__)
+        self.log.info("catalogue batch %s for %s %s: rows %s", result.get("batch_id"), frc.name, night,
+                      result.get("rows"))
+        if result.get("rejected"):
+            raise AirflowException(
+                f"{len(result['rejected'])} file(s) of {frc.name} {night} were rejected (the good files are "
+                "loaded):\n  " + "\n  ".join(str(r) for r in result["rejected"])
+            )
+        return result

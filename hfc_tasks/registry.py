@@ -1,0 +1,244 @@
+"""The registry: which sites exist and which FRCs run there (``config/registry.yaml``).
+
+Pure logic, no Airflow import: the DAG file, the CLI and the tests all read the registry
+through :func:`load_registry`, so a typo in the YAML fails the same way everywhere, with
+the file and the key that is wrong.
+
+Values in a site may use ``${NAME}`` to take an environment variable; ``HFC_SITE_DIR``
+defaults to ``<repo>/.site`` so the local embedded site works without any setting.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import shlex
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_REGISTRY = REPO_ROOT / "config" / "registry.yaml"
+
+# FRC names reach job names, folder names and remote shells: keep them plain.
+FRC_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+# Placeholders a command template may use; each value is shell-quoted when rendered.
+COMMAND_FIELDS = ("start", "end", "run_dir", "night", "frc_root", "cadence")
+# Extra #SBATCH options an FRC may ask for; anything else is refused (they reach sbatch).
+ALLOWED_SBATCH_OPTIONS = {
+    "--nodes",
+    "--ntasks",
+    "--ntasks-per-node",
+    "--qos",
+    "--account",
+    "--constraint",
+    "--exclusive",
+    "--mem-per-cpu",
+    "--tmp",
+}
+_ENV_REF = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)\}")
+_TIME_LIMIT = re.compile(r"^(\d+-)?\d{1,2}(:\d{2}){0,2}$|^\d+$")
+_MEMORY = re.compile(r"^\d+[KMGT]?$")
+_PLAIN_VALUE = re.compile(r"^[A-Za-z0-9_.,:=/@+-]+$")
+
+
+class RegistryError(ValueError):
+    """The registry file is missing or invalid; the message names the file and the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SlurmResources(_Strict):
+    partition: str | None = None
+    time: str = "01:00:00"
+    mem: str = "512M"
+    cpus: int = Field(default=1, ge=1, le=256)
+    extra: list[str] = Field(default_factory=list)
+
+    @field_validator("time")
+    @classmethod
+    def _time(cls, v: str) -> str:
+        if not _TIME_LIMIT.match(v):
+            raise ValueError(f"time limit {v!r} is not a SLURM time (minutes, HH:MM:SS or D-HH:MM:SS)")
+        return v
+
+    @field_validator("mem")
+    @classmethod
+    def _mem(cls, v: str) -> str:
+        if not _MEMORY.match(v):
+            raise ValueError(f"memory {v!r} is not a SLURM size such as 512M or 4G")
+        return v
+
+    @field_validator("partition")
+    @classmethod
+    def _partition(cls, v: str | None) -> str | None:
+        if v is not None and not _PLAIN_VALUE.match(v):
+            raise ValueError(f"partition {v!r} has characters SLURM partitions never have")
+        return v
+
+    @field_validator("extra")
+    @classmethod
+    def _extra(cls, options: list[str]) -> list[str]:
+        for opt in options:
+            name, _, value = opt.partition("=")
+            if name not in ALLOWED_SBATCH_OPTIONS:
+                raise ValueError(
+                    f"sbatch option {opt!r} is not allowed; allowed: {sorted(ALLOWED_SBATCH_OPTIONS)}"
+                )
+            if value and not _PLAIN_VALUE.match(value):
+                raise ValueError(f"sbatch option {opt!r} has a value that is not plain")
+        return options
+
+
+class Site(_Strict):
+    description: str = ""
+    cluster_conn_id: str = "hfc_cluster"
+    archive_conn_id: str = "hfc_archive"
+    catalogue_conn_id: str = "hfc_catalogue"
+    # Where FRC run folders live on the cluster: <products_root>/<frc>/<YYYYMMDD>/
+    products_root: str
+    # Where FRC programs are installed on the cluster (``{frc_root}`` in commands).
+    frc_root: str
+    # Root of the HFC archive tree on the archive host (absolute path of its SFTP account).
+    archive_root: str
+    # Public location of archive_root: clients open QCLK_URL + "/" + QCLK_FNAME.
+    public_url_base: str
+    default_partition: str | None = None
+    # Seconds between two FRC submissions of one night (the old cron used one minute).
+    stagger_seconds: int = Field(default=0, ge=0)
+
+
+class Frc(_Strict):
+    name: str
+    version: str
+    feature: str
+    observatory: str
+    instrument: str
+    product_format: Literal["sdoss"] = "sdoss"
+    archive_name: str | None = None
+    command: str
+    cadence_seconds: int = Field(default=14400, ge=1)
+    slurm: SlurmResources = Field(default_factory=SlurmResources)
+    lag_nights: int = Field(default=0, ge=0, le=366)
+    after: list[str] = Field(default_factory=list)
+    rewrites: bool = False
+    enabled: bool = True
+    doc: str = ""
+
+    @field_validator("name", "archive_name")
+    @classmethod
+    def _plain_name(cls, v: str | None) -> str | None:
+        if v is not None and not FRC_NAME.match(v):
+            raise ValueError(f"FRC name {v!r} must match [a-z0-9][a-z0-9-]* (it reaches shells and paths)")
+        return v
+
+    @field_validator("command")
+    @classmethod
+    def _command(cls, v: str) -> str:
+        for field in re.findall(r"\{([^{}]*)\}", v):
+            if field not in COMMAND_FIELDS:
+                raise ValueError(f"command placeholder {{{field}}} is unknown; use {COMMAND_FIELDS}")
+        return v
+
+    @property
+    def archive_dir(self) -> str:
+        return self.archive_name or self.name
+
+    def window(self, night: dt.date) -> tuple[dt.datetime, dt.datetime]:
+        """The observation window handed to the FRC for ``night`` (UTC, end exclusive)."""
+        start = dt.datetime.combine(night - dt.timedelta(days=self.lag_nights), dt.time(), dt.UTC)
+        return start, start + dt.timedelta(days=1)
+
+    def render_command(self, *, night: dt.date, run_dir: str, frc_root: str) -> str:
+        """The shell command line of one night; every substituted value is shell-quoted."""
+        start, end = self.window(night)
+        values = {
+            "start": start.strftime("%Y-%m-%dT%H:%M:%S"),
+            "end": end.strftime("%Y-%m-%dT%H:%M:%S"),
+            "run_dir": run_dir,
+            "night": night.isoformat(),
+            "frc_root": frc_root,
+            "cadence": str(self.cadence_seconds),
+        }
+        return self.command.format(**{k: shlex.quote(v) for k, v in values.items()})
+
+
+class Registry(_Strict):
+    default_site: str
+    sites: dict[str, Site]
+    frcs: list[Frc]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Registry:
+        if self.default_site not in self.sites:
+            raise ValueError(f"default_site {self.default_site!r} is not one of {sorted(self.sites)}")
+        names = [f.name for f in self.frcs]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"FRC names appear twice: {dupes}")
+        for frc in self.frcs:
+            for dep in frc.after:
+                if dep not in names:
+                    raise ValueError(f"FRC {frc.name!r}: 'after' names unknown FRC {dep!r}")
+        return self
+
+    def site(self, name: str | None = None) -> Site:
+        name = name or os.environ.get("HFC_SITE") or self.default_site
+        try:
+            return self.sites[name]
+        except KeyError:
+            raise RegistryError(f"site {name!r} is not in the registry (known: {sorted(self.sites)})") from None
+
+    def frc(self, name: str) -> Frc:
+        for f in self.frcs:
+            if f.name == name:
+                return f
+        raise RegistryError(f"FRC {name!r} is not in the registry")
+
+    @property
+    def enabled_frcs(self) -> list[Frc]:
+        return [f for f in self.frcs if f.enabled]
+
+
+def _expand(value, env: dict[str, str]):
+    if isinstance(value, str):
+        def sub(m: re.Match) -> str:
+            if m.group(1) not in env:
+                raise RegistryError(f"${{{m.group(1)}}} is used in the registry but not set")
+            return env[m.group(1)]
+
+        return _ENV_REF.sub(sub, value)
+    if isinstance(value, dict):
+        return {k: _expand(v, env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v, env) for v in value]
+    return value
+
+
+def load_registry(path: str | os.PathLike | None = None) -> Registry:
+    """Read and validate the registry; errors name the file and the offending key."""
+    path = Path(path or os.environ.get("HFC_REGISTRY") or DEFAULT_REGISTRY)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RegistryError(f"registry file {path} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise RegistryError(f"registry file {path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise RegistryError(f"registry file {path} must hold a mapping at the top level")
+    env = {"HFC_SITE_DIR": str(REPO_ROOT / ".site"), "HFC_REPO": str(REPO_ROOT), **os.environ}
+    # Only sites are expanded: FRC commands keep their {placeholders} for render_command.
+    raw["sites"] = _expand(raw.get("sites", {}), env)
+    try:
+        return Registry.model_validate(raw)
+    except ValidationError as exc:
+        lines = [f"registry file {path} is invalid:"]
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"])
+            lines.append(f"  {loc}: {err['msg']}")
+        raise RegistryError("\n".join(lines)) from None

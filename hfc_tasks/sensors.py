@@ -1,0 +1,116 @@
+"""The ``wait`` stage: :class:`SlurmJobSensor` waits for a SLURM job's end state.
+
+Deferrable by default (the wait runs in the triggerer and holds no worker slot);
+``deferrable=False`` gives a poke/reschedule sensor for sites without a triggerer.
+It succeeds only on COMPLETED with exit code 0 and otherwise fails with the state, the
+exit code, the elapsed time and the tail of the job's output file.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Sequence
+from typing import Any
+
+from airflow.sdk import BaseSensorOperator
+from airflow.sdk.exceptions import AirflowException
+
+from hfc_tasks import products, slurm
+from hfc_tasks.operators import night_of
+from hfc_tasks.registry import load_registry
+from hfc_tasks.triggers import SlurmJobTrigger
+
+
+class SlurmJobSensor(BaseSensorOperator):
+    template_fields: Sequence[str] = ("job_id",)
+    ui_color = "#9ecae1"
+
+    def __init__(
+        self,
+        *,
+        job_id: str,
+        frc: str,
+        site: str | None = None,
+        registry_path: str | None = None,
+        deferrable: bool = True,
+        poll_interval: float = 5.0,
+        tail_lines: int = 50,
+        **kwargs,
+    ) -> None:
+        kwargs.setdefault("poke_interval", poll_interval)
+        super().__init__(**kwargs)
+        self.job_id = job_id
+        self.frc = frc
+        self.site = site
+        self.registry_path = registry_path
+        self.deferrable = deferrable
+        self.poll_interval = poll_interval
+        self.tail_lines = tail_lines
+
+    def _site(self):
+        return load_registry(self.registry_path).site(self.site)
+
+    def execute(self, context) -> Any:
+        if not self.deferrable:
+            return super().execute(context)
+        site = self._site()
+        self.defer(
+            trigger=SlurmJobTrigger(
+                ssh_conn_id=site.cluster_conn_id, job_id=str(self.job_id), poll_interval=self.poll_interval
+            ),
+            method_name="execute_complete",
+        )
+
+    def poke(self, context) -> bool:
+        from hfc_tasks.hooks import SlurmHook
+
+        hook = SlurmHook(self._site().cluster_conn_id)
+        try:
+            status = hook.status([str(self.job_id)]).get(str(self.job_id))
+        finally:
+            hook.close()
+        if status is None or not status.is_final:
+            return False
+        self._finish(context, status)
+        return True
+
+    def execute_complete(self, context, event: dict[str, Any]) -> dict[str, Any]:
+        if event.get("status") != "final":
+            raise AirflowException(event.get("message") or f"waiting for job {self.job_id} failed: {event}")
+        return self._finish(context, slurm.JobStatus(**event["job"]))
+
+    def _output_path(self, context, job_id: str) -> str:
+        night = night_of(context)
+        site = self._site()
+        run_dir = products.run_dir(site.products_root, self.frc, night)
+        return posixpath.join(run_dir, f"{products.job_name(self.frc, night)}.{job_id}.out")
+
+    def _finish(self, context, status: slurm.JobStatus) -> dict[str, Any]:
+        from hfc_tasks.hooks import SlurmHook
+
+        output = self._output_path(context, status.job_id)
+        result = {"job_id": status.job_id, "state": status.raw_state, "exit_code": status.exit_code,
+                  "elapsed": status.elapsed, "output": output}
+        if status.succeeded:
+            self.log.info("SLURM %s", status.describe())
+            return result
+        hook = SlurmHook(self._site().cluster_conn_id)
+        try:
+            tail = hook.tail(output, self.tail_lines)
+        finally:
+            hook.close()
+        self.log.error("last %d lines of %s:\n%s", self.tail_lines, output, tail)
+        raise AirflowException(f"SLURM {status.describe()}; output file {output}")
+
+    def on_kill(self) -> None:
+        # Worker side of "cancel on clear/mark" (non-deferrable mode); the trigger has its own.
+        if not self.job_id:
+            return
+        from hfc_tasks.hooks import SlurmHook
+
+        hook = SlurmHook(self._site().cluster_conn_id)
+        try:
+            hook.cancel(str(self.job_id))
+            self.log.info("cancelled SLURM job %s", self.job_id)
+        finally:
+            hook.close()

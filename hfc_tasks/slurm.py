@@ -1,0 +1,201 @@
+"""SLURM commands and their answers: build ``sbatch``/``squeue``/``sacct``/``scancel`` command
+lines (every value shell-quoted) and parse what they print into job states.
+
+Pure logic, no Airflow and no SSH: the hooks run these command lines on the cluster's
+login node; the tests check the quoting and the parsing on their own.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import asdict, dataclass
+
+from hfc_tasks.registry import SlurmResources
+
+# End states, as sacct prints them (``CANCELLED by 1001`` is normalised to CANCELLED).
+SUCCESS_STATES = frozenset({"COMPLETED"})
+FAILURE_STATES = frozenset(
+    {
+        "FAILED",
+        "CANCELLED",
+        "TIMEOUT",
+        "OUT_OF_MEMORY",
+        "NODE_FAIL",
+        "BOOT_FAIL",
+        "DEADLINE",
+        "PREEMPTED",
+        "REVOKED",
+    }
+)
+FINAL_STATES = SUCCESS_STATES | FAILURE_STATES
+# States in which a job with our name is "live": a retry adopts it instead of submitting again.
+LIVE_STATES = (
+    "PENDING",
+    "CONFIGURING",
+    "RUNNING",
+    "COMPLETING",
+    "REQUEUED",
+    "REQUEUE_HOLD",
+    "REQUEUE_FED",
+    "RESIZING",
+    "SUSPENDED",
+    "STAGE_OUT",
+    "SIGNALING",
+)
+SACCT_FIELDS = ("JobIDRaw", "JobName", "State", "ExitCode", "Elapsed", "Start", "End", "NodeList")
+_JOB_ID = re.compile(r"^\d+$")
+
+
+class SlurmError(RuntimeError):
+    """A SLURM command failed or answered something we cannot read."""
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    job_id: str
+    state: str  # normalised: first word, e.g. CANCELLED
+    raw_state: str  # as printed, e.g. "CANCELLED by 1001"
+    exit_code: int | None
+    signal: int | None
+    name: str = ""
+    elapsed: str = ""
+    start: str = ""
+    end: str = ""
+    nodes: str = ""
+
+    @property
+    def is_final(self) -> bool:
+        return self.state in FINAL_STATES
+
+    @property
+    def succeeded(self) -> bool:
+        return self.state in SUCCESS_STATES and self.exit_code == 0
+
+    def describe(self) -> str:
+        parts = [f"job {self.job_id}", f"state {self.raw_state}"]
+        if self.exit_code is not None:
+            parts.append(f"exit code {self.exit_code}")
+        if self.signal:
+            parts.append(f"signal {self.signal}")
+        if self.elapsed:
+            parts.append(f"elapsed {self.elapsed}")
+        return ", ".join(parts)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def check_job_id(job_id: str | int) -> str:
+    job_id = str(job_id).strip()
+    if not _JOB_ID.match(job_id):
+        raise SlurmError(f"{job_id!r} is not a SLURM job id")
+    return job_id
+
+
+def batch_script(command: str, *, job_name: str) -> str:
+    """The batch script sent to ``sbatch`` on stdin: fail fast, say what runs."""
+    return (
+        "#!/bin/bash\n"
+        f"# {job_name}: submitted by the HFC nightly pipeline (Airflow)\n"
+        "set -euo pipefail\n"
+        'echo "[hfc] job ${SLURM_JOB_ID} on $(hostname) started $(date -u +%FT%TZ)"\n'
+        f"{command}\n"
+        'echo "[hfc] job ${SLURM_JOB_ID} finished $(date -u +%FT%TZ)"\n'
+    )
+
+
+def sbatch_command(
+    *,
+    job_name: str,
+    run_dir: str,
+    resources: SlurmResources,
+    default_partition: str | None = None,
+) -> str:
+    """``mkdir`` the run folder, then ``sbatch --parsable`` reading the script from stdin."""
+    partition = resources.partition or default_partition
+    args = [
+        "sbatch",
+        "--parsable",
+        f"--job-name={job_name}",
+        f"--chdir={run_dir}",
+        f"--output={run_dir}/{job_name}.%j.out",
+        f"--time={resources.time}",
+        f"--mem={resources.mem}",
+        f"--cpus-per-task={resources.cpus}",
+    ]
+    if partition:
+        args.append(f"--partition={partition}")
+    args.extend(resources.extra)
+    return f"mkdir -p {shlex.quote(run_dir)} && " + " ".join(shlex.quote(a) for a in args)
+
+
+def parse_sbatch(stdout: str) -> str:
+    """``--parsable`` prints ``<jobid>`` or ``<jobid>;<cluster>``."""
+    line = stdout.strip().splitlines()[-1] if stdout.strip() else ""
+    job_id = line.split(";")[0].strip()
+    if not _JOB_ID.match(job_id):
+        raise SlurmError(f"sbatch answered {stdout.strip()!r}, not a job id")
+    return job_id
+
+
+def live_jobs_command(job_name: str) -> str:
+    """Our own live jobs with this exact name: one id per line."""
+    return " ".join(
+        [
+            "squeue",
+            "--me",
+            "--noheader",
+            f"--name={shlex.quote(job_name)}",
+            f"--states={','.join(LIVE_STATES)}",
+            "--format=%i",
+        ]
+    )
+
+
+def parse_job_ids(stdout: str) -> list[str]:
+    return sorted({line.strip() for line in stdout.splitlines() if _JOB_ID.match(line.strip())}, key=int)
+
+
+def sacct_command(job_ids: list[str] | tuple[str, ...]) -> str:
+    ids = ",".join(check_job_id(j) for j in job_ids)
+    return f"sacct -X -n -P -j {ids} -o {','.join(SACCT_FIELDS)}"
+
+
+def parse_sacct(stdout: str) -> dict[str, JobStatus]:
+    """Parse ``sacct -X -n -P -o <SACCT_FIELDS>``; keeps the last line per job (requeues)."""
+    jobs: dict[str, JobStatus] = {}
+    for line in stdout.splitlines():
+        if not line.strip():
+            continue
+        cols = line.split("|")
+        if len(cols) < len(SACCT_FIELDS):
+            raise SlurmError(f"sacct line has {len(cols)} fields, expected {len(SACCT_FIELDS)}: {line!r}")
+        rec = dict(zip(SACCT_FIELDS, cols, strict=False))
+        raw_state = rec["State"].strip()
+        exit_code, signal = _parse_exit(rec["ExitCode"])
+        jobs[rec["JobIDRaw"]] = JobStatus(
+            job_id=rec["JobIDRaw"],
+            state=raw_state.split()[0].rstrip("+") if raw_state else "UNKNOWN",
+            raw_state=raw_state,
+            exit_code=exit_code,
+            signal=signal,
+            name=rec["JobName"],
+            elapsed=rec["Elapsed"],
+            start=rec["Start"],
+            end=rec["End"],
+            nodes=rec["NodeList"],
+        )
+    return jobs
+
+
+def _parse_exit(text: str) -> tuple[int | None, int | None]:
+    code, _, sig = text.strip().partition(":")
+    try:
+        return int(code), int(sig or 0)
+    except ValueError:
+        return None, None
+
+
+def scancel_command(job_id: str) -> str:
+    return f"scancel {check_job_id(job_id)}"

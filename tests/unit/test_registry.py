@@ -1,0 +1,60 @@
+"""The registry: validation with located errors, command rendering with quoting."""
+
+import datetime as dt
+import shlex
+
+import pytest
+
+from hfc_tasks.registry import RegistryError, load_registry
+
+BASE = """
+default_site: local
+sites:
+  local:
+    products_root: /p
+    frc_root: /f
+    archive_root: /a
+    public_url_base: file:///a
+frcs:
+  - name: {name}
+    version: "1"
+    feature: SUNSPOTS
+    observatory: SDO
+    instrument: HMI
+    command: run -s {{start}} -o {{run_dir}}
+    slurm: {{extra: {extra}}}
+"""
+
+
+def write(tmp_path, name="demo", extra="[]"):
+    p = tmp_path / "registry.yaml"
+    p.write_text(BASE.format(name=name, extra=extra))
+    return p
+
+
+def test_project_registry_is_valid():
+    reg = load_registry()
+    assert "demo-sunspots" in [f.name for f in reg.frcs]
+    assert reg.site().archive_root.endswith("/home/archive/hfc")
+
+
+@pytest.mark.parametrize("name", ["Demo", "a;b", "a b", "../x", "$(id)", "-x"])
+def test_frc_names_must_be_plain(tmp_path, name):
+    with pytest.raises(RegistryError, match=r"frcs\.0\.name"):
+        load_registry(write(tmp_path, name=f'"{name}"'))
+
+
+def test_unknown_sbatch_option_refused(tmp_path):
+    with pytest.raises(RegistryError, match="not allowed"):
+        load_registry(write(tmp_path, extra='["--wrap=rm -rf /"]'))
+
+
+def test_command_values_are_quoted(tmp_path):
+    reg = load_registry(write(tmp_path))
+    cmd = reg.frc("demo").render_command(night=dt.date(2024, 3, 1), run_dir="/p/x; rm -rf /", frc_root="/f")
+    assert shlex.split(cmd) == ["run", "-s", "2024-03-01T00:00:00", "-o", "/p/x; rm -rf /"]
+
+
+def test_missing_file_named(tmp_path):
+    with pytest.raises(RegistryError, match="does not exist"):
+        load_registry(tmp_path / "nope.yaml")

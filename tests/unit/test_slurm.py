@@ -1,0 +1,78 @@
+"""Pure logic of the SLURM stage: command lines (quoting) and sacct parsing."""
+
+import shlex
+
+import pytest
+
+from hfc_tasks import slurm
+from hfc_tasks.registry import SlurmResources
+
+HOSTILE = ["; rm -rf /", "$(touch /tmp/pwned)", "`id`", "a\nb", "x' y", "--wrap=evil"]
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_sbatch_command_quotes_hostile_run_dir(value):
+    cmd = slurm.sbatch_command(job_name="hfc.demo.20240301", run_dir=f"/p/{value}", resources=SlurmResources())
+    tokens = shlex.split(cmd)
+    # the hostile text stays inside single arguments: mkdir's path and sbatch's --chdir/--output
+    assert tokens[:3] == ["mkdir", "-p", f"/p/{value}"]
+    assert f"--chdir=/p/{value}" in tokens
+    assert tokens[3] == "&&" and tokens[4] == "sbatch"
+
+
+def test_sbatch_command_shape():
+    cmd = slurm.sbatch_command(
+        job_name="hfc.demo-sunspots.20240301",
+        run_dir="/data/products/demo-sunspots/20240301",
+        resources=SlurmResources(time="00:10:00", mem="256M", cpus=2, extra=["--qos=normal"]),
+        default_partition="debug",
+    )
+    tokens = shlex.split(cmd)
+    assert "--parsable" in tokens
+    assert "--job-name=hfc.demo-sunspots.20240301" in tokens
+    assert "--output=/data/products/demo-sunspots/20240301/hfc.demo-sunspots.20240301.%j.out" in tokens
+    assert {"--time=00:10:00", "--mem=256M", "--cpus-per-task=2", "--partition=debug", "--qos=normal"} <= set(tokens)
+
+
+def test_parse_sbatch():
+    assert slurm.parse_sbatch("1234\n") == "1234"
+    assert slurm.parse_sbatch("1234;cluster\n") == "1234"
+    with pytest.raises(slurm.SlurmError, match="not a job id"):
+        slurm.parse_sbatch("sbatch: error: invalid partition")
+
+
+def test_job_id_is_checked():
+    with pytest.raises(slurm.SlurmError):
+        slurm.scancel_command("12; rm -rf /")
+    assert slurm.scancel_command("42") == "scancel 42"
+
+
+SACCT = """\
+11|hfc.a.20240301|COMPLETED|0:0|00:00:03|2024-03-02T00:00:01|2024-03-02T00:00:04|node1
+12|hfc.b.20240301|FAILED|3:0|00:00:01|x|y|node1
+13|hfc.c.20240301|CANCELLED by 1001|0:15|00:01:00|x|y|node1
+14|hfc.d.20240301|TIMEOUT|0:0|00:01:12|x|y|node1
+15|hfc.e.20240301|RUNNING|0:0|00:00:10|x|Unknown|node1
+16|hfc.f.20240301|PENDING|0:0|00:00:00|Unknown|Unknown|None assigned
+"""
+
+
+def test_parse_sacct_states():
+    jobs = slurm.parse_sacct(SACCT)
+    assert jobs["11"].succeeded and jobs["11"].is_final
+    assert jobs["12"].state == "FAILED" and jobs["12"].exit_code == 3 and not jobs["12"].succeeded
+    assert "exit code 3" in jobs["12"].describe()
+    assert jobs["13"].state == "CANCELLED" and jobs["13"].raw_state == "CANCELLED by 1001" and jobs["13"].is_final
+    assert jobs["14"].state == "TIMEOUT" and jobs["14"].is_final
+    assert not jobs["15"].is_final and not jobs["16"].is_final
+
+
+def test_parse_sacct_rejects_garbage():
+    with pytest.raises(slurm.SlurmError, match="fields"):
+        slurm.parse_sacct("just some words\n")
+
+
+def test_live_jobs_command_quotes_name():
+    cmd = slurm.live_jobs_command("hfc.x.20240301")
+    assert "--name=hfc.x.20240301" in shlex.split(cmd)
+    assert slurm.parse_job_ids("  12\n9\n\nabc\n") == ["9", "12"]
