@@ -1,0 +1,22 @@
+"""The local embedded site: PostgreSQL, OpenSSH (cluster + archive accounts) and single-node SLURM
+with accounting, all on loopback under one state folder. Plain Python, no Airflow import.
+
+    from hfc_tasks import localsite
+    localsite.up(); os.environ.update(localsite.env_vars())
+"""
+
+from ._util import SiteError
+from .layout import state_dir
+from .site import SERVICES, down, env_lines, env_vars, slurm_conf_path, status, up
+
+__all__ = [
+    "SERVICES",
+    "SiteError",
+    "down",
+    "env_lines",
+    "env_vars",
+    "slurm_conf_path",
+    "state_dir",
+    "status",
+    "up",
+]

@@ -1,0 +1,232 @@
+"""Where everything of the local site lives, and which loopback ports it uses."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+CLUSTER_USER = "cluster"
+ARCHIVE_USER = "archive"
+LOOPBACK = "127.0.0.1"
+
+
+def repo_root() -> Path:
+    """The folder holding pyproject.toml: two levels above this package (hfc_tasks/localsite)."""
+    return Path(__file__).resolve().parents[2]
+
+
+def state_dir() -> Path:
+    """Absolute state folder: $HFC_SITE_DIR, else <repo>/.site (git-ignored)."""
+    override = os.environ.get("HFC_SITE_DIR")
+    path = Path(override) if override else repo_root() / ".site"
+    # Absolute without resolving symlinks away: sshd and munged check every parent folder anyway.
+    return Path(os.path.abspath(path))
+
+
+def _port(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    return int(value) if value else default
+
+
+@dataclass(frozen=True)
+class Layout:
+    root: Path
+
+    @classmethod
+    def current(cls) -> Layout:
+        return cls(state_dir())
+
+    # ---- ports (loopback only) ----
+    @cached_property
+    def pg_port(self) -> int:
+        return _port("HFC_PG_PORT", 55432)
+
+    @cached_property
+    def ssh_port(self) -> int:
+        return _port("HFC_SSH_PORT", 22022)
+
+    @cached_property
+    def mysql_port(self) -> int:
+        return _port("HFC_MYSQL_PORT", 53306)
+
+    # SLURM's daemons bind 0.0.0.0 (22.05 has no bind option); the ports are only used on loopback.
+    @cached_property
+    def slurmctld_port(self) -> int:
+        return _port("HFC_SLURMCTLD_PORT", 6817)
+
+    @cached_property
+    def slurmd_port(self) -> int:
+        return _port("HFC_SLURMD_PORT", 6818)
+
+    @cached_property
+    def slurmdbd_port(self) -> int:
+        return _port("HFC_SLURMDBD_PORT", 6819)
+
+    @cached_property
+    def hostname(self) -> str:
+        # SLURM matches NodeName/SlurmctldHost against the short host name of the machine.
+        return socket.gethostname().split(".")[0]
+
+    # ---- general ----
+    @property
+    def lock_file(self) -> Path:
+        return self.root / ".lock"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.root / "log"
+
+    # ---- PostgreSQL ----
+    @property
+    def pg_dir(self) -> Path:
+        return self.root / "pg"
+
+    @property
+    def pg_data(self) -> Path:
+        return self.pg_dir / "data"
+
+    @property
+    def pg_run(self) -> Path:
+        # Unix socket folder and server log: owned by postgres, which cannot write elsewhere here.
+        return self.pg_dir / "run"
+
+    @property
+    def pg_log(self) -> Path:
+        return self.pg_run / "postgres.log"
+
+    @property
+    def pg_password_file(self) -> Path:
+        return self.pg_dir / "hfc.password"
+
+    # ---- OpenSSH ----
+    @property
+    def ssh_dir(self) -> Path:
+        return self.root / "ssh"
+
+    @property
+    def sshd_config(self) -> Path:
+        return self.ssh_dir / "sshd_config"
+
+    @property
+    def host_key(self) -> Path:
+        return self.ssh_dir / "ssh_host_ed25519_key"
+
+    @property
+    def sshd_pid(self) -> Path:
+        return self.ssh_dir / "sshd.pid"
+
+    @property
+    def sshd_log(self) -> Path:
+        return self.log_dir / "sshd.log"
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.ssh_dir / "known_hosts"
+
+    def client_key(self, user: str) -> Path:
+        return self.ssh_dir / f"{user}_ed25519"
+
+    def home(self, user: str) -> Path:
+        return self.root / "home" / user
+
+    @property
+    def products_dir(self) -> Path:
+        return self.home(CLUSTER_USER) / "products"
+
+    @property
+    def frcs_dir(self) -> Path:
+        return self.home(CLUSTER_USER) / "frcs"
+
+    @property
+    def archive_root(self) -> Path:
+        return self.home(ARCHIVE_USER) / "hfc"
+
+    # ---- munge ----
+    @property
+    def munge_dir(self) -> Path:
+        return self.root / "munge"
+
+    @property
+    def munge_key(self) -> Path:
+        return self.munge_dir / "munge.key"
+
+    @property
+    def munge_socket(self) -> Path:
+        return self.munge_dir / "munge.socket.2"
+
+    @property
+    def munge_pid(self) -> Path:
+        return self.munge_dir / "munged.pid"
+
+    @property
+    def munge_log(self) -> Path:
+        return self.munge_dir / "munged.log"
+
+    # ---- MariaDB ----
+    @property
+    def mysql_dir(self) -> Path:
+        return self.root / "mysql"
+
+    @property
+    def mysql_data(self) -> Path:
+        return self.mysql_dir / "data"
+
+    @property
+    def mysql_socket(self) -> Path:
+        return self.mysql_dir / "mysqld.sock"
+
+    @property
+    def mysql_pid(self) -> Path:
+        return self.mysql_dir / "mysqld.pid"
+
+    @property
+    def mysql_log(self) -> Path:
+        return self.mysql_dir / "mysqld.log"
+
+    @property
+    def slurmdb_password_file(self) -> Path:
+        return self.mysql_dir / "slurm.password"
+
+    # ---- SLURM ----
+    @property
+    def slurm_dir(self) -> Path:
+        return self.root / "slurm"
+
+    @property
+    def slurm_conf(self) -> Path:
+        return self.slurm_dir / "etc" / "slurm.conf"
+
+    @property
+    def slurmdbd_conf(self) -> Path:
+        # slurmdbd finds slurmdbd.conf in the folder of $SLURM_CONF.
+        return self.slurm_dir / "etc" / "slurmdbd.conf"
+
+    @property
+    def slurm_state(self) -> Path:
+        return self.slurm_dir / "state"
+
+    @property
+    def slurmd_spool(self) -> Path:
+        return self.slurm_dir / "spool"
+
+    @property
+    def slurm_log_dir(self) -> Path:
+        return self.slurm_dir / "log"
+
+    @property
+    def slurm_run(self) -> Path:
+        return self.slurm_dir / "run"
+
+    def slurm_pid(self, daemon: str) -> Path:
+        return self.slurm_run / f"{daemon}.pid"
+
+    def slurm_log(self, daemon: str) -> Path:
+        return self.slurm_log_dir / f"{daemon}.log"
+
+    @property
+    def slurm_env(self) -> dict[str, str]:
+        return {"SLURM_CONF": str(self.slurm_conf)}

@@ -1,0 +1,140 @@
+"""PostgreSQL 15 for the catalogue, private to the state folder, on 127.0.0.1 only."""
+
+from __future__ import annotations
+
+import secrets
+
+from ._util import SiteError, clear_stale_pid, ensure_dir, pidfile_alive, run, wait_for, write_file
+from .layout import PG_BIN, Layout
+from .system import ensure_system_user
+
+ROLE = "hfc"
+DATABASE = "hfc"
+
+
+def _as_postgres(args: list[str], **kw):
+    # PostgreSQL refuses to run as root; runuser needs no PAM session or password.
+    return run(["runuser", "-u", "postgres", "--", *args], **kw)
+
+
+def password(lay: Layout) -> str:
+    try:
+        return lay.pg_password_file.read_text().strip()
+    except OSError as exc:
+        raise SiteError(f"postgres: no password file {lay.pg_password_file}: run `up` first") from exc
+
+
+def dsn(lay: Layout, database: str = DATABASE) -> str:
+    return f"postgresql://{ROLE}:{password(lay)}@127.0.0.1:{lay.pg_port}/{database}"
+
+
+def running(lay: Layout) -> bool:
+    return pidfile_alive(lay.pg_data / "postmaster.pid", "postgres")
+
+
+def _settings(lay: Layout) -> str:
+    return (
+        "# Written by hfc_tasks.localsite on every `up`; included from postgresql.conf.\n"
+        "listen_addresses = '127.0.0.1'\n"
+        f"port = {lay.pg_port}\n"
+        f"unix_socket_directories = '{lay.pg_run}'\n"
+        "password_encryption = 'scram-sha-256'\n"
+        # A throw-away local site: durability is not worth the time in tests.
+        "fsync = off\n"
+        "synchronous_commit = off\n"
+        "full_page_writes = off\n"
+        "max_connections = 100\n"
+        "shared_buffers = 64MB\n"
+        "log_min_messages = warning\n"
+    )
+
+
+def _psql(lay: Layout, sql: str, database: str = "postgres") -> str:
+    proc = _as_postgres(
+        [str(PG_BIN / "psql"), "-h", str(lay.pg_run), "-p", str(lay.pg_port), "-d", database,
+         "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql],
+        what="postgres: psql", log=lay.pg_log,
+    )
+    return proc.stdout.strip()
+
+
+def _quote_literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def up(lay: Layout, log=print) -> None:
+    ensure_system_user("postgres", "/var/lib/postgresql")
+    ensure_dir(lay.pg_dir, "root", 0o755)
+    ensure_dir(lay.pg_run, "postgres", 0o700)
+    if not lay.pg_password_file.exists():
+        # Generated once; the role's password is reset to it on every start so they cannot drift.
+        write_file(lay.pg_password_file, secrets.token_urlsafe(24) + "\n", "root", 0o600)
+    else:
+        write_file(lay.pg_password_file, lay.pg_password_file.read_text(), "root", 0o600)
+
+    if not (lay.pg_data / "PG_VERSION").exists():
+        log("postgres: initdb")
+        ensure_dir(lay.pg_data, "postgres", 0o700)
+        _as_postgres(
+            [str(PG_BIN / "initdb"), "-D", str(lay.pg_data), "-U", "postgres", "-E", "UTF8",
+             "--locale=C.UTF-8", "--auth-local=peer", "--auth-host=scram-sha-256", "--no-sync"],
+            what="postgres: initdb",
+        )
+        conf = lay.pg_data / "postgresql.conf"
+        conf.write_text(conf.read_text() + "\ninclude = 'hfc_site.conf'\n")
+        # Only loopback TCP (scram) and the local socket (peer, for our own admin as postgres).
+        write_file(
+            lay.pg_data / "pg_hba.conf",
+            "local all postgres peer\n"
+            "local all all scram-sha-256\n"
+            "host all all 127.0.0.1/32 scram-sha-256\n",
+            "postgres",
+            0o600,
+        )
+    changed = write_file(lay.pg_data / "hfc_site.conf", _settings(lay), "postgres", 0o600)
+
+    if running(lay) and changed:
+        log("postgres: settings changed, restarting")
+        stop(lay)
+    if not running(lay):
+        log("postgres: starting")
+        clear_stale_pid(lay.pg_data / "postmaster.pid", "postgres")
+        # The socket's lock file names the postmaster too and trips on a zombie the same way.
+        sock = lay.pg_run / f".s.PGSQL.{lay.pg_port}"
+        clear_stale_pid(sock.with_name(sock.name + ".lock"), "postgres")
+        if not sock.with_name(sock.name + ".lock").exists():
+            sock.unlink(missing_ok=True)
+        _as_postgres(
+            [str(PG_BIN / "pg_ctl"), "-D", str(lay.pg_data), "-l", str(lay.pg_log), "-w",
+             "-t", "60", "start"],
+            what="postgres: pg_ctl start", log=lay.pg_log, timeout=90,
+        )
+        _ensure_role(lay)
+    elif not wait_for(lambda: (lay.pg_run / f".s.PGSQL.{lay.pg_port}").exists(), 5):
+        raise SiteError(f"postgres: running but no socket in {lay.pg_run}; read the log: {lay.pg_log}")
+
+
+def _ensure_role(lay: Layout) -> None:
+    pw = _quote_literal(password(lay))
+    _psql(
+        lay,
+        "DO $$BEGIN "
+        f"IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{ROLE}') THEN "
+        f"CREATE ROLE {ROLE} LOGIN CREATEDB; END IF; END$$; "
+        f"ALTER ROLE {ROLE} LOGIN CREATEDB PASSWORD {pw};",
+    )
+    if _psql(lay, f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'") != "1":
+        _psql(lay, f"CREATE DATABASE {DATABASE} OWNER {ROLE}")
+
+
+def stop(lay: Layout) -> bool:
+    if not running(lay):
+        return False
+    _as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(lay.pg_data), "-m", "fast", "-w", "stop"],
+                 what="postgres: pg_ctl stop", log=lay.pg_log, timeout=60)
+    return True
+
+
+def admin_psql(lay: Layout, sql: str, database: str = "postgres") -> str:
+    """Run SQL as the postgres superuser over the private socket (for fixtures and tools)."""
+    return _psql(lay, sql, database)

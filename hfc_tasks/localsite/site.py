@@ -1,0 +1,151 @@
+"""up / down / status / env for the local embedded site (plain Python, no Airflow import)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+from . import postgres, slurm, ssh
+from ._util import SiteError, ensure_dir, file_lock
+from .layout import ARCHIVE_USER, CLUSTER_USER, Layout, state_dir
+from .system import ensure_packages, is_root
+
+SERVICES = ("postgres", "sshd", "munged", "mariadb", "slurmdbd", "slurmctld", "slurmd")
+
+
+def _logger(verbose: bool):
+    def log(msg: str) -> None:
+        if verbose:
+            print(f"[hfc-site] {msg}", file=sys.stderr, flush=True)
+
+    return log
+
+
+def up(verbose: bool = True) -> None:
+    """Start every service that is not running; idempotent and fast (~1 s) when all are up."""
+    if not is_root():
+        raise SiteError("the local site must be started as root (it creates accounts and daemons)")
+    log = _logger(verbose)
+    t0 = time.monotonic()
+    lay = Layout.current()
+    ensure_dir(lay.root, "root", 0o755)
+    _check_parents(lay)
+    with file_lock(lay.lock_file):
+        ensure_packages(log)
+        ensure_dir(lay.log_dir, "root", 0o755)
+        postgres.up(lay, log)
+        # sshd before SLURM only because it is independent and quick; its config names slurm.conf.
+        ssh.up(lay, log)
+        slurm.up(lay, log)
+    log(f"site up in {time.monotonic() - t0:.1f} s under {lay.root}")
+
+
+def _check_parents(lay: Layout) -> None:
+    # sshd StrictModes and munged refuse paths with a group/world-writable or foreign-owned parent.
+    for parent in [lay.root, *lay.root.parents]:
+        st = parent.stat()
+        if st.st_uid != 0 or st.st_mode & 0o022:
+            raise SiteError(
+                f"state folder parent {parent} must be owned by root and not group/world-writable "
+                "(sshd StrictModes and munged check every parent); choose another HFC_SITE_DIR"
+            )
+
+
+def down() -> None:
+    """Stop what `up` started (found by the pid files in the state folder); data stays in place."""
+    lay = Layout.current()
+    if not lay.root.exists():
+        return
+    with file_lock(lay.lock_file):
+        slurm.stop(lay)
+        ssh.stop(lay)
+        postgres.stop(lay)
+
+
+def status(print_table: bool = True) -> dict[str, bool]:
+    lay = Layout.current()
+    result = {
+        "postgres": postgres.running(lay),
+        "sshd": ssh.running(lay),
+        "munged": slurm.munge_running(lay),
+        "mariadb": slurm.mariadb_running(lay),
+        "slurmdbd": slurm.daemon_running(lay, "slurmdbd"),
+        "slurmctld": slurm.daemon_running(lay, "slurmctld"),
+        "slurmd": slurm.daemon_running(lay, "slurmd"),
+    }
+    if print_table:
+        detail = {
+            "postgres": f"127.0.0.1:{lay.pg_port}",
+            "sshd": f"127.0.0.1:{lay.ssh_port}",
+            "munged": str(lay.munge_socket),
+            "mariadb": f"127.0.0.1:{lay.mysql_port}",
+            "slurmdbd": f":{lay.slurmdbd_port}",
+            "slurmctld": f":{lay.slurmctld_port}",
+            "slurmd": f":{lay.slurmd_port}",
+        }
+        print(f"state folder: {lay.root}")
+        for name, ok in result.items():
+            print(f"  {name:<10} {'running' if ok else 'stopped':<8} {detail[name]}")
+    return result
+
+
+def env_vars() -> dict[str, str]:
+    """Connection settings for Airflow and the tools; needs a site that `up` has initialised."""
+    lay = Layout.current()
+    host_key = ssh.host_public_key(lay)
+
+    def ssh_conn(conn_type: str, user: str) -> str:
+        return json.dumps({
+            "conn_type": conn_type,
+            "host": "127.0.0.1",
+            "port": lay.ssh_port,
+            "login": user,
+            # Host-key verification stays on: the key is pinned, never no_host_key_check.
+            "extra": {"key_file": str(lay.client_key(user)), "host_key": host_key},
+        })
+
+    pw = postgres.password(lay)
+    return {
+        "HFC_SITE_DIR": str(lay.root),
+        "AIRFLOW_CONN_HFC_CLUSTER": ssh_conn("ssh", CLUSTER_USER),
+        "AIRFLOW_CONN_HFC_ARCHIVE": ssh_conn("sftp", ARCHIVE_USER),
+        "AIRFLOW_CONN_HFC_CATALOGUE": json.dumps({
+            "conn_type": "postgres",
+            "host": "127.0.0.1",
+            "port": lay.pg_port,
+            "login": postgres.ROLE,
+            "password": pw,
+            "schema": postgres.DATABASE,
+        }),
+        "HFC_CATALOGUE_DSN": postgres.dsn(lay),
+        "HFC_SSH_KNOWN_HOSTS": str(lay.known_hosts),
+    }
+
+
+def env_lines() -> str:
+    """`export NAME='value'` lines for a shell (`eval "$(python -m hfc_tasks.localsite env)"`)."""
+    return "".join(f"export {name}={_single_quote(value)}\n" for name, value in env_vars().items())
+
+
+def _single_quote(value: str) -> str:
+    # Always single quotes (JSON values are full of double quotes); a ' inside becomes '"'"'.
+    return "'" + value.replace("'", "'\"'\"'") + "'"
+
+
+def slurm_conf_path() -> str:
+    """Where this site's slurm.conf is (for root's own sinfo/sacct: `SLURM_CONF=... sinfo`)."""
+    return str(Layout.current().slurm_conf)
+
+
+__all__ = [
+    "SERVICES",
+    "SiteError",
+    "down",
+    "env_lines",
+    "env_vars",
+    "slurm_conf_path",
+    "state_dir",
+    "status",
+    "up",
+]
