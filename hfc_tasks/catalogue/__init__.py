@@ -1,0 +1,19 @@
+"""The catalogue stage's pure logic: schema migrations, product readers, the night loader.
+
+No Airflow here: the operator, the CLI, the tests and the benchmarks call the same code.
+"""
+
+from hfc_tasks.catalogue.loader import LoadReport, ManifestError, RejectedFile, load_night
+from hfc_tasks.catalogue.readers import ProductFileError, read_product
+from hfc_tasks.catalogue.schema import MigrationError, upgrade
+
+__all__ = [
+    "LoadReport",
+    "ManifestError",
+    "MigrationError",
+    "ProductFileError",
+    "RejectedFile",
+    "load_night",
+    "read_product",
+    "upgrade",
+]

@@ -1,0 +1,630 @@
+"""Readers of HFC product CSV files, driven by a table of column specs per product kind.
+
+The files are read by header NAME (column order is not reliable), with the quirks the real
+codes produce: ``;`` separator, minimal ``"`` quoting, CRLF or LF line ends, an optional missing
+final newline, an optional trailing ``;`` on every line (SoSoFT), nulls written as ``NULL``, as
+an empty field or as ``\\N``, dates as ``YYYY-MM-DDTHH:MM:SS``.
+
+Every kind of file is described by data (a :class:`KindSpec` built from a small text table), so
+supporting another FRC format means adding specs to :data:`FORMATS`, not code. The reader
+checks everything that would otherwise make the database refuse the whole load (a null in a
+NOT NULL column, a number that is not one, an impossible date, an over-long string, an integer
+out of range) and reports it located as (file, line, column, reason); line numbers are those of
+the file, header = line 1.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+SEPARATOR = ";"
+NULL_TOKENS = ("", "NULL", "\\N")
+# Non-finite numbers: the MySQL catalogue could not store them; a nullable column gets NULL.
+NON_FINITE = ("nan", "+nan", "-nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity")
+INT_MIN, INT_MAX = -(2**31), 2**31 - 1  # PostgreSQL integer
+MAX_PROBLEMS = 20  # per file: enough to fix a file in one go without flooding the report
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?$")
+TYPES = ("int", "float", "text", "datetime")
+
+
+# ---------------------------------------------------------------------------------- errors
+
+
+@dataclass(frozen=True)
+class Problem:
+    file: str
+    line: int | None
+    column: str | None
+    reason: str
+
+    def __str__(self) -> str:
+        where = [self.file]
+        if self.line is not None:
+            where.append(f"line {self.line}")
+        if self.column:
+            where.append(f"column {self.column}")
+        return ", ".join(where) + ": " + self.reason
+
+
+class ProductFileError(ValueError):
+    """A product file that cannot be loaded; names the file, line, column and reason.
+
+    ``problems`` lists every problem found in the file (up to :data:`MAX_PROBLEMS`), the first
+    being the one in the message.
+    """
+
+    def __init__(
+        self,
+        file: str,
+        line: int | None,
+        column: str | None,
+        reason: str,
+        problems: list[Problem] | None = None,
+    ):
+        self.file, self.line, self.column, self.reason = file, line, column, reason
+        first = Problem(file, line, column, reason)
+        self.problems = list(problems) if problems else [first]
+        more = len(self.problems) - 1
+        super().__init__(str(first) + (f" (and {more} more problem(s) in this file)" if more > 0 else ""))
+
+    @classmethod
+    def from_problems(cls, problems: list[Problem]) -> ProductFileError:
+        p = problems[0]
+        return cls(p.file, p.line, p.column, p.reason, problems)
+
+
+# ---------------------------------------------------------------------------------- specs
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column a kind of file may carry.
+
+    ``target`` is the catalogue column (lower-case), None for a known column the catalogue does
+    not store (read, not validated, dropped). A nullable column may be absent from the header
+    (older files lack some): it is then all NULL.
+    """
+
+    name: str
+    type: str
+    nullable: bool = True
+    max_len: int | None = None
+    target: str | None = None
+    aliases: tuple[str, ...] = ()
+    ref: str | None = None  # kind of the companion file whose local ids this column holds
+    local_id: bool = False  # the file-local row id (unique in the file)
+
+    @property
+    def required(self) -> bool:
+        return not self.nullable or self.local_id
+
+    @property
+    def stored(self) -> bool:
+        return self.target is not None
+
+
+@dataclass(frozen=True)
+class KindSpec:
+    """How to read one kind of file and where its rows go.
+
+    ``table``: catalogue table. ``match_key``: for shared metadata tables (observatory,
+    frc_info), the target columns that identify a row by content: such rows are matched or
+    inserted, never owned by a batch. Tables without a match key are owned by the batch.
+    """
+
+    kind: str
+    table: str
+    columns: tuple[Column, ...]
+    match_key: tuple[str, ...] = ()
+
+    @property
+    def local_id(self) -> Column | None:
+        return next((c for c in self.columns if c.local_id), None)
+
+    @property
+    def stored_columns(self) -> list[Column]:
+        return [c for c in self.columns if c.stored]
+
+    @property
+    def refs(self) -> dict[str, str]:
+        """target column -> kind of the file it points into."""
+        return {c.target: c.ref for c in self.columns if c.ref and c.target}
+
+
+def parse_spec(kind: str, table: str, text: str, *, match_key: tuple[str, ...] = ()) -> KindSpec:
+    """Build a :class:`KindSpec` from a text table, one column a line::
+
+        NAME  TYPE  [flags...]
+
+    TYPE is ``int``, ``float``, ``datetime``, ``text`` or ``text(N)`` (N = max length).
+    Flags: ``notnull``; ``id`` (the file-local row id); ``ref=<kind>`` (holds ids of a
+    companion file of that kind); ``extra`` (known, not stored); ``to=<column>`` (catalogue
+    column when it is not the lower-cased name); ``alias=<NAME>`` (another header spelling,
+    repeatable). ``#`` starts a comment.
+    """
+    columns = []
+    for raw in text.splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        name, typ, *flags = line.split()
+        max_len = None
+        m = re.fullmatch(r"text\((\d+)\)", typ)
+        if m:
+            typ, max_len = "text", int(m.group(1))
+        if typ not in TYPES:
+            raise ValueError(f"spec {kind}: column {name}: unknown type {typ!r}")
+        opts: dict = {"nullable": True, "target": name.lower(), "aliases": []}
+        for flag in flags:
+            key, _, value = flag.partition("=")
+            if key == "notnull":
+                opts["nullable"] = False
+            elif key == "id":
+                opts["local_id"], opts["nullable"] = True, False
+            elif key == "ref":
+                opts["ref"] = value
+            elif key == "extra":
+                opts["target"] = None
+            elif key == "to":
+                opts["target"] = value
+            elif key == "alias":
+                opts["aliases"].append(value.upper())
+            else:
+                raise ValueError(f"spec {kind}: column {name}: unknown flag {flag!r}")
+        opts["aliases"] = tuple(opts["aliases"])
+        columns.append(Column(name=name.upper(), type=typ, max_len=max_len, **opts))
+    return KindSpec(kind=kind, table=table, columns=tuple(columns), match_key=match_key)
+
+
+# Shared metadata files, the same for every code.
+FRC_INFO = parse_spec(
+    "frc_info",
+    "frc_info",
+    """
+    ID_FRC_INFO   int        id
+    INSTITUT      text(150)  notnull
+    CODE          text(100)  notnull
+    VERSION       text(50)   notnull
+    FEATURE_NAME  text(100)  notnull
+    ENC_MET       text(50)
+    PERSON        text(150)
+    CONTACT       text(150)  notnull
+    REFERENCE     text(150)
+    TARGET_NAME   text       extra
+    TARGET_CLASS  text       extra
+    URL           text       extra
+    """,
+    match_key=("code", "version", "feature_name", "institut"),
+)
+
+OBSERVATORY = parse_spec(
+    "observatory",
+    "observatory",
+    """
+    ID_OBSERVATORY   int        id  alias=ID_OBSERVAT       # RABAT3 writes ID_OBSERVAT
+    OBSERVAT         text(255)  notnull
+    INSTRUME         text(150)  notnull
+    TELESCOP         text(150)
+    UNITS            text(100)  notnull
+    WAVEMIN          float      notnull
+    WAVEMAX          float
+    WAVENAME         text(50)
+    WAVEUNIT         text(10)
+    SPECTRAL_DOMAIN  text(100)  to=spectral_name  alias=SPECTRAL_NAME
+    OBS_TYPE         text(100)
+    COMMENT          text
+    OBSINST_KEY      text       extra
+    FREQMIN          float      extra
+    FREQMAX          float      extra
+    FREQUNIT         text       extra
+    OBS_CAT          text       extra
+    """,
+    match_key=("observat", "instrume", "telescop", "wavemin", "wavename"),
+)
+
+# OBSERVATIONS rows as the codes write them in their `init` files.
+_OBSERVATIONS_COLUMNS = """
+    ID_OBSERVATIONS  int        id
+    OBSERVATORY_ID   int        notnull  ref=observatory
+    DATE_OBS         datetime   notnull
+    DATE_END         datetime   notnull
+    JDINT            int
+    JDFRAC           float
+    EXP_TIME         float
+    C_ROTATION       int
+    BSCALE           float
+    BZERO            float
+    BITPIX           int
+    NAXIS1           int
+    NAXIS2           int
+    R_SUN            float
+    CENTER_X         float
+    CENTER_Y         float
+    CDELT1           float
+    CDELT2           float
+    QUALITY          text(20)
+    FILENAME         text(100)  notnull
+    FILE_FORMAT      text(20)
+    COMMENT          text
+    LOC_FILENAME     text(200)  notnull
+    URL              text
+    QCLK_URL         text
+    QCLK_FNAME       text(200)
+"""
+
+SDOSS_INIT = parse_spec(
+    "init",
+    "observations",
+    _OBSERVATIONS_COLUMNS
+    + """
+    FILE_SIZE        int   extra
+    DATA_TYPE        text  extra
+    PROCESSING_LVL   text  extra
+    """,
+)
+
+SDOSS_FEAT = parse_spec(
+    "feat",
+    "sunspots",
+    """
+    ID_SUNSPOT          int        id
+    FRC_INFO_ID         int        notnull  ref=frc_info
+    OBSERVATIONS_ID_IC  int        ref=init
+    OBSERVATIONS_ID_M   int        ref=init
+    FEAT_X_ARCSEC       float      notnull
+    FEAT_Y_ARCSEC       float      notnull
+    FEAT_X_PIX          int        notnull
+    FEAT_Y_PIX          int        notnull
+    FEAT_HG_LONG_DEG    float      notnull
+    FEAT_HG_LAT_DEG     float      notnull
+    FEAT_CARR_LONG_DEG  float      notnull
+    FEAT_CARR_LAT_DEG   float      notnull
+    BR_X0_ARCSEC        float      notnull
+    BR_Y0_ARCSEC        float      notnull
+    BR_X1_ARCSEC        float      notnull
+    BR_Y1_ARCSEC        float      notnull
+    BR_X2_ARCSEC        float      notnull
+    BR_Y2_ARCSEC        float      notnull
+    BR_X3_ARCSEC        float      notnull
+    BR_Y3_ARCSEC        float      notnull
+    BR_X0_PIX           int        notnull
+    BR_Y0_PIX           int        notnull
+    BR_X1_PIX           int        notnull
+    BR_Y1_PIX           int        notnull
+    BR_X2_PIX           int        notnull
+    BR_Y2_PIX           int        notnull
+    BR_X3_PIX           int        notnull
+    BR_Y3_PIX           int        notnull
+    BR_HG_LONG0_DEG     float      notnull
+    BR_HG_LAT0_DEG      float      notnull
+    BR_HG_LONG1_DEG     float      notnull
+    BR_HG_LAT1_DEG      float      notnull
+    BR_HG_LONG2_DEG     float      notnull
+    BR_HG_LAT2_DEG      float      notnull
+    BR_HG_LONG3_DEG     float      notnull
+    BR_HG_LAT3_DEG      float      notnull
+    BR_CARR_LONG0_DEG   float      notnull
+    BR_CARR_LAT0_DEG    float      notnull
+    BR_CARR_LONG1_DEG   float      notnull
+    BR_CARR_LAT1_DEG    float      notnull
+    BR_CARR_LONG2_DEG   float      notnull
+    BR_CARR_LAT2_DEG    float      notnull
+    BR_CARR_LONG3_DEG   float      notnull
+    BR_CARR_LAT3_DEG    float      notnull
+    FEAT_AREA_PIX       int        notnull
+    FEAT_AREA_DEG2      float      notnull
+    FEAT_AREA_MM2       float      notnull
+    FEAT_DIAM_DEG       float      notnull
+    FEAT_DIAM_MM        float      notnull
+    FEAT_MEAN2QSUN      float      notnull
+    FEAT_MAX_INT        float      notnull
+    FEAT_MIN_INT        float      notnull
+    FEAT_MEAN_INT       float      notnull
+    FEAT_TOT_BZ         float
+    FEAT_ABS_BZ         float      notnull
+    FEAT_MAX_BZ         float
+    FEAT_MIN_BZ         float
+    FEAT_MEAN_BZ        float
+    UMBRA_NUMBER        int        notnull
+    UMBRA_AREA_PIX      int        notnull
+    UMBRA_AREA_MM2      float      notnull
+    UMBRA_AREA_DEG2     float      notnull
+    UMBRA_DIAM_DEG      float      notnull
+    UMBRA_DIAM_MM       float      notnull
+    UMBRA_MAX_INT       float      notnull
+    UMBRA_MIN_INT       float      notnull
+    UMBRA_MEAN_INT      float      notnull
+    UMBRA_TOT_BZ        float      notnull
+    UMBRA_ABS_BZ        float
+    UMBRA_MAX_BZ        float
+    UMBRA_MIN_BZ        float
+    UMBRA_MEAN_BZ       float
+    CC_X_PIX            int        notnull
+    CC_Y_PIX            int        notnull
+    CC_X_ARCSEC         float      notnull
+    CC_Y_ARCSEC         float      notnull
+    CC                  text
+    CC_LENGTH           int        notnull
+    RS                  text       notnull
+    RS_LENGTH           int        notnull
+    SNAPSHOT_FN         text(200)
+    SNAPSHOT_PATH       text(200)
+    HELIO_SS_NUMBER     int        notnull
+    FEAT_FILENAME       text(150)
+    RUN_DATE            datetime   notnull
+    """,
+)
+
+# product_format (the registry's / manifest's name) -> kind -> spec. The order of the kinds is
+# the load order: every kind comes after the kinds its ``ref=`` columns point into.
+FORMATS: dict[str, dict[str, KindSpec]] = {
+    "sdoss": {"observatory": OBSERVATORY, "frc_info": FRC_INFO, "init": SDOSS_INIT, "feat": SDOSS_FEAT},
+}
+METADATA_KINDS = ("observatory", "frc_info")
+
+
+def spec_for(product_format: str, kind: str) -> KindSpec:
+    try:
+        return FORMATS[product_format][kind]
+    except KeyError:
+        raise KeyError(f"no reader for kind {kind!r} of product format {product_format!r}") from None
+
+
+# ---------------------------------------------------------------------------------- reading
+
+
+@dataclass
+class ProductTable:
+    """A parsed file: one row per data line, columns = the spec's catalogue columns, typed
+    (``Int64``, ``float64``, ``datetime64``, object str; missing optional columns are all null)."""
+
+    file: str
+    spec: KindSpec
+    frame: pd.DataFrame
+    lines: np.ndarray  # file line number of each row (header = line 1)
+    # Per catalogue column, each row's value as text PostgreSQL's input reads to the same value
+    # (None = NULL): what the loader COPYs, without re-formatting every number.
+    db_text: dict[str, np.ndarray] = field(default_factory=dict)
+    unknown_columns: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def kind(self) -> str:
+        return self.spec.kind
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+
+def _decode(name: str, data: bytes, warnings: list[str]) -> str:
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        # Older IDL codes wrote Latin-1 (e.g. "Nançay"); every byte decodes, so nothing is lost.
+        warnings.append(f"{name}: not UTF-8 ({exc.reason} at byte {exc.start}), read as Latin-1")
+        text = data.decode("latin-1")
+    # One line-end convention for both parsers below (CRLF, LF or a stray CR).
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _split_records(name: str, text: str) -> tuple[list[str], pd.DataFrame, np.ndarray, np.ndarray]:
+    """Header fields, the data cells as strings, each record's line and field count."""
+    if '"' not in text:
+        # Fast path (the usual file): no quoting, one record per line, pandas' C parser.
+        lines = text.split("\n")
+        numbered = [(i + 1, ln) for i, ln in enumerate(lines) if ln.strip()]
+        if not numbered:
+            raise ProductFileError(name, 1, None, "empty file (no header line)")
+        header = numbered[0][1].split(SEPARATOR)
+        body = numbered[1:]
+        line_nos = np.array([n for n, _ in body], dtype=np.int64)
+        counts = np.array([ln.count(SEPARATOR) + 1 for _, ln in body], dtype=np.int64)
+        width = int(max(counts.max(initial=0), len(header)))
+        if body:
+            cells = pd.read_csv(
+                io.StringIO("\n".join(ln for _, ln in body)),
+                sep=SEPARATOR,
+                header=None,
+                names=list(range(width)),
+                dtype=str,
+                na_filter=False,
+                quoting=csv.QUOTE_NONE,
+                skip_blank_lines=False,
+                engine="c",
+            )
+        else:
+            cells = pd.DataFrame(columns=list(range(width)), dtype=str)
+        return header, cells, line_nos, counts
+    # Quoted fields may hold separators or line ends: the csv module tracks real line numbers.
+    reader = csv.reader(io.StringIO(text), delimiter=SEPARATOR, quotechar='"', strict=True)
+    records, line_nos = [], []
+    start = 1
+    try:
+        for rec in reader:
+            if rec and any(cell.strip() for cell in rec):
+                records.append(rec)
+                line_nos.append(start)
+            start = reader.line_num + 1
+    except csv.Error as exc:
+        raise ProductFileError(name, reader.line_num, None, f"bad CSV quoting: {exc}") from None
+    if not records:
+        raise ProductFileError(name, 1, None, "empty file (no header line)")
+    header, body = records[0], records[1:]
+    width = max([len(header), *(len(r) for r in body)])
+    cells = pd.DataFrame([r + [""] * (width - len(r)) for r in body], columns=list(range(width)), dtype=str)
+    counts = np.array([len(r) for r in body], dtype=np.int64)
+    return header, cells, np.array(line_nos[1:], dtype=np.int64), counts
+
+
+def read_product(name: str, data: bytes, spec: KindSpec) -> ProductTable:
+    """Parse one product file against its spec; raise :class:`ProductFileError` if unusable."""
+    warnings: list[str] = []
+    text = _decode(name, data, warnings)
+    header, cells, line_nos, counts = _split_records(name, text)
+    problems: list[Problem] = []
+
+    def problem(line, column, reason):
+        if len(problems) < MAX_PROBLEMS:
+            problems.append(Problem(name, int(line) if line is not None else None, column, reason))
+
+    # -- header: names are matched case-insensitively; a trailing ";" gives an empty last name.
+    names = [h.strip().upper() for h in header]
+    header_width = len(names)
+    if names and names[-1] == "":
+        names.pop()
+    for i, n in enumerate(names):
+        if not n:
+            problem(1, f"#{i + 1}", "empty column name in the header")
+    seen: dict[str, int] = {}
+    for i, n in enumerate(names):
+        if n in seen and n:
+            problem(1, n, f"column named twice in the header (fields {seen[n] + 1} and {i + 1})")
+        seen.setdefault(n, i)
+
+    # -- records: as many fields as the header, give or take one empty trailing field.
+    ok_width = (counts == len(names)) | (counts == header_width)
+    for i in np.flatnonzero(~ok_width & (counts == len(names) + 1)):
+        ok_width[i] = cells.iat[i, len(names)] == ""  # e.g. "...;;" after an empty last field
+    for i in np.flatnonzero(~ok_width):
+        problem(line_nos[i], None, f"{counts[i]} fields, the header has {len(names)}")
+
+    # -- map spec columns to header positions.
+    position: dict[str, int] = {}
+    known: set[str] = set()
+    for col in spec.columns:
+        found = [n for n in (col.name, *col.aliases) if n in seen]
+        known.update(found)
+        if len(found) > 1:
+            warnings.append(f"{name}: columns {' and '.join(found)} both present; using {found[0]}")
+        if found:
+            position[col.name] = seen[found[0]]
+        elif col.required:
+            problem(1, col.name, "required column missing from the header")
+    unknown = [n for n in names if n and n not in known]
+    if unknown:
+        warnings.append(f"{name}: unknown column(s) ignored: {', '.join(unknown)}")
+
+    # -- convert and validate, vectorised per column.
+    out: dict[str, pd.Series] = {}
+    db_text: dict[str, np.ndarray] = {}
+    nrows = len(cells)
+    for col in spec.stored_columns:
+        if col.name not in position:
+            out[col.target] = _null_series(col.type, nrows)
+            db_text[col.target] = np.full(nrows, None, dtype=object)
+            continue
+        raw = cells[position[col.name]].astype(str)
+        out[col.target], db_text[col.target] = _convert(col, raw, line_nos, problem, warnings, name)
+
+    lid = spec.local_id
+    if lid is not None and lid.target in out and nrows:
+        ids = out[lid.target]
+        dup = ids.duplicated(keep="first") & ids.notna()
+        for i in np.flatnonzero(dup.to_numpy()):
+            first = int(np.flatnonzero((ids == ids.iat[i]).to_numpy())[0])
+            problem(line_nos[i], lid.name, f"duplicate id {ids.iat[i]} (first on line {line_nos[first]})")
+
+    if problems:
+        raise ProductFileError.from_problems(problems)
+    frame = pd.DataFrame(out, index=pd.RangeIndex(nrows))
+    return ProductTable(name, spec, frame, line_nos, db_text, unknown, warnings)
+
+
+def _null_series(typ: str, n: int) -> pd.Series:
+    if typ == "int":
+        return pd.Series(pd.array([pd.NA] * n, dtype="Int64"))
+    if typ == "float":
+        return pd.Series(np.full(n, np.nan))
+    if typ == "datetime":
+        return pd.Series(pd.NaT, index=range(n), dtype="datetime64[us]")
+    return pd.Series([None] * n, dtype=object)
+
+
+# Characters of a number PostgreSQL's integer / double precision input reads exactly as written.
+_INT_CHARS = frozenset("0123456789+- ")
+_FLOAT_CHARS = frozenset("0123456789+-.eE ")
+
+
+def _plain(values: np.ndarray, allowed: frozenset) -> bool:
+    """True if every string only uses ``allowed`` characters (one C-speed pass, no per-cell loop)."""
+    return set("".join(values)) <= allowed
+
+
+def _convert(col: Column, raw: pd.Series, line_nos, problem, warnings, name) -> tuple[pd.Series, np.ndarray]:
+    """(typed values, database text) of one column; problems go to ``problem``.
+
+    The database text is the file's own text wherever PostgreSQL reads it to the same value
+    (re-formatting millions of floats would cost more than parsing the whole file), None = NULL.
+    """
+    cells = np.array(raw.to_numpy(dtype=object))  # writable copies (pandas 3 hands out read-only views)
+    is_null = np.array(raw.isin(NULL_TOKENS).to_numpy())
+    text = cells.copy()
+    if col.type in ("int", "float"):
+        values = pd.to_numeric(raw.where(~is_null), errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+        bad = ~is_null & ~np.isfinite(values)
+        if bad.any():
+            # "NaN"/"inf": the MySQL catalogue could not store them; NULL if the column allows it.
+            tokens = np.array([str(c).strip().lower() in NON_FINITE for c in cells[bad]])
+            non_finite = np.zeros(len(cells), dtype=bool)
+            non_finite[np.flatnonzero(bad)[tokens]] = True
+            if non_finite.any() and col.nullable:
+                warnings.append(f"{name}: {int(non_finite.sum())} non-finite value(s) in {col.name} stored as NULL")
+                is_null = is_null | non_finite
+                bad = bad & ~non_finite
+        reason = "not an integer" if col.type == "int" else "not a number"
+        for i in np.flatnonzero(bad)[:MAX_PROBLEMS]:
+            problem(line_nos[i], col.name, f"{reason}: {cells[i]!r}")
+        ok = ~is_null & ~bad
+        if col.type == "int":
+            with np.errstate(invalid="ignore"):
+                frac = ok & (np.mod(values, 1) != 0)
+                rng = ok & ~frac & ((values < INT_MIN) | (values > INT_MAX))
+            for i in np.flatnonzero(frac)[:MAX_PROBLEMS]:
+                problem(line_nos[i], col.name, f"not an integer: {cells[i]!r}")
+            for i in np.flatnonzero(rng)[:MAX_PROBLEMS]:
+                problem(line_nos[i], col.name, f"integer out of range: {cells[i]!r}")
+            ok &= ~frac & ~rng
+            ints = np.where(ok, values, 0).astype(np.int64)
+            result = pd.Series(pd.array(ints, dtype="Int64"))
+            result[~ok] = pd.NA
+            if not _plain(cells[ok], _INT_CHARS):  # e.g. "12.0" or "1e3": PostgreSQL wants "12"
+                text = ints.astype(str).astype(object)
+        else:
+            result = pd.Series(np.where(ok, values, np.nan))
+            if not _plain(cells[ok], _FLOAT_CHARS):
+                text = np.array([repr(v) for v in values.tolist()], dtype=object)
+        text[~ok] = None
+        return result, text
+    if col.type == "datetime":
+        shaped = np.array(raw.str.match(_DATE.pattern).to_numpy(dtype=bool, na_value=False))
+        retry = ~is_null & ~shaped
+        if retry.any():  # surrounding blanks: rare, so stripped only where needed
+            stripped = np.array([str(c).strip() for c in cells[retry]], dtype=object)
+            cells[retry] = stripped
+            text[retry] = stripped
+            shaped[retry] = [bool(_DATE.match(c)) for c in stripped]
+        parsed = pd.to_datetime(pd.Series(cells).where(~is_null & shaped), format="ISO8601", errors="coerce")
+        parsed = parsed.astype("datetime64[us]")
+        bad = ~is_null & (~shaped | parsed.isna().to_numpy())
+        for i in np.flatnonzero(bad)[:MAX_PROBLEMS]:
+            why = "impossible date" if shaped[i] else "not a date (expected YYYY-MM-DDTHH:MM:SS)"
+            problem(line_nos[i], col.name, f"{why}: {raw.iat[i]!r}")
+        text[is_null | bad] = None
+        result = parsed.reset_index(drop=True)
+    else:
+        text[is_null] = None
+        result = pd.Series(text, dtype=object)
+        if col.max_len is not None:
+            too_long = (raw.str.len().to_numpy() > col.max_len) & ~is_null
+            for i in np.flatnonzero(too_long)[:MAX_PROBLEMS]:
+                problem(line_nos[i], col.name, f"longer than {col.max_len} characters ({len(cells[i])})")
+    if not col.nullable:
+        for i in np.flatnonzero(is_null)[:MAX_PROBLEMS]:
+            problem(line_nos[i], col.name, f"missing value ({cells[i] or 'empty'}) in a NOT NULL column")
+    return result, text

@@ -1,0 +1,470 @@
+"""The catalogue loader against a real PostgreSQL (fixture ``fresh_db`` from tests/conftest.py).
+
+A small SDOSS night is built in memory (bytes in a dict standing for the archive) with the real
+SDOSS metadata files from /work/shared/hfc_samples, and loaded through ``load_night``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import threading
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from hfc_tasks.catalogue import load_night, loader, readers, upgrade
+
+pytestmark = pytest.mark.site
+
+SAMPLES = Path(__file__).parents[2].parent / "shared" / "hfc_samples"
+ARCHIVE_URL = "file:///archive"
+FRC = "sdoss"
+
+INIT_COLUMNS = (
+    "ID_OBSERVATIONS;OBSERVATORY_ID;DATE_OBS;DATE_END;JDINT;JDFRAC;EXP_TIME;C_ROTATION;BSCALE;BZERO;BITPIX;"
+    "NAXIS1;NAXIS2;R_SUN;CENTER_X;CENTER_Y;CDELT1;CDELT2;QUALITY;FILENAME;FILE_FORMAT;FILE_SIZE;DATA_TYPE;"
+    "PROCESSING_LVL;COMMENT;LOC_FILENAME;URL;QCLK_URL;QCLK_FNAME"
+).split(";")
+FEAT_COLUMNS = [c.name for c in readers.SDOSS_FEAT.columns]
+
+
+def _stamp(t: dt.datetime) -> str:
+    return t.strftime("%Y%m%dT%H%M%S")
+
+
+def quicklook_name(t: dt.datetime) -> str:
+    return f"hmi.ic_45s.{t:%Y.%m.%d_%H_%M_%S}_TAI.continuum.jpg"
+
+
+def init_csv(t: dt.datetime) -> bytes:
+    """SDOSS init: continuum (local id 1, observatory 1) then magnetogram (2, observatory 2)."""
+    iso = t.strftime("%Y-%m-%dT%H:%M:%S")
+    end = (t + dt.timedelta(seconds=45)).strftime("%Y-%m-%dT%H:%M:%S")
+    rows = []
+    for local, kind in ((1, "continuum"), (2, "magnetogram")):
+        fits = f"hmi.{kind}.{t:%Y%m%d_%H%M%S}.fits"
+        values = {
+            "ID_OBSERVATIONS": local,
+            "OBSERVATORY_ID": local,
+            "DATE_OBS": iso,
+            "DATE_END": end,
+            "JDINT": 2460371,
+            "JDFRAC": 0.5,
+            "EXP_TIME": 0.045,
+            "C_ROTATION": 2281,
+            "BSCALE": 1.0,
+            "BZERO": 0.0,
+            "BITPIX": 32,
+            "NAXIS1": 4096,
+            "NAXIS2": 4096,
+            "R_SUN": 1890.5,
+            "CENTER_X": 2048.25,
+            "CENTER_Y": 2047.75,
+            "CDELT1": 0.504,
+            "CDELT2": 0.504,
+            "QUALITY": "0",
+            "FILENAME": fits,
+            "FILE_FORMAT": "FITS",
+            "FILE_SIZE": 16777216,
+            "DATA_TYPE": "int",
+            "PROCESSING_LVL": "1.5",
+            "COMMENT": "NULL",
+            "LOC_FILENAME": f"/data/sdo/{fits}",
+            "URL": f"http://jsoc.stanford.edu/{fits}",
+            "QCLK_URL": "",
+            "QCLK_FNAME": quicklook_name(t) if local == 1 else "\\N",
+        }
+        rows.append(";".join(str(values[c]) for c in INIT_COLUMNS))
+    # CRLF and no final newline, like the real files.
+    return ("\r\n".join([";".join(INIT_COLUMNS), *rows])).encode()
+
+
+def feat_values(t: dt.datetime, n: int, file: str) -> list[dict]:
+    out = []
+    for k in range(1, n + 1):
+        row = {}
+        for col in readers.SDOSS_FEAT.columns:
+            if col.type == "int":
+                row[col.name] = 10 * k + 1
+            elif col.type == "float":
+                row[col.name] = k + 0.25
+            elif col.type == "datetime":
+                row[col.name] = t.strftime("%Y-%m-%dT%H:%M:%S")
+            else:
+                row[col.name] = f"{col.name.lower()}{k}"
+        row.update(
+            ID_SUNSPOT=k,
+            FRC_INFO_ID=1,
+            OBSERVATIONS_ID_IC=1,
+            OBSERVATIONS_ID_M=2,
+            SNAPSHOT_PATH="http://snap/",
+            SNAPSHOT_FN=f"snap_{_stamp(t)}_{k}.png",
+            FEAT_FILENAME=file,
+            FEAT_TOT_BZ="NULL",
+        )
+        out.append(row)
+    return out
+
+
+def feat_csv(rows: list[dict], columns=None) -> bytes:
+    columns = columns or list(reversed(FEAT_COLUMNS))  # an unusual order: read by name
+    lines = [";".join(columns)] + [";".join(str(r[c]) for c in columns) for r in rows]
+    return ("\n".join(lines) + "\n").encode()
+
+
+class Night:
+    """A night of products: ``files`` (archive path -> bytes) and its ``manifest``."""
+
+    def __init__(self, night: dt.date, spots=(3, 2)):
+        self.night = night
+        self.files: dict[str, bytes] = {}
+        self.entries: list[dict] = []
+        self.add("sdoss_106_frc_info.csv", "frc_info", (SAMPLES / "sdoss_106_frc_info.csv").read_bytes())
+        self.add("sdoss_106_observatory.csv", "observatory", (SAMPLES / "sdoss_106_observatory.csv").read_bytes())
+        for i, n in enumerate(spots):
+            t = dt.datetime.combine(night, dt.time(2 * i))
+            stem = f"sdoss_106_{_stamp(t)}_sdo"
+            self.add(f"{stem}_init.csv", "init", init_csv(t))
+            self.add(f"{stem}_feat.csv", "feat", feat_csv(feat_values(t, n, f"{stem}_feat.csv")))
+            self.add(quicklook_name(t), "quicklook", b"\xff\xd8 jpeg " + stem.encode())
+
+    def path_of(self, name: str) -> str:
+        return next(e["archive_path"] for e in self.entries if e["name"] == name)
+
+    def add(self, name: str, kind: str, data: bytes, sha: str | None = None) -> None:
+        year = f"{self.night:%Y}"
+        folder = f"{FRC}/images/full/SDO/HMI/{year}" if kind == "quicklook" else f"{FRC}/results/{year}"
+        path = f"{folder}/{name}"
+        self.entries = [e for e in self.entries if e["name"] != name]
+        self.files[path] = data
+        self.entries.append(
+            {
+                "name": name,
+                "kind": kind,
+                "size": len(data),
+                "sha256": sha or hashlib.sha256(data).hexdigest(),
+                "archive_path": path,
+                "url_base": f"{ARCHIVE_URL}/{folder}",
+            }
+        )
+
+    def replace(self, name: str, data: bytes, *, keep_sha: bool = False) -> None:
+        """Change a file's bytes (keep_sha: the manifest still has the old checksum)."""
+        entry = next(e for e in self.entries if e["name"] == name)
+        self.add(name, entry["kind"], data, sha=entry["sha256"] if keep_sha else None)
+
+    @property
+    def manifest(self) -> dict:
+        return {
+            "format": "hfc-manifest/1",
+            "frc": FRC,
+            "night": self.night.isoformat(),
+            "product_format": "sdoss",
+            "frc_version": "1.0.6",
+            "slurm_job_id": "4242",
+            "archive_root": "/archive",
+            "created": f"{self.night + dt.timedelta(days=1)}T00:05:00Z",
+            "files": list(self.entries),
+        }
+
+    def read(self, path: str) -> bytes:
+        try:
+            return self.files[path]
+        except KeyError:
+            raise FileNotFoundError(path) from None
+
+    def load(self, conn, **kw):
+        return load_night(conn, self.manifest, self.read, **kw)
+
+
+NIGHT1 = dt.date(2024, 3, 1)
+NIGHT2 = dt.date(2024, 3, 2)
+
+
+@pytest.fixture
+def conn(fresh_db):
+    with psycopg.connect(fresh_db) as c:
+        yield c
+
+
+def counts(conn, night: dt.date | None = None) -> dict[str, int]:
+    where, args = ("where b.night = %s", (night,)) if night else ("", ())
+    out = {}
+    for table in ("observations", "sunspots"):
+        out[table] = conn.execute(
+            f"select count(*) from hfc.{table} t join hfc.batch b on b.id = t.batch_id {where}", args
+        ).fetchone()[0]
+    for table in ("observatory", "frc_info", "batch"):
+        out[table] = conn.execute(f"select count(*) from hfc.{table}").fetchone()[0]
+    conn.commit()
+    return out
+
+
+def test_load_a_night_into_view_sp_hqi(conn):
+    night = Night(NIGHT1)
+    report = night.load(conn, dag_run_id="scheduled__2024-03-02", task_try=1)
+    assert report.ok, report.summary()
+    assert report.rows == {"observations": 4, "sunspots": 5}
+    assert report.metadata_new == {"observatory": 2, "frc_info": 1}
+    assert report.migrations == ["0001_core"]
+    assert len(report.files_loaded) == 6
+    assert report.warnings == []
+
+    cur = conn.execute("select * from hfc.view_sp_hqi order by date_obs, feat_x_pix")
+    names = [d.name for d in cur.description]
+    rows = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+    assert len(names) == 118
+    assert names[:3] == ["institut", "code", "version"] and names[-1] == "snapshot"
+    assert "batch_id" not in names
+    assert len(rows) == 5
+    first = rows[0]
+    assert (first["institut"], first["code"], first["version"], first["feature_name"]) == (
+        "MSSL",
+        "SDOSS",
+        "1.06",
+        "SUNSPOTS",
+    )
+    assert (first["observat"], first["instrume"], first["telescop"]) == ("SDO", "HMI", "Continuum")
+    assert first["spectral_name"] == "Visible" and first["wavemin"] == 617.133
+    assert first["date_obs"] == dt.datetime(2024, 3, 1, 0, 0)
+    assert first["date_end"] == dt.datetime(2024, 3, 1, 0, 0, 45)
+    assert first["cdelt1"] == 0.504 and first["naxis1"] == 4096 and first["file_format"] == "FITS"
+    assert first["feat_x_pix"] == 11 and first["feat_area_deg2"] == 1.25 and first["feat_tot_bz"] is None
+    assert first["rs"] == "rs1" and first["snapshot"] == "http://snap/snap_20240301T000000_1.png"
+    assert first["noaa_number"] is None
+    for row in rows:
+        ql = quicklook_name(row["date_obs"])
+        assert row["qclk_fname"] == ql
+        assert row["qclk_url"] + "/" + row["qclk_fname"] == f"{ARCHIVE_URL}/{night.path_of(ql)}"
+    # The magnetogram observation (no quicklook) keeps a NULL url; sunspots point at it by _M.
+    m = conn.execute(
+        "select o.qclk_url, o.qclk_fname, count(s.*) from hfc.observations o "
+        "join hfc.sunspots s on s.observations_id_m = o.id_observations "
+        "group by 1, 2"
+    ).fetchall()
+    assert m == [(None, None, 5)]
+    batch = conn.execute(
+        "select frc, night, slurm_job_id, dag_run_id, task_try, frc_version, status, row_counts,"
+        " finished_at is not null from hfc.batch"
+    ).fetchone()
+    assert batch == (
+        "sdoss",
+        NIGHT1,
+        "4242",
+        "scheduled__2024-03-02",
+        1,
+        "1.0.6",
+        "loaded",
+        {"observations": 4, "sunspots": 5},
+        True,
+    )
+
+
+def test_provenance_row_to_file_job_run_and_version(conn):
+    night = Night(NIGHT1)
+    night.load(conn, dag_run_id="manual__1", task_try=2)
+    row = conn.execute(
+        """
+        select s.id_sunspot, f.name, f.sha256, b.slurm_job_id, b.dag_run_id, b.task_try, b.frc_version
+        from hfc.sunspots s
+        join hfc.batch b on b.id = s.batch_id
+        join hfc.batch_file f on f.batch_id = b.id and f.name = s.feat_filename
+        order by s.id_sunspot limit 1
+        """
+    ).fetchone()
+    name = "sdoss_106_20240301T000000_sdo_feat.csv"
+    assert row[1:] == (
+        name,
+        hashlib.sha256(night.read(night.path_of(name))).hexdigest(),
+        "4242",
+        "manual__1",
+        2,
+        "1.0.6",
+    )
+
+
+def test_reload_same_counts_and_other_night_untouched(conn):
+    other = Night(NIGHT2, spots=(4,))
+    other.load(conn)
+    conn.commit()
+    other_rows = conn.execute(
+        "select o.id_observations, s.id_sunspot from hfc.observations o "
+        "join hfc.sunspots s on s.observations_id_ic = o.id_observations order by 1, 2"
+    ).fetchall()
+    night = Night(NIGHT1)
+    seen = []
+    for _ in range(3):
+        report = night.load(conn)
+        assert report.ok
+        seen.append((report.rows, counts(conn, NIGHT1)))
+    assert seen[0] == seen[1] == seen[2]
+    assert seen[0][1] == {"observations": 4, "sunspots": 5, "observatory": 2, "frc_info": 1, "batch": 2}
+    assert (
+        conn.execute(
+            "select o.id_observations, s.id_sunspot from hfc.observations o "
+            "join hfc.sunspots s on s.observations_id_ic = o.id_observations "
+            "join hfc.batch b on b.id = o.batch_id where b.night = %s order by 1, 2",
+            (NIGHT2,),
+        ).fetchall()
+        == other_rows
+    )
+    assert conn.execute("select count(*) from hfc.batch_file").fetchone()[0] == 8 + 5
+
+
+def test_ids_deterministic_for_same_input(conn):
+    night = Night(NIGHT1)
+    night.load(conn)
+    q = (
+        "select o.filename, o.id_observations - min(o.id_observations) over (), "
+        "s.feat_x_pix, s.id_sunspot - min(s.id_sunspot) over () "
+        "from hfc.sunspots s join hfc.observations o on o.id_observations = s.observations_id_ic order by 2, 4"
+    )
+    first = conn.execute(q).fetchall()
+    night.load(conn)
+    assert conn.execute(q).fetchall() == first
+
+
+def test_sha_mismatch_and_bad_number_are_rejected_good_files_load(conn):
+    night = Night(NIGHT1, spots=(3, 2, 1))
+    # Feat 1: bytes changed after the manifest was written.
+    feat1 = "sdoss_106_20240301T000000_sdo_feat.csv"
+    night.replace(feat1, night.read(night.path_of(feat1)) + b"garbage", keep_sha=True)
+    # Feat 2: a bad number on its third line (second sunspot), in a manifest-consistent file.
+    feat2 = "sdoss_106_20240301T020000_sdo_feat.csv"
+    t2 = dt.datetime(2024, 3, 1, 2)
+    rows = feat_values(t2, 2, feat2)
+    rows[1]["FEAT_AREA_DEG2"] = "12.5x"
+    night.replace(feat2, feat_csv(rows))
+    # Init 3: an impossible date: its feat is skipped with it.
+    init3 = "sdoss_106_20240301T040000_sdo_init.csv"
+    night.replace(init3, night.read(night.path_of(init3)).replace(b"2024-03-01T04:00:00;", b"2024-02-30T04:00:00;", 1))
+
+    report = night.load(conn)
+    assert not report.ok
+    by_file = {r.file: r for r in report.rejected}
+    assert set(report.rejected_files) == {feat1, feat2, init3, init3.replace("init", "feat")}
+    assert "sha256 mismatch" in by_file[feat1].reason
+    assert (by_file[feat2].line, by_file[feat2].column) == (3, "FEAT_AREA_DEG2")
+    assert "not a number" in by_file[feat2].reason and "12.5x" in by_file[feat2].reason
+    assert (by_file[init3].line, by_file[init3].column) == (2, "DATE_OBS")
+    assert "impossible date" in by_file[init3].reason
+    assert "was rejected" in by_file[init3.replace("init", "feat")].reason
+    # The good files loaded: two init files (4 observations), no sunspots (both feats bad).
+    assert report.rows == {"observations": 4, "sunspots": 0}
+    stored = conn.execute(
+        "select file, line, column_name, reason from hfc.rejected_file order by file, line"
+    ).fetchall()
+    assert (feat2, 3, "FEAT_AREA_DEG2") in [r[:3] for r in stored]
+    assert conn.execute("select status from hfc.batch").fetchone()[0] == "partial"
+    assert conn.execute("select rows from hfc.batch_file where name = %s", (feat2,)).fetchone()[0] is None
+
+
+def test_feat_pointing_at_unknown_observation_is_rejected(conn):
+    night = Night(NIGHT1, spots=(2,))
+    name = "sdoss_106_20240301T000000_sdo_feat.csv"
+    rows = feat_values(dt.datetime(2024, 3, 1), 2, name)
+    rows[0]["OBSERVATIONS_ID_IC"] = 7
+    night.replace(name, feat_csv(rows))
+    report = night.load(conn)
+    assert [(r.file, r.line, r.column) for r in report.rejected] == [(name, 2, "OBSERVATIONS_ID_IC")]
+    assert report.rows == {"observations": 2, "sunspots": 0}
+
+
+def test_failure_mid_load_keeps_previous_batch(conn, monkeypatch):
+    night = Night(NIGHT1)
+    first = night.load(conn)
+    before = counts(conn)
+
+    real_copy = loader._copy_frame
+
+    def copy_then_fail(cur, table, frame):
+        real_copy(cur, table, frame)
+        if table == "sunspots":
+            raise RuntimeError("disk full (simulated)")
+
+    monkeypatch.setattr(loader, "_copy_frame", copy_then_fail)
+    with pytest.raises(RuntimeError, match="simulated"):
+        Night(NIGHT1, spots=(7, 7, 7)).load(conn)
+    assert counts(conn) == before
+    assert conn.execute("select id from hfc.batch").fetchone()[0] == first.batch_id
+
+
+def test_night_without_detections_and_empty_night(conn):
+    night = Night(NIGHT1)
+    night.load(conn)
+    quiet = Night(NIGHT1)
+    quiet.entries = [e for e in quiet.entries if e["kind"] != "feat"]
+    report = quiet.load(conn)
+    assert report.ok and report.rows == {"observations": 4, "sunspots": 0}
+    empty = Night(NIGHT1)
+    empty.entries = []
+    report = empty.load(conn)
+    assert report.ok and report.rows == {"observations": 0, "sunspots": 0}
+    assert counts(conn, NIGHT1)["observations"] == 0
+    assert conn.execute("select count(*), min(status) from hfc.batch").fetchone() == (1, "loaded")
+
+
+def test_metadata_matched_by_content_not_local_id(conn):
+    Night(NIGHT1).load(conn)
+    # Same instruments, local ids swapped in the file: must map to the same catalogue rows.
+    night = Night(NIGHT2, spots=(1,))
+    lines = (SAMPLES / "sdoss_106_observatory.csv").read_bytes().split(b"\r\n")
+    lines[1], lines[2] = lines[2].replace(b"2;", b"1;", 1), lines[1].replace(b"1;", b"2;", 1)
+    night.replace("sdoss_106_observatory.csv", b"\r\n".join(lines))
+    init = "sdoss_106_20240302T000000_sdo_init.csv"
+    data = night.read(night.path_of(init)).split(b"\r\n")
+    data[1] = data[1].replace(b"1;1;", b"1;2;", 1)
+    data[2] = data[2].replace(b"2;2;", b"2;1;", 1)
+    night.replace(init, b"\r\n".join(data))
+    report = night.load(conn)
+    assert report.ok and report.metadata_new == {"observatory": 0, "frc_info": 0}
+    telescopes = conn.execute("select distinct telescop from hfc.view_sp_hqi where date_obs >= '2024-03-02'").fetchall()
+    assert telescopes == [("Continuum",)]
+
+
+def test_upgrade_is_recorded_idempotent_and_serialised(fresh_db):
+    results = []
+
+    def run():
+        with psycopg.connect(fresh_db) as c:
+            results.append(upgrade(c))
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [[], [], ["0001_core"]]
+    with psycopg.connect(fresh_db) as c:
+        assert upgrade(c) == []
+        version, sha = c.execute("select version, sha256 from hfc.schema_migrations").fetchone()
+        assert version == "0001_core" and len(sha) == 64
+        tables = {
+            r[0] for r in c.execute("select table_name from information_schema.tables where table_schema = 'hfc'")
+        }
+    assert {
+        "observatory",
+        "frc_info",
+        "observations",
+        "sunspots",
+        "noaa",
+        "noaa_sp",
+        "batch",
+        "batch_file",
+        "rejected_file",
+        "schema_migrations",
+        "view_sp_hqi",
+    } <= tables
+
+
+def test_deleting_a_batch_cascades_but_metadata_stays(conn):
+    Night(NIGHT1).load(conn)
+    conn.execute("insert into hfc.noaa (noaa_number, date_obs) values (13590, '2024-03-01')")
+    conn.execute("insert into hfc.noaa_sp select 1, min(id_sunspot) from hfc.sunspots")
+    assert conn.execute("select count(*) from hfc.view_sp_hqi where noaa_number = 13590").fetchone()[0] == 1
+    conn.execute("delete from hfc.batch")
+    assert counts(conn) == {"observations": 0, "sunspots": 0, "observatory": 2, "frc_info": 1, "batch": 0}
+    assert conn.execute("select count(*) from hfc.noaa_sp").fetchone()[0] == 0
+    assert conn.execute("select count(*) from hfc.batch_file").fetchone()[0] == 0
