@@ -10,6 +10,8 @@ that stage with the same inputs.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import posixpath
 from collections.abc import Sequence
 from typing import Any
@@ -140,17 +142,18 @@ class CatalogueLoadOperator(_FrcStage):
     def execute(self, context) -> dict[str, Any]:
         from hfc_tasks.catalogue import load_night
         from hfc_tasks.hooks import catalogue_connect, sftp_session
-        from hfc_tasks.transfer import read_manifest
+        from hfc_tasks.transfer import read_manifest_bytes
 
         _, frc, site = self.resolve()
         night = night_of(context)
         manifest_path = posixpath.join(site.archive_root, products.manifest_relpath(frc.archive_dir, night))
         with sftp_session(site.archive_conn_id) as sftp:
-            manifest = read_manifest(sftp, manifest_path)
-            if manifest is None:
+            raw = read_manifest_bytes(sftp, manifest_path)
+            if raw is None:
                 raise AirflowException(
                     f"no manifest at {manifest_path} on the archive: run (or clear) the 'archive' task first"
                 )
+            manifest = json.loads(raw)
 
             def read_file(archive_path: str) -> bytes:
                 full = posixpath.join(site.archive_root, archive_path)
@@ -166,6 +169,7 @@ class CatalogueLoadOperator(_FrcStage):
                     read_file,
                     dag_run_id=context["run_id"],
                     task_try=getattr(ti, "try_number", None),
+                    manifest_sha256=hashlib.sha256(raw).hexdigest(),
                 )
         result = report.to_dict() if hasattr(report, "to_dict") else dict(report.__dict__)
         self.log.info("catalogue batch %s for %s %s: rows %s", result.get("batch_id"), frc.name, night,

@@ -126,11 +126,17 @@ def _copy_stream(src, src_path: str, dst, dst_path: str) -> tuple[str, int]:
     return h.hexdigest(), size
 
 
-def read_manifest(sftp, path: str) -> dict | None:
+def read_manifest_bytes(sftp, path: str) -> bytes | None:
+    """The manifest file as stored (its sha256 is what a catalogue batch records)."""
     if _exists(sftp, path) is None:
         return None
     with sftp.open(path, "rb") as f:
-        return json.loads(f.read().decode("utf-8"))
+        return f.read()
+
+
+def read_manifest(sftp, path: str) -> dict | None:
+    raw = read_manifest_bytes(sftp, path)
+    return None if raw is None else json.loads(raw.decode("utf-8"))
 
 
 def write_atomically(sftp, path: str, data: bytes) -> None:
