@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import secrets
 import shlex
@@ -158,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=_summary_cmd)
 
     args = parser.parse_args(argv)
+    # paramiko logs every connection at INFO: noise on an operator's terminal.
+    logging.getLogger("paramiko").setLevel(logging.WARNING)
     try:
         return args.func(args)
     except (RegistryError, ValueError) as exc:
