@@ -36,7 +36,7 @@ demo: airflow-db
 	  echo "== running hfc_nightly for night $(NIGHT)"; \
 	  $(BIN)/airflow dags test hfc_nightly "$(NIGHT)" --conf '{"night": "$(NIGHT)"}' > "$$HFC_SITE_DIR/demo-$(NIGHT).log" 2>&1 \
 	    || { tail -n 60 "$$HFC_SITE_DIR/demo-$(NIGHT).log"; echo "demo failed: full log in $$HFC_SITE_DIR/demo-$(NIGHT).log"; exit 1; }; \
-	  grep -E "state=|Marking run|DagRun Finished" "$$HFC_SITE_DIR/demo-$(NIGHT).log" | tail -n 3 || true; \
+	  grep -oE "DagRun Finished: dag_id=[^,]*|state=[a-z]+, run_type" "$$HFC_SITE_DIR/demo-$(NIGHT).log" | tail -n 3 || true; \
 	  echo "== summary (full Airflow log: $$HFC_SITE_DIR/demo-$(NIGHT).log)"; \
 	  $(BIN)/hfc summary --night "$(NIGHT)"
 

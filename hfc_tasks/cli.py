@@ -132,7 +132,7 @@ def _summary_cmd(args) -> int:
                     " where b.frc = %s and b.night = %s and qclk_fname is not null order by date_obs limit 1",
                     (frc.name, night),
                 ).fetchone()
-            print(f"   catalogue batch: {row[0] if row else 'none'} rows {row[1] if row else '-'}")
+            print(f"   catalogue: batch {row[0] if row else 'none'}, rows per table {row[1] if row else '-'}")
             print(f"   VIEW_SP_HQI rows for the night: {n_spots}")
             if ql:
                 print(f"   quicklooks: {ql[0]}  (QCLK_URL + '/' + QCLK_FNAME)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 from dataclasses import dataclass
@@ -19,12 +20,41 @@ def repo_root() -> Path:
     return Path(__file__).resolve().parents[2]
 
 
+# Where the state lives when the checkout sits under a folder sshd/munged would refuse
+# (/tmp, a user-writable home...): a root-owned place, linked from <repo>/.site.
+FALLBACK_ROOT = Path("/var/lib/hfc-site")
+
+
+def parents_are_safe(path: Path) -> bool:
+    """sshd StrictModes and munged refuse paths with a group/world-writable or foreign-owned parent."""
+    for parent in [path, *path.parents]:
+        try:
+            st = parent.stat()
+        except FileNotFoundError:
+            continue
+        if st.st_uid != 0 or st.st_mode & 0o022:
+            return False
+    return True
+
+
 def state_dir() -> Path:
-    """Absolute state folder: $HFC_SITE_DIR, else <repo>/.site (git-ignored)."""
+    """Absolute state folder: $HFC_SITE_DIR, else <repo>/.site (git-ignored).
+
+    When the checkout's folders are not safe for sshd (a clone under /tmp, say), the state
+    goes to /var/lib/hfc-site/<checkout>-<hash> instead and ``up`` links <repo>/.site to it,
+    so every checkout still has its own site and finds it at .site.
+    """
     override = os.environ.get("HFC_SITE_DIR")
-    path = Path(override) if override else repo_root() / ".site"
-    # Absolute without resolving symlinks away: sshd and munged check every parent folder anyway.
-    return Path(os.path.abspath(path))
+    if override:
+        # Absolute without resolving symlinks away: sshd and munged check every parent folder anyway.
+        return Path(os.path.abspath(override))
+    link = repo_root() / ".site"
+    if link.is_symlink():
+        return link.resolve()
+    if parents_are_safe(repo_root()):
+        return link
+    digest = hashlib.sha256(str(repo_root()).encode()).hexdigest()[:8]
+    return FALLBACK_ROOT / f"{repo_root().name}-{digest}"
 
 
 def _port(name: str, default: int) -> int:

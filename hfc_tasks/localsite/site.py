@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 
 from . import postgres, slurm, ssh
 from ._util import SiteError, ensure_dir, file_lock
-from .layout import ARCHIVE_USER, CLUSTER_USER, Layout, state_dir
+from .layout import ARCHIVE_USER, CLUSTER_USER, Layout, parents_are_safe, repo_root, state_dir
 from .system import ensure_packages, is_root
 
 SERVICES = ("postgres", "sshd", "munged", "mariadb", "slurmdbd", "slurmctld", "slurmd")
@@ -29,8 +30,15 @@ def up(verbose: bool = True) -> None:
     log = _logger(verbose)
     t0 = time.monotonic()
     lay = Layout.current()
-    ensure_dir(lay.root, "root", 0o755)
     _check_parents(lay)
+    lay.root.mkdir(parents=True, exist_ok=True)
+    ensure_dir(lay.root, "root", 0o755)
+    link = repo_root() / ".site"
+    if lay.root != link and not os.environ.get("HFC_SITE_DIR") and not link.is_symlink():
+        if link.is_dir() and not any(link.iterdir()):
+            link.rmdir()  # an empty leftover of an earlier, refused attempt
+        if not link.exists():
+            link.symlink_to(lay.root)  # so operators find the state at .site wherever it lives
     with file_lock(lay.lock_file):
         ensure_packages(log)
         ensure_dir(lay.log_dir, "root", 0o755)
@@ -43,11 +51,9 @@ def up(verbose: bool = True) -> None:
 
 def _check_parents(lay: Layout) -> None:
     # sshd StrictModes and munged refuse paths with a group/world-writable or foreign-owned parent.
-    for parent in [lay.root, *lay.root.parents]:
-        st = parent.stat()
-        if st.st_uid != 0 or st.st_mode & 0o022:
-            raise SiteError(
-                f"state folder parent {parent} must be owned by root and not group/world-writable "
+    if not parents_are_safe(lay.root):
+        raise SiteError(
+                f"state folder {lay.root}: every parent must be owned by root and not group/world-writable "
                 "(sshd StrictModes and munged check every parent); choose another HFC_SITE_DIR"
             )
 

@@ -1,7 +1,7 @@
 """The catalogue loader against a real PostgreSQL (fixture ``fresh_db`` from tests/conftest.py).
 
 A small SDOSS night is built in memory (bytes in a dict standing for the archive) with the real
-SDOSS metadata files from /work/shared/hfc_samples, and loaded through ``load_night``.
+SDOSS metadata files from tests/data/hfc_samples, and loaded through ``load_night``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from hfc_tasks.catalogue import load_night, loader, readers, upgrade
 
 pytestmark = pytest.mark.site
 
-SAMPLES = Path(__file__).parents[2].parent / "shared" / "hfc_samples"
+SAMPLES = Path(__file__).parents[1] / "data" / "hfc_samples"
 ARCHIVE_URL = "file:///archive"
 FRC = "sdoss"
 

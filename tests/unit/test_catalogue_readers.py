@@ -20,7 +20,7 @@ from hfc_tasks.catalogue.readers import (
     spec_for,
 )
 
-SAMPLES = Path(__file__).parents[2].parent / "shared" / "hfc_samples"
+SAMPLES = Path(__file__).parents[1] / "data" / "hfc_samples"
 
 
 def sample(name: str) -> bytes:
