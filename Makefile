@@ -49,6 +49,9 @@ test: airflow-db
 lint: venv
 	$(BIN)/ruff check .
 
-# The Airflow UI on the local site: http://127.0.0.1:8080 (login admin / admin).
+# The Airflow UI on the local site: http://127.0.0.1:8080, user admin, password in
+# .site/airflow/passwords.json (generated once).
 ui: airflow-db
-	@$(SITE_ENV); export PATH="$(CURDIR)/$(BIN):$$PATH"; exec $(BIN)/airflow standalone
+	@$(SITE_ENV); export PATH="$(CURDIR)/$(BIN):$$PATH"; \
+	  echo "Airflow UI: http://127.0.0.1:8080  user admin, password: $$(python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))["admin"])' "$$AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE")"; \
+	  exec $(BIN)/airflow standalone
