@@ -14,7 +14,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from hfc_tasks.catalogue import load_night, loader, readers, upgrade
+from hfc_tasks.catalogue import load_night, loader, readers, schema, upgrade
 
 pytestmark = pytest.mark.site
 
@@ -208,7 +208,7 @@ def test_load_a_night_into_view_sp_hqi(conn):
     assert report.ok, report.summary()
     assert report.rows == {"observations": 4, "sunspots": 5}
     assert report.metadata_new == {"observatory": 2, "frc_info": 1}
-    assert report.migrations == ["0001_core"]
+    assert report.migrations == [m.version for m in schema.migrations()]
     assert len(report.files_loaded) == 6
     assert report.warnings == []
 
@@ -436,11 +436,12 @@ def test_upgrade_is_recorded_idempotent_and_serialised(fresh_db):
         t.start()
     for t in threads:
         t.join()
-    assert sorted(results) == [[], [], ["0001_core"]]
+    shipped = [m.version for m in schema.migrations()]
+    assert sorted(results) == [[], [], shipped]
     with psycopg.connect(fresh_db) as c:
         assert upgrade(c) == []
-        version, sha = c.execute("select version, sha256 from hfc.schema_migrations").fetchone()
-        assert version == "0001_core" and len(sha) == 64
+        recorded = c.execute("select version, sha256 from hfc.schema_migrations order by version").fetchall()
+        assert [v for v, _ in recorded] == shipped and all(len(sha) == 64 for _, sha in recorded)
         tables = {
             r[0] for r in c.execute("select table_name from information_schema.tables where table_schema = 'hfc'")
         }
