@@ -17,22 +17,27 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import re
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import psycopg
 
-from hfc_tasks import products
+from hfc_tasks import products as products_mod
 from hfc_tasks.catalogue import readers
-from hfc_tasks.catalogue.readers import Problem, ProductFileError, ProductTable
+from hfc_tasks.catalogue.bulk import BulkRows, ExactRows, Rows, bulk_eligible, drop_files, read_bulk
+from hfc_tasks.catalogue.readers import KindSpec, Problem, ProductFileError
 from hfc_tasks.catalogue.schema import upgrade
 
 log = logging.getLogger(__name__)
 
 MANIFEST_FORMAT = "hfc-manifest/1"
-COPY_CHUNK_ROWS = 50_000  # rows formatted per COPY write: bounds memory on big nights
+COPY_CHUNK_ROWS = 50_000  # rows per COPY write: bounds memory on big nights
+CHUNK_BYTES = 16 << 20  # files read, checked and COPYed together (bulk path): bounds memory
 # Files that cannot be read for a reason of their own are rejected; any other error while
 # reading (connection lost...) aborts the load before the database is touched.
 _FILE_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
@@ -93,7 +98,7 @@ class _Entry:
     archive_path: str
     size: int | None
     url_base: str | None
-    product: products.ProductName | None
+    product: products_mod.ProductName | None
 
 
 # ---------------------------------------------------------------------------------- manifest
@@ -108,12 +113,12 @@ def _parse_manifest(manifest: dict) -> tuple[str, dt.date, str, list[_Entry]]:
         if not isinstance(manifest.get(key), str) or not manifest[key]:
             raise ManifestError(f"manifest has no {key!r}")
     try:
-        night = products.parse_night(manifest["night"])
+        night = products_mod.parse_night(manifest["night"])
     except ValueError as exc:
         raise ManifestError(str(exc)) from None
     fmt = manifest["product_format"]
-    if fmt not in readers.FORMATS:
-        raise ManifestError(f"no reader for product format {fmt!r} (known: {', '.join(readers.FORMATS)})")
+    if fmt not in readers.KNOWN.formats:
+        raise ManifestError(f"no reader for product format {fmt!r} (known: {', '.join(readers.KNOWN.formats)})")
     files = manifest.get("files", [])
     if not isinstance(files, list):
         raise ManifestError("manifest 'files' is not a list")
@@ -126,17 +131,17 @@ def _parse_manifest(manifest: dict) -> tuple[str, dt.date, str, list[_Entry]]:
             raise ManifestError(f"manifest file #{i} ({f.get('name')!r}) lacks {', '.join(missing)}")
         name = f["name"]
         try:
-            products.check_plain_name(name)
-        except products.ProductNameError as exc:
+            products_mod.check_plain_name(name)
+        except products_mod.ProductNameError as exc:
             raise ManifestError(str(exc)) from None
         if name in seen:
             raise ManifestError(f"manifest lists {name!r} twice")
         seen.add(name)
         product = None
-        if f["kind"] != products.QUICKLOOK:
+        if f["kind"] != products_mod.QUICKLOOK:
             try:
-                product = products.parse_product_name(name)
-            except products.ProductNameError:
+                product = products_mod.parse_product_name(name)
+            except products_mod.ProductNameError:
                 product = None  # rejected later, with the reason, like any bad file
         entries.append(
             _Entry(
@@ -154,34 +159,155 @@ def _parse_manifest(manifest: dict) -> tuple[str, dt.date, str, list[_Entry]]:
 
 
 def _partner(entry: _Entry, kind: str, candidates: list[_Entry]) -> _Entry | None:
-    """The file of ``kind`` whose local ids ``entry``'s reference columns hold.
+    """The file of ``kind`` whose rows ``entry``'s reference columns point at.
 
-    Data files (init/feat/...) pair by their shared ``<code>_<ver>_<stamp>_<obs>`` stem;
-    metadata files by code and version, preferring the same observatory tag, then an untagged
-    file, then the only file of that kind in the manifest.
+    Data files (init/feat/obs/pp...) pair by their shared ``<code>_<ver>_<stamp>_<obs>`` stem;
+    metadata files (no date in the name) by code and version, preferring the same observatory
+    tag, then an untagged file, then the only file of that kind in the manifest.
     """
     me = entry.product
     if me is None:
         return None
-    if kind in readers.METADATA_KINDS:
-        same = [c for c in candidates if c.product and (c.product.code, c.product.version) == (me.code, me.version)]
-        for pick in (
-            [c for c in same if c.product.observatory_tag == me.observatory_tag],
-            [c for c in same if c.product.observatory_tag is None],
-            same if len(same) == 1 else [],
-            candidates if len(candidates) == 1 else [],
-        ):
-            if len(pick) == 1:
-                return pick[0]
-        return None
-    key = (me.code, me.version, me.stamp, me.observatory_tag)
+    stem = (me.code, me.version, me.stamp, me.observatory_tag)
     for c in candidates:
-        if c.product and (c.product.code, c.product.version, c.product.stamp, c.product.observatory_tag) == key:
+        if c.product and c.product.stamp and (c.product.code, c.product.version, c.product.stamp,
+                                              c.product.observatory_tag) == stem:
             return c
+    undated = [c for c in candidates if c.product and not c.product.stamp]
+    same = [c for c in undated if (c.product.code, c.product.version) == (me.code, me.version)]
+    for pick in (
+        [c for c in same if c.product.observatory_tag == me.observatory_tag],
+        [c for c in same if c.product.observatory_tag is None],
+        same if len(same) == 1 else [],
+        undated if len(undated) == 1 else [],
+    ):
+        if len(pick) == 1:
+            return pick[0]
     return None
 
 
+# ---------------------------------------------------------------------------------- ids
+
+
+class _IdMap:
+    """(file number, local id) -> catalogue id for the loaded files of one kind, looked up in bulk."""
+
+    def __init__(self) -> None:
+        self._parts: list[tuple[np.ndarray, np.ndarray]] = []
+        self._keys = np.empty(0, dtype=np.int64)
+        self._ids = np.empty(0, dtype=np.int64)
+        self.files: set[int] = set()
+
+    @staticmethod
+    def key(file_no, local) -> np.ndarray:
+        return np.asarray(file_no, dtype=np.int64) * (1 << 33) + (np.asarray(local, dtype=np.int64) + (1 << 31))
+
+    def add(self, file_no: np.ndarray, local: np.ndarray, catalogue: np.ndarray) -> None:
+        self._parts.append((self.key(file_no, local), np.asarray(catalogue, dtype=np.int64)))
+        self.files.update(np.unique(file_no).tolist())
+
+    def lookup(self, file_no: np.ndarray, local: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(catalogue ids, found) for each (file, local id); NaN locals are not found."""
+        if self._parts:
+            keys = np.concatenate([self._keys, *(k for k, _ in self._parts)])
+            ids = np.concatenate([self._ids, *(i for _, i in self._parts)])
+            order = np.argsort(keys, kind="stable")
+            self._keys, self._ids, self._parts = keys[order], ids[order], []
+        local = np.asarray(local, dtype=float)
+        valid = ~np.isnan(local)
+        want = self.key(file_no, np.where(valid, local, 0))
+        pos = np.searchsorted(self._keys, want)
+        pos = np.minimum(pos, max(len(self._keys) - 1, 0))
+        found = valid & (len(self._keys) > 0)
+        if len(self._keys):
+            found &= self._keys[pos] == want
+        ids = np.where(found, self._ids[pos] if len(self._ids) else 0, 0)
+        return ids, found
+
+
+@dataclass
+class _Table:
+    """What the loader needs to know about a catalogue table (read once per load)."""
+
+    name: str
+    columns: set[str]
+    pk: str | None
+
+
+def _table_info(cur, table: str, cache: dict) -> _Table:
+    if table not in cache:
+        cur.execute(
+            "select column_name from information_schema.columns where table_schema = 'hfc' and table_name = %s",
+            (table,),
+        )
+        columns = {r[0] for r in cur.fetchall()}
+        if not columns:
+            raise readers.FormatError(f"catalogue table hfc.{table} does not exist")
+        cur.execute(
+            """
+            select a.attname from pg_index i
+            join pg_attribute a on a.attrelid = i.indrelid and a.attnum = i.indkey[0]
+            where i.indrelid = %s::regclass and i.indisprimary
+            """,
+            (f"hfc.{table}",),
+        )
+        row = cur.fetchone()
+        cache[table] = _Table(table, columns, row[0] if row else None)
+    return cache[table]
+
+
+def _reserve_ids(cur, table: _Table, n: int) -> np.ndarray:
+    """n ids from the table's identity sequence, ascending (concurrent loaders may interleave)."""
+    if n == 0:
+        return np.empty(0, dtype=np.int64)
+    cur.execute(
+        "select min(v), max(v) from (select nextval(pg_get_serial_sequence(%s, %s)) v"
+        " from generate_series(1, %s)) s",
+        (f"hfc.{table.name}", table.pk, n),
+    )
+    low, high = cur.fetchone()
+    if high - low + 1 == n:  # the usual case: one block, nobody else drew from the sequence meanwhile
+        return np.arange(low, high + 1, dtype=np.int64)
+    cur.execute(
+        "select nextval(pg_get_serial_sequence(%s, %s)) from generate_series(1, %s)",
+        (f"hfc.{table.name}", table.pk, n),
+    )
+    return np.sort(np.fromiter((r[0] for r in cur.fetchall()), dtype=np.int64, count=n))
+
+
 # ---------------------------------------------------------------------------------- load
+
+
+@dataclass
+class _Ctx:
+    """State of one load (inside its transaction)."""
+
+    cur: object
+    batch_id: int
+    entries: list[_Entry]
+    specs: dict[str, KindSpec]
+    qclk: dict[str, str]
+    file_no: dict[str, int]
+    by_kind: dict[str, list[_Entry]]
+    tables: dict = field(default_factory=dict)  # table name -> _Table
+    idmaps: dict[str, _IdMap] = field(default_factory=dict)  # file kind -> ids of its loaded files
+    file_ids: dict[int, np.ndarray] = field(default_factory=dict)  # file -> catalogue ids, row order
+    file_keys: dict[tuple[int, str], dict] = field(default_factory=dict)  # (file, HEADER) -> key -> id
+    loaded: set[str] = field(default_factory=set)
+    rejected: dict[str, list[Problem]] = field(default_factory=dict)
+    file_rows: dict[str, int] = field(default_factory=dict)
+    rows: dict[str, int] = field(default_factory=dict)
+    metadata_new: dict[str, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def reject(self, name: str, problems: list[Problem]) -> None:
+        self.rejected.setdefault(name, []).extend(problems)
+
+    def needs_ids(self, kind: str) -> bool:
+        """Whether a later kind of this load points at this kind's rows (then ids are reserved)."""
+        return any(
+            kind in spec.depends_on and self.by_kind.get(k) for k, spec in self.specs.items() if k != kind
+        )
 
 
 def load_night(
@@ -192,6 +318,8 @@ def load_night(
     dag_run_id: str | None = None,
     task_try: int | None = None,
     manifest_sha256: str | None = None,
+    products: dict[str, str] | None = None,
+    chunk_bytes: int = CHUNK_BYTES,
 ) -> LoadReport:
     """Replace the catalogue batch (frc, night) with the files of ``manifest``.
 
@@ -200,92 +328,34 @@ def load_night(
     in the caller's transaction. ``read_file(archive_path) -> bytes``.
     ``manifest_sha256``: the sha256 of the manifest file as stored on the archive (so a batch
     names the exact file it came from); without it, the hash of the manifest as canonical JSON.
+    ``products``: the registry's per-FRC mapping of file kinds to kinds of formats.yaml, over
+    the preset of the manifest's ``product_format``.
     """
     t0 = time.monotonic()
     frc, night, fmt, entries = _parse_manifest(manifest)
-    specs = readers.FORMATS[fmt]
+    specs = readers.KNOWN.resolve(fmt, products)
     manifest_sha = (
         manifest_sha256
         or hashlib.sha256(json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
     )
+    warnings = [
+        f"{e.name}: kind {e.kind!r} is not loaded for product format {fmt!r}"
+        for e in entries
+        if e.kind != products_mod.QUICKLOOK and e.kind not in specs
+    ]
+    qclk = {e.name: e.url_base for e in entries if e.kind == products_mod.QUICKLOOK and e.url_base}
+    by_kind = {k: [e for e in entries if e.kind == k] for k in specs}
 
-    rejected: dict[str, list[Problem]] = {}
-    warnings: list[str] = []
-    tables: dict[str, ProductTable] = {}
-
-    def reject(name: str, problems: list[Problem]) -> None:
-        rejected.setdefault(name, []).extend(problems)
-        tables.pop(name, None)
-
-    # 1. Read, verify and parse, outside the transaction (no locks held while reading SFTP).
-    for e in entries:
-        if e.kind == products.QUICKLOOK:
-            continue
-        if e.kind not in specs:
-            warnings.append(f"{e.name}: kind {e.kind!r} is not loaded for product format {fmt!r}")
-            continue
-        if e.product is None:
-            reject(e.name, [Problem(e.name, None, None, "not an HFC product file name")])
-            continue
-        try:
-            data = read_file(e.archive_path)
-        except _FILE_ERRORS as exc:
-            reject(e.name, [Problem(e.name, None, None, f"cannot read {e.archive_path}: {exc}")])
-            continue
-        digest = hashlib.sha256(data).hexdigest()
-        if digest != e.sha256:
-            reject(e.name, [Problem(e.name, None, None, f"sha256 mismatch: manifest {e.sha256}, file {digest}")])
-            continue
-        try:
-            table = readers.read_product(e.name, data, specs[e.kind])
-        except ProductFileError as exc:
-            reject(e.name, exc.problems)
-            continue
-        tables[e.name] = table
-        warnings.extend(table.warnings)
-
-    # 2. Cross-file checks (pure): every reference column must point at a row of its
-    #    companion file; a file whose companion is missing or rejected is rejected too.
-    by_kind: dict[str, list[_Entry]] = {k: [] for k in specs}
-    for e in entries:
-        if e.kind in by_kind:
-            by_kind[e.kind].append(e)
-    partners: dict[tuple[str, str], str] = {}  # (file, ref column) -> companion file
-    for kind, spec in specs.items():  # dependency order: companions were decided before
-        for e in by_kind[kind]:
-            if e.name not in tables:
-                continue
-            problems = _check_refs(e, tables[e.name], spec, by_kind, tables, rejected, partners)
-            if problems:
-                reject(e.name, problems)
-
-    qclk = {e.name: e.url_base for e in entries if e.kind == products.QUICKLOOK and e.url_base}
-
-    # 3. The database, all in one transaction.
-    rows: dict[str, int] = {}
-    metadata_new: dict[str, int] = {}
-    file_rows: dict[str, int] = {}
     with conn.transaction(), conn.cursor() as cur:
         applied = upgrade(conn)
         # Two loads of the same (frc, night) queue here instead of racing on the batch row.
         cur.execute("select pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"hfc.batch/{frc}/{night}",))
-
-        idmaps: dict[str, pd.Series] = {}  # file -> local id -> catalogue id
-        for kind, spec in specs.items():
-            if not spec.match_key:
-                continue
-            for e in by_kind[kind]:
-                if e.name in tables:
-                    idmaps[e.name], new = _match_metadata(cur, tables[e.name])
-                    metadata_new[spec.table] = metadata_new.get(spec.table, 0) + new
-                    file_rows[e.name] = len(tables[e.name])
-
         cur.execute("delete from hfc.batch where frc = %s and night = %s", (frc, night))
         cur.execute(
             """
             insert into hfc.batch (frc, night, product_format, manifest_sha256, slurm_job_id,
                                    dag_run_id, task_try, frc_version, status)
-            values (%s, %s, %s, %s, %s, %s, %s, %s, %s) returning id
+            values (%s, %s, %s, %s, %s, %s, %s, %s, 'loaded') returning id
             """,
             (
                 frc,
@@ -296,60 +366,43 @@ def load_night(
                 dag_run_id,
                 task_try,
                 _opt_str(manifest.get("frc_version")),
-                "partial" if rejected else "loaded",
             ),
         )
         batch_id = cur.fetchone()[0]
-
+        ctx = _Ctx(cur, batch_id, entries, specs, qclk, {e.name: i for i, e in enumerate(entries)}, by_kind,
+                   warnings=warnings)
         for kind, spec in specs.items():
-            if spec.match_key:
-                continue
-            names = [e.name for e in by_kind[kind] if e.name in tables]
-            frames = []
-            for name in names:
-                frame = _prepare(tables[name], spec, partners, idmaps, qclk)
-                frames.append(frame)
-                file_rows[name] = len(frame)
-            total = sum(len(f) for f in frames)
-            ids = _reserve_ids(cur, spec, total)
-            offset = 0
-            for name, frame in zip(names, frames, strict=True):
-                pk = spec.local_id.target
-                local = tables[name].frame[pk].to_numpy(dtype=np.int64)
-                catalogue = ids[offset : offset + len(frame)]
-                idmaps[name] = pd.Series(catalogue, index=local)
-                frame[pk] = catalogue.astype(str).astype(object)
-                offset += len(frame)
-            if frames:
-                out = pd.concat(frames, ignore_index=True)
-                out["batch_id"] = str(batch_id)
-                _copy_frame(cur, spec.table, out)
-            rows[spec.table] = total
+            ctx.idmaps[kind] = _IdMap()
+            if spec.is_metadata:
+                for e in by_kind[kind]:
+                    _load_metadata_file(ctx, e, read_file)
+            else:
+                _load_kind(ctx, kind, spec, read_file, chunk_bytes)
 
         with cur.copy("copy hfc.batch_file (batch_id, name, archive_path, sha256, kind, rows) from stdin") as copy:
             for e in entries:
-                copy.write_row((batch_id, e.name, e.archive_path, e.sha256, e.kind, file_rows.get(e.name)))
+                copy.write_row((batch_id, e.name, e.archive_path, e.sha256, e.kind, ctx.file_rows.get(e.name)))
         report_rejected = [
-            RejectedFile(p.file, p.line, p.column, p.reason) for name in rejected for p in rejected[name]
+            RejectedFile(p.file, p.line, p.column, p.reason) for name in ctx.rejected for p in ctx.rejected[name]
         ]
         if report_rejected:
             with cur.copy("copy hfc.rejected_file (batch_id, file, line, column_name, reason) from stdin") as copy:
                 for r in report_rejected:
                     copy.write_row((batch_id, r.file, r.line, r.column, r.reason))
         cur.execute(
-            "update hfc.batch set row_counts = %s::jsonb, finished_at = clock_timestamp() where id = %s",
-            (json.dumps(rows), batch_id),
+            "update hfc.batch set row_counts = %s::jsonb, finished_at = clock_timestamp(), status = %s where id = %s",
+            (json.dumps(ctx.rows), "partial" if report_rejected else "loaded", batch_id),
         )
 
     report = LoadReport(
         frc=frc,
         night=night,
         batch_id=batch_id,
-        rows=rows,
-        files_loaded=[n for n in (e.name for e in entries) if n in tables],
+        rows=ctx.rows,
+        files_loaded=[e.name for e in entries if e.name in ctx.loaded],
         rejected=report_rejected,
-        warnings=warnings,
-        metadata_new=metadata_new,
+        warnings=ctx.warnings,
+        metadata_new=ctx.metadata_new,
         migrations=applied,
         seconds=time.monotonic() - t0,
     )
@@ -361,32 +414,52 @@ def _opt_str(value) -> str | None:
     return None if value is None else str(value)
 
 
-def _check_refs(entry, table, spec, by_kind, tables, rejected, partners) -> list[Problem]:
-    problems: list[Problem] = []
-    for col in spec.columns:
-        if not col.ref or not col.stored:
-            continue
-        partner = _partner(entry, col.ref, by_kind.get(col.ref, []))
-        if partner is None:
-            return [Problem(entry.name, None, col.name, f"no {col.ref} file for it in the manifest")]
-        if partner.name not in tables:
-            why = "was rejected" if partner.name in rejected else "was not loaded"
-            return [Problem(entry.name, None, col.name, f"its {col.ref} file {partner.name} {why}")]
-        partners[(entry.name, col.target)] = partner.name
-        target = tables[partner.name]
-        known = target.frame[target.spec.local_id.target]
-        values = table.frame[col.target]
-        bad = values.notna().to_numpy() & ~values.isin(known.dropna()).to_numpy()
-        for i in np.flatnonzero(bad)[: readers.MAX_PROBLEMS]:
-            problems.append(
-                Problem(
-                    entry.name,
-                    int(table.lines[i]),
-                    col.name,
-                    f"id {values.iat[i]} is not an id of {partner.name}",
-                )
-            )
-    return problems
+def _fetch(ctx: _Ctx, e: _Entry, read_file) -> bytes | None:
+    """The file's bytes, checked against the manifest's sha256; None (and rejected) if not."""
+    if e.product is None:
+        ctx.reject(e.name, [Problem(e.name, None, None, "not an HFC product file name")])
+        return None
+    try:
+        data = read_file(e.archive_path)
+    except _FILE_ERRORS as exc:
+        ctx.reject(e.name, [Problem(e.name, None, None, f"cannot read {e.archive_path}: {exc}")])
+        return None
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != e.sha256:
+        ctx.reject(e.name, [Problem(e.name, None, None, f"sha256 mismatch: manifest {e.sha256}, file {digest}")])
+        return None
+    return data
+
+
+def _read_exact(ctx: _Ctx, name: str, data: bytes, spec: KindSpec) -> ExactRows | None:
+    try:
+        table = readers.read_product(name, data, spec)
+    except ProductFileError as exc:
+        ctx.reject(name, exc.problems)
+        return None
+    ctx.warnings.extend(table.warnings)
+    return ExactRows.of(table)
+
+
+# ---------------------------------------------------------------------------------- metadata
+
+
+def _load_metadata_file(ctx: _Ctx, e: _Entry, read_file) -> None:
+    data = _fetch(ctx, e, read_file)
+    if data is None:
+        return
+    rows = _read_exact(ctx, e.name, data, ctx.specs[e.kind])
+    if rows is None:
+        return
+    spec = rows.spec
+    cols = [c.target for c in spec.stored_columns if c.target != (spec.local_id.target if spec.local_id else None)]
+    ids, new = _match_metadata(ctx.cur, spec.table, spec.match_key, {c: rows.values[c] for c in cols})
+    no = ctx.file_no[e.name]
+    ctx.idmaps[e.kind].add(np.full(len(ids), no), rows.local, ids)
+    ctx.file_ids[no] = ids
+    ctx.metadata_new[spec.table] = ctx.metadata_new.get(spec.table, 0) + new
+    ctx.file_rows[e.name] = len(ids)
+    ctx.loaded.add(e.name)
 
 
 def _py(value):
@@ -404,97 +477,377 @@ def _py(value):
     return value
 
 
-def _match_metadata(cur, table: ProductTable) -> tuple[pd.Series, int]:
-    """Find or insert each metadata row by its content key; return local id -> catalogue id.
+def _match_metadata(cur, table: str, key: tuple[str, ...], columns: dict[str, pd.Series]) -> tuple[np.ndarray, int]:
+    """Find or insert each metadata row by its content key; return each row's catalogue id.
 
     The unique content index makes concurrent loaders agree: ON CONFLICT DO NOTHING waits for
     the other transaction's row and then uses it. Existing rows are never rewritten (other
-    nights point at them).
+    nights point at them). Identical rows are looked up once.
     """
-    spec = table.spec
-    pk = spec.local_id.target
-    cols = [c.target for c in spec.stored_columns if c.target != pk]
-    key = list(spec.match_key)
+    pk = _table_info(cur, table, {}).pk
+    cols = list(columns)
     insert = (
-        f"insert into hfc.{spec.table} ({', '.join(cols)}) values ({', '.join(['%s'] * len(cols))}) "
+        f"insert into hfc.{table} ({', '.join(cols)}) values ({', '.join(['%s'] * len(cols))}) "
         f"on conflict ({', '.join(key)}) do nothing returning {pk}"
     )
-    select = f"select {pk} from hfc.{spec.table} where " + " and ".join(f"{k} is not distinct from %s" for k in key)
-    mapping, new = {}, 0
-    for record in table.frame.itertuples(index=False):
-        row = {name: _py(v) for name, v in zip(table.frame.columns, record, strict=True)}
-        cur.execute(insert, [row[c] for c in cols])
+    select = f"select {pk} from hfc.{table} where " + " and ".join(f"{k} is not distinct from %s" for k in key)
+    records = [tuple(_py(v) for v in row) for row in zip(*(columns[c] for c in cols), strict=True)]
+    found: dict[tuple, int] = {}
+    new = 0
+    for rec in records:
+        if rec in found:
+            continue
+        row = dict(zip(cols, rec, strict=True))
+        cur.execute(insert, rec)
         got = cur.fetchone()
         if got is None:
             cur.execute(select, [row[k] for k in key])
             got = cur.fetchone()
         else:
             new += 1
-        mapping[row[pk]] = got[0]
-    return pd.Series(mapping, dtype="int64"), new
+        found[rec] = got[0]
+    return np.array([found[r] for r in records], dtype=np.int64), new
 
 
-def _prepare(table: ProductTable, spec, partners, idmaps, qclk) -> pd.DataFrame:
-    """The rows of one file as database text (None = NULL), references remapped."""
-    out = pd.DataFrame(table.db_text, index=pd.RangeIndex(len(table)))
-    for target, _kind in spec.refs.items():
-        idmap = idmaps[partners[(table.file, target)]]
-        out[target] = _int_text(table.frame[target].map(idmap))
-    if spec.table == "observations" and qclk:
-        # The FRC leaves QCLK_URL empty; the quicklook's place on the archive is known only
-        # here: clients open QCLK_URL + "/" + QCLK_FNAME.
-        found = out["qclk_fname"].map(qclk)
-        out["qclk_url"] = found.where(found.notna(), out["qclk_url"])
-    if "feat_filename" in out.columns:
-        # "name of the data file that loaded this row": fill it when the code left it empty,
-        # so a feature row leads to its batch_file (sha256) entry.
-        out["feat_filename"] = out["feat_filename"].where(out["feat_filename"].notna(), table.file)
+# ---------------------------------------------------------------------------------- data kinds
+
+
+class _Pipeline:
+    """COPYs run in one worker thread while the main thread reads and checks the next chunk.
+
+    PostgreSQL parses, checks foreign keys and updates indexes on one core while Python reads the
+    next files on the other. The connection's own lock serialises any other statement the main
+    thread sends meanwhile (id reservations), so nothing runs concurrently on the connection.
+    ``on_done`` callbacks run in the main thread, in order, when the job is collected.
+    """
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hfc-copy")
+        self._pending: list[tuple[Future, Callable]] = []
+
+    def submit(self, job: Callable, on_done: Callable) -> None:
+        self.flush()  # one COPY in flight at most: its result may change what comes next
+        self._pending.append((self._pool.submit(job), on_done))
+
+    def flush(self) -> None:
+        while self._pending:
+            future, on_done = self._pending.pop(0)
+            on_done(future.result())
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        finally:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _load_kind(ctx: _Ctx, kind: str, spec: KindSpec, read_file, chunk_bytes: int) -> None:
+    """All files of one kind, chunk by chunk (bounded memory), bulk path where possible."""
+    table = _table_info(ctx.cur, spec.table, ctx.tables)
+    missing = [c.target for c in spec.stored_columns if c.target not in table.columns]
+    if missing:
+        raise readers.FormatError(f"kind {spec.kind}: hfc.{spec.table} has no column(s) {missing}")
+    tracking = any(c.ref_by or c.ref_table for c in spec.columns)
+    if ctx.by_kind[kind] or not tracking:  # e.g. no feat file = nothing detected: a real 0
+        ctx.rows.setdefault(spec.table, 0)
+    pipe = _Pipeline()
+    try:
+        chunk: list[tuple[_Entry, bytes]] = []
+        size = 0
+        for e in ctx.by_kind[kind]:
+            data = _fetch(ctx, e, read_file)
+            if data is None:
+                continue
+            chunk.append((e, data))
+            size += len(data)
+            if size >= chunk_bytes:
+                _load_chunk(ctx, spec, table, chunk, pipe)
+                chunk, size = [], 0
+        if chunk:
+            _load_chunk(ctx, spec, table, chunk, pipe)
+    finally:
+        pipe.close()
+
+
+def _load_chunk(ctx: _Ctx, spec: KindSpec, table: _Table, chunk: list[tuple[_Entry, bytes]], pipe) -> None:
+    data = {e.name: d for e, d in chunk}
+    exact: list[str] = []
+    parts: list[Rows] = []
+    if bulk_eligible(spec):
+        texts = []
+        for e, d in chunk:
+            try:
+                texts.append((e.name, d.decode("utf-8").replace("\r\n", "\n")))
+            except UnicodeDecodeError:
+                exact.append(e.name)  # Latin-1 and friends: the exact reader says how it read them
+        parts, refused = read_bulk(spec, texts)
+        exact.extend(refused)
+        for p in parts:
+            ctx.warnings.extend(p.warnings)
+    else:
+        exact = list(data)
+    for name in sorted(exact, key=lambda n: ctx.file_no[n]):
+        rows = _read_exact(ctx, name, data[name], spec)
+        if rows is not None:
+            parts.append(rows)
+    for rows in parts:
+        _load_rows(ctx, spec, table, rows, data, pipe)
+
+
+def _load_rows(ctx: _Ctx, spec: KindSpec, table: _Table, rows: Rows, data: dict[str, bytes], pipe) -> None:
+    """Resolve ids, COPY; a file PostgreSQL refuses goes through the exact path (or is rejected)."""
+    supplied, problems = _resolve(ctx, spec, table, rows)
+    if problems:
+        for name, found in problems.items():
+            ctx.reject(name, found)
+        rows = drop_files(rows, set(problems))
+        if rows is not None:
+            _load_rows(ctx, spec, table, rows, data, pipe)
+        return
+    ids = None
+    if table.pk and ctx.needs_ids(_file_kind(ctx, spec)):
+        ids = _reserve_ids(ctx.cur, table, len(rows))
+        supplied = {table.pk: ids.astype(str).astype(object), **supplied}
+    columns, options, lines = rows.render(np.ones(len(rows), dtype=bool), supplied)
+
+    def done(refused) -> None:
+        if refused is None:
+            _loaded(ctx, spec, table, rows, ids)
+            return
+        name, problem = refused
+        if isinstance(rows, BulkRows):
+            rest = drop_files(rows, {name})
+            again = _read_exact(ctx, name, data[name], spec)
+            if again is not None:
+                _load_rows(ctx, spec, table, again, data, pipe)
+            if rest is not None:
+                _load_rows(ctx, spec, table, rest, data, pipe)
+        else:
+            ctx.reject(name, [problem])
+
+    pipe.submit(lambda: _copy_rows(ctx.cur.connection, spec, rows, columns, options, lines), done)
+
+
+def _file_kind(ctx: _Ctx, spec: KindSpec) -> str:
+    return next(k for k, s in ctx.specs.items() if s is spec)
+
+
+def _loaded(ctx: _Ctx, spec: KindSpec, table: _Table, rows: Rows, ids: np.ndarray | None) -> None:
+    kind = _file_kind(ctx, spec)
+    nos = np.array([ctx.file_no[n] for n in rows.names], dtype=np.int64)
+    counts = np.bincount(rows.file_idx, minlength=len(rows.names))
+    for name, n in zip(rows.names, counts, strict=True):
+        ctx.file_rows[name] = int(n)
+        ctx.loaded.add(name)
+    ctx.rows[spec.table] = ctx.rows.get(spec.table, 0) + len(rows)
+    if ids is None:
+        return
+    ctx.idmaps[kind].add(nos[rows.file_idx], rows.local, ids)
+    keyed = {link.by[1] for s in ctx.specs.values() for link in s.links if link.kind == kind and link.by}
+    for i, no in enumerate(nos):
+        mine = rows.file_idx == i
+        ctx.file_ids[int(no)] = ids[mine]
+        for header in keyed:
+            col = next((c for c in spec.columns if header in c.headers), None)
+            if col is not None and col.target in rows.values:
+                keys = rows.values[col.target][mine].tolist()
+                ctx.file_keys[(int(no), header)] = dict(zip(keys, ids[mine].tolist(), strict=True))
+
+
+def _int_text(ids: np.ndarray, found: np.ndarray) -> np.ndarray:
+    out = np.asarray(ids, dtype=np.int64).astype(str).astype(object)
+    out[~found] = None
     return out
 
 
-def _int_text(values: pd.Series) -> np.ndarray:
-    """Integers (float/Int64 with NaN/NA) as decimal text, None for missing."""
-    missing = values.isna().to_numpy()
-    text = values.to_numpy(dtype=float, na_value=0).astype(np.int64).astype(str).astype(object)
-    text[missing] = None
-    return text
+def _resolve(ctx: _Ctx, spec: KindSpec, table: _Table, rows: Rows) -> tuple[dict[str, np.ndarray], dict]:
+    """Catalogue values for the id columns of ``rows``; problems per file for what points nowhere."""
+    problems: dict[str, list[Problem]] = {}
+    n = len(rows)
+    entries = [ctx.entries[ctx.file_no[name]] for name in rows.names]
+
+    def problem(i_file: int, line, column, reason) -> None:
+        found = problems.setdefault(rows.names[i_file], [])
+        if len(found) < readers.MAX_PROBLEMS:
+            found.append(Problem(rows.names[i_file], None if line is None else int(line), column, reason))
+
+    def partners(kind: str, column: str) -> np.ndarray:
+        """Per file, the number of its loaded companion file of ``kind`` (-1: problem recorded)."""
+        out = np.full(len(entries), -1, dtype=np.int64)
+        for i, e in enumerate(entries):
+            p = _partner(e, kind, ctx.by_kind.get(kind, []))
+            if p is None:
+                problem(i, None, column, f"no {kind} file for it in the manifest")
+            elif p.name not in ctx.loaded:
+                why = "was rejected" if p.name in ctx.rejected else "was not loaded"
+                problem(i, None, column, f"its {kind} file {p.name} {why}")
+            else:
+                out[i] = ctx.file_no[p.name]
+        return out
+
+    def report_missing(missing: np.ndarray, column: str, why) -> None:
+        for r in np.flatnonzero(missing)[: readers.MAX_PROBLEMS * 4]:
+            problem(rows.file_idx[r], rows.lines[r], column, why(r))
+
+    supplied: dict[str, np.ndarray] = {}
+    for col in spec.columns:
+        if col.target is None or col.embed:
+            continue
+        if col.ref and not col.ref_by:
+            part = partners(col.ref, col.name)
+            values = rows.values[col.target].to_numpy(dtype=float, na_value=np.nan)
+            ids, found = ctx.idmaps[col.ref].lookup(part[rows.file_idx], values)
+            bad = ~found & ~np.isnan(values) & (part[rows.file_idx] >= 0)
+            names = [ctx.entries[p].name if p >= 0 else "" for p in part]
+            report_missing(bad, col.name, lambda r, v=values, c=names: (
+                f"id {int(v[r])} is not an id of {c[rows.file_idx[r]]}"))
+            supplied[col.target] = _int_text(ids, found)
+        elif col.ref_by:
+            supplied[col.target] = _resolve_by_name(ctx, spec, rows, col, problem)
+        elif col.ref_table:
+            values = rows.values[col.target].to_numpy(dtype=float, na_value=np.nan)
+            ref = _table_info(ctx.cur, col.ref_table, ctx.tables)
+            wanted = np.unique(values[~np.isnan(values)]).astype(np.int64)
+            ctx.cur.execute(f"select {ref.pk} from hfc.{ref.name} where {ref.pk} = any(%s)", (wanted.tolist(),))
+            known = np.array([r[0] for r in ctx.cur.fetchall()], dtype=np.int64)
+            bad = ~np.isnan(values) & ~np.isin(values, known)
+            report_missing(bad, col.name, lambda r, v=values, t=ref.name: (
+                f"{int(v[r])} is not an id of hfc.{t} (the catalogue has no such row)"))
+        elif col.fill_file and isinstance(rows, BulkRows):
+            names = np.array(rows.names, dtype=object)[rows.file_idx]
+            if col.target in rows.values:
+                v = rows.values[col.target].to_numpy(dtype=object)
+                supplied[col.target] = np.where(pd.isna(v), names, v)
+            else:
+                supplied[col.target] = names
+    for link in spec.links:
+        part = partners(link.kind, link.target)
+        if link.by is None:
+            ids = np.zeros(n, dtype=np.int64)
+            for i, p in enumerate(part):
+                if p < 0:
+                    continue
+                theirs = ctx.file_ids.get(int(p), np.empty(0))
+                if len(theirs) != 1:
+                    problem(i, None, None, f"{link.target}: its {link.kind} file {ctx.entries[p].name} has "
+                            f"{len(theirs)} rows, exactly one is needed")
+                else:
+                    ids[rows.file_idx == i] = theirs[0]
+            supplied[link.target] = _int_text(ids, np.ones(n, dtype=bool))
+        else:
+            mine, theirs = link.by
+            keys = rows.values[f"@{mine}"].tolist()
+            ids = np.zeros(n, dtype=np.int64)
+            found = np.zeros(n, dtype=bool)
+            for r, key in enumerate(keys):
+                p = part[rows.file_idx[r]]
+                if p < 0:
+                    continue
+                got = ctx.file_keys.get((int(p), theirs), {}).get(key)
+                if got is None:
+                    problem(rows.file_idx[r], rows.lines[r], mine,
+                            f"{key!r} is not the {theirs} of any row of {ctx.entries[p].name}")
+                else:
+                    ids[r], found[r] = got, True
+            supplied[link.target] = _int_text(ids, found)
+    for embedded, target in spec.embeds:
+        meta = readers.KNOWN.metadata_tables[embedded]
+        columns = {c.target: rows.values[c.target] for c in spec.embedded(embedded)}
+        ids, new = _match_metadata(ctx.cur, embedded, meta, columns)
+        ctx.metadata_new[embedded] = ctx.metadata_new.get(embedded, 0) + new
+        supplied[target] = _int_text(ids, np.ones(n, dtype=bool))
+    if spec.table == "observations" and "qclk_fname" in rows.values:
+        # The FRC leaves QCLK_URL empty; the quicklook's place on the archive is known only
+        # here: clients open QCLK_URL + "/" + QCLK_FNAME.
+        fname = rows.values["qclk_fname"].tolist()
+        given = rows.values["qclk_url"].tolist() if "qclk_url" in rows.values else [None] * n
+        url = [ctx.qclk.get(f) or g for f, g in zip(fname, given, strict=True)]
+        supplied["qclk_url"] = np.array([None if pd.isna(u) else u for u in url], dtype=object)
+    if "local_id" in table.columns and "local_id" not in supplied:
+        supplied["local_id"] = _int_text(np.nan_to_num(rows.local).astype(np.int64), ~np.isnan(rows.local))
+    supplied["batch_id"] = np.full(n, str(ctx.batch_id), dtype=object)
+    return supplied, problems
 
 
-def _reserve_ids(cur, spec, n: int) -> np.ndarray:
-    """n ids from the table's identity sequence, ascending (concurrent loaders may interleave)."""
-    if n == 0:
-        return np.empty(0, dtype=np.int64)
-    pk = spec.local_id.target
-    cur.execute(
-        "select nextval(pg_get_serial_sequence(%s, %s)) from generate_series(1, %s)",
-        (f"hfc.{spec.table}", pk, n),
-    )
-    return np.sort(np.fromiter((r[0] for r in cur.fetchall()), dtype=np.int64, count=n))
+def _resolve_by_name(ctx: _Ctx, spec: KindSpec, rows: Rows, col, problem) -> np.ndarray:
+    """Local ids of the file named in each row (tracking files): in this load, or the catalogue."""
+    by_col = next(c for c in spec.columns if c.name == col.ref_by)
+    names = rows.values[by_col.target].tolist()
+    values = rows.values[col.target].to_numpy(dtype=float, na_value=np.nan)
+    target_spec = ctx.specs[col.ref]
+    target = _table_info(ctx.cur, target_spec.table, ctx.tables)
+    idmap = ctx.idmaps[col.ref]
+    nos = np.full(len(names), -1, dtype=np.int64)
+    outside = sorted({n for n in names if isinstance(n, str) and n not in ctx.file_no})
+    extra = _IdMap()
+    if outside:
+        ctx.cur.execute(
+            f"select feat_filename, local_id, {target.pk} from hfc.{target.name}"
+            " where feat_filename = any(%s) and local_id is not null",
+            (outside,),
+        )
+        got = ctx.cur.fetchall()
+        pseudo = {name: len(ctx.entries) + i for i, name in enumerate(outside)}
+        if got:
+            extra.add(np.array([pseudo[r[0]] for r in got]), np.array([r[1] for r in got]),
+                      np.array([r[2] for r in got]))
+    for r, name in enumerate(names):
+        if not isinstance(name, str):
+            continue
+        if name in ctx.file_no:
+            if name in ctx.loaded:
+                nos[r] = ctx.file_no[name]
+            else:
+                why = "was rejected" if name in ctx.rejected else "is not loaded"
+                problem(rows.file_idx[r], rows.lines[r], by_col.name, f"{col.ref} file {name} {why}")
+        else:
+            nos[r] = len(ctx.entries) + outside.index(name)
+    inside = nos < len(ctx.entries)
+    ids = np.zeros(len(names), dtype=np.int64)
+    found = np.zeros(len(names), dtype=bool)
+    if inside.any():
+        i_ids, i_found = idmap.lookup(np.where(inside, nos, 0), values)
+        ids, found = np.where(inside, i_ids, ids), inside & i_found & (nos >= 0)
+    if (~inside).any():
+        o_ids, o_found = extra.lookup(nos, values)
+        ids = np.where(~inside, o_ids, ids)
+        found |= ~inside & o_found
+    for r in np.flatnonzero(~found & (nos >= 0) & ~np.isnan(values))[: readers.MAX_PROBLEMS * 4]:
+        where = "this manifest" if nos[r] < len(ctx.entries) else "the catalogue"
+        problem(rows.file_idx[r], rows.lines[r], col.name,
+                f"id {int(values[r])} of {names[r]} is not in {where}")
+    return _int_text(ids, found)
 
 
-_ESCAPES = (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r"))
+# ---------------------------------------------------------------------------------- COPY
+
+_LINE = re.compile(r"line (\d+)")
+_COLUMN = re.compile(r"column (\w+)")
 
 
-def _copy_column(values: np.ndarray) -> list[str]:
-    """One column (object array) in COPY text format: \\N for NULL, escapes only where needed."""
-    missing = pd.isna(values)
-    values = values.copy()
-    values[missing] = "\\N"
-    sample = "".join(values[~missing])  # one C-speed scan instead of a test per cell
-    if any(ch in sample for ch, _ in _ESCAPES):
-        for i in np.flatnonzero(~missing):
-            v = values[i]
-            for ch, esc in _ESCAPES:
-                v = v.replace(ch, esc)
-            values[i] = v
-    return values.tolist()
+def _copy_rows(conn, spec: KindSpec, rows: Rows, columns: list[str], options: str, lines: list[str]):
+    """COPY the rows in a savepoint. None when done; else (file, problem) of the first row
+    PostgreSQL refused (the savepoint is rolled back: nothing of these rows stays)."""
+    try:
+        with conn.transaction(), conn.cursor() as cur:
+            _copy_lines(cur, spec.table, columns, options, lines)
+    except (psycopg.errors.DataError, psycopg.errors.NotNullViolation, psycopg.errors.CheckViolation) as exc:
+        context = exc.diag.context or ""
+        m = _LINE.search(context)
+        if not m:
+            raise
+        r = int(m.group(1)) - 1
+        i_file = int(rows.file_idx[r])
+        col = _COLUMN.search(context)
+        column = col.group(1) if col else getattr(exc.diag, "column_name", None)
+        header = next((c.name for c in spec.columns if c.target == column), column)
+        reason = (exc.diag.message_primary or str(exc)).strip()
+        return rows.names[i_file], Problem(rows.names[i_file], int(rows.lines[r]), header and header.upper(), reason)
+    return None
 
 
-def _copy_frame(cur, table: str, frame: pd.DataFrame) -> None:
-    """COPY a frame of database text into hfc.<table>, in chunks (bounded memory)."""
-    columns = ", ".join(frame.columns)
-    with cur.copy(f"copy hfc.{table} ({columns}) from stdin") as copy:
-        for start in range(0, len(frame), COPY_CHUNK_ROWS):
-            chunk = frame.iloc[start : start + COPY_CHUNK_ROWS]
-            cols = [_copy_column(chunk[c].to_numpy(dtype=object)) for c in chunk.columns]
-            copy.write(("\n".join(map("\t".join, zip(*cols, strict=True))) + "\n").encode("utf-8"))
+def _copy_lines(cur, table: str, columns: list[str], options: str, lines: list[str]) -> None:
+    """COPY prepared lines into hfc.<table>, written in pieces (bounded memory)."""
+    with cur.copy(f"copy hfc.{table} ({', '.join(columns)}) from stdin{options}") as copy:
+        for start in range(0, len(lines), COPY_CHUNK_ROWS):
+            copy.write("\n".join(lines[start : start + COPY_CHUNK_ROWS]) + "\n")

@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 
 SEPARATOR = ";"
 NULL_TOKENS = ("", "NULL", "\\N")
@@ -81,6 +84,12 @@ class ProductFileError(ValueError):
 
 # ---------------------------------------------------------------------------------- specs
 
+FORMATS_FILE = Path(__file__).with_name("formats.yaml")
+
+
+class FormatError(ValueError):
+    """``formats.yaml`` (or a registry's ``products`` mapping) is invalid; names the place."""
+
 
 @dataclass(frozen=True)
 class Column:
@@ -88,7 +97,8 @@ class Column:
 
     ``target`` is the catalogue column (lower-case), None for a known column the catalogue does
     not store (read, not validated, dropped). A nullable column may be absent from the header
-    (older files lack some): it is then all NULL.
+    (older files lack some): it is then all NULL. ``embed``: the column belongs to the metadata
+    row of that table carried inside each data row (SoSoFT); ``target`` is then its column there.
     """
 
     name: str
@@ -97,8 +107,13 @@ class Column:
     max_len: int | None = None
     target: str | None = None
     aliases: tuple[str, ...] = ()
-    ref: str | None = None  # kind of the companion file whose local ids this column holds
+    ref: str | None = None  # file kind whose local ids this column holds
+    ref_by: str | None = None  # ...of the file of that kind named in this header column (tracking)
+    ref_table: str | None = None  # holds catalogue ids of this table
     local_id: bool = False  # the file-local row id (unique in the file)
+    embed: str | None = None
+    default: str | None = None  # NULL -> this value
+    fill_file: bool = False  # NULL or absent -> the file's own name
 
     @property
     def required(self) -> bool:
@@ -106,7 +121,22 @@ class Column:
 
     @property
     def stored(self) -> bool:
-        return self.target is not None
+        return self.target is not None and self.embed is None
+
+    @property
+    def headers(self) -> tuple[str, ...]:
+        return (self.name, *self.aliases)
+
+
+@dataclass(frozen=True)
+class Link:
+    """A foreign key the file does not carry as a local id: ``target`` takes the catalogue id of
+    the companion ``kind`` file's only row (``by`` None) or of its row whose ``by[1]`` column
+    equals this row's ``by[0]`` column (header names)."""
+
+    target: str
+    kind: str
+    by: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -114,14 +144,16 @@ class KindSpec:
     """How to read one kind of file and where its rows go.
 
     ``table``: catalogue table. ``match_key``: for shared metadata tables (observatory,
-    frc_info), the target columns that identify a row by content: such rows are matched or
-    inserted, never owned by a batch. Tables without a match key are owned by the batch.
+    frc_info, pp_info), the target columns that identify a row by content: such rows are matched
+    or inserted, never owned by a batch. Tables without a match key are owned by the batch.
     """
 
     kind: str
     table: str
     columns: tuple[Column, ...]
     match_key: tuple[str, ...] = ()
+    links: tuple[Link, ...] = ()
+    embeds: tuple[tuple[str, str], ...] = ()  # (metadata table, target column here)
 
     @property
     def local_id(self) -> Column | None:
@@ -132,21 +164,45 @@ class KindSpec:
         return [c for c in self.columns if c.stored]
 
     @property
+    def read_columns(self) -> list[Column]:
+        """Columns converted and validated: stored ones and embedded metadata ones."""
+        return [c for c in self.columns if c.target is not None]
+
+    def embedded(self, table: str) -> list[Column]:
+        return [c for c in self.columns if c.embed == table]
+
+    @property
     def refs(self) -> dict[str, str]:
-        """target column -> kind of the file it points into."""
-        return {c.target: c.ref for c in self.columns if c.ref and c.target}
+        """target column -> kind of the file it points into (same-stem local ids only)."""
+        return {c.target: c.ref for c in self.columns if c.ref and not c.ref_by and c.target}
+
+    @property
+    def depends_on(self) -> set[str]:
+        """File kinds this kind's rows point into (they must be loaded first)."""
+        return {c.ref for c in self.columns if c.ref and c.target} | {link.kind for link in self.links}
+
+    @property
+    def is_metadata(self) -> bool:
+        return bool(self.match_key)
 
 
-def parse_spec(kind: str, table: str, text: str, *, match_key: tuple[str, ...] = ()) -> KindSpec:
+def parse_spec(
+    kind: str,
+    table: str,
+    text: str,
+    *,
+    match_key: tuple[str, ...] = (),
+    links: tuple[Link, ...] = (),
+    embeds: tuple[tuple[str, str], ...] = (),
+) -> KindSpec:
     """Build a :class:`KindSpec` from a text table, one column a line::
 
         NAME  TYPE  [flags...]
 
     TYPE is ``int``, ``float``, ``datetime``, ``text`` or ``text(N)`` (N = max length).
-    Flags: ``notnull``; ``id`` (the file-local row id); ``ref=<kind>`` (holds ids of a
-    companion file of that kind); ``extra`` (known, not stored); ``to=<column>`` (catalogue
-    column when it is not the lower-cased name); ``alias=<NAME>`` (another header spelling,
-    repeatable). ``#`` starts a comment.
+    Flags (see formats.yaml): ``notnull``; ``id``; ``ref=<kind>``, ``ref=<kind>@<COLUMN>``,
+    ``ref=@<table>``; ``in=<table>``; ``extra``; ``to=<column>``; ``alias=<NAME>``
+    (repeatable); ``default=<value>``; ``fill=file``. ``#`` starts a comment.
     """
     columns = []
     for raw in text.splitlines():
@@ -159,7 +215,7 @@ def parse_spec(kind: str, table: str, text: str, *, match_key: tuple[str, ...] =
         if m:
             typ, max_len = "text", int(m.group(1))
         if typ not in TYPES:
-            raise ValueError(f"spec {kind}: column {name}: unknown type {typ!r}")
+            raise FormatError(f"spec {kind}: column {name}: unknown type {typ!r}")
         opts: dict = {"nullable": True, "target": name.lower(), "aliases": []}
         for flag in flags:
             key, _, value = flag.partition("=")
@@ -167,206 +223,155 @@ def parse_spec(kind: str, table: str, text: str, *, match_key: tuple[str, ...] =
                 opts["nullable"] = False
             elif key == "id":
                 opts["local_id"], opts["nullable"] = True, False
+            elif key == "ref" and value.startswith("@"):
+                opts["ref_table"] = value[1:]
             elif key == "ref":
-                opts["ref"] = value
+                ref, _, by = value.partition("@")
+                opts["ref"], opts["ref_by"] = ref, (by.upper() or None)
+            elif key == "in":
+                opts["embed"] = value
             elif key == "extra":
                 opts["target"] = None
             elif key == "to":
                 opts["target"] = value
             elif key == "alias":
                 opts["aliases"].append(value.upper())
+            elif key == "default":
+                opts["default"] = value
+            elif key == "fill" and value == "file":
+                opts["fill_file"] = True
             else:
-                raise ValueError(f"spec {kind}: column {name}: unknown flag {flag!r}")
+                raise FormatError(f"spec {kind}: column {name}: unknown flag {flag!r}")
+        if opts.get("default") is not None or opts.get("fill_file"):
+            opts["nullable"] = True  # the value is never NULL once filled
         opts["aliases"] = tuple(opts["aliases"])
         columns.append(Column(name=name.upper(), type=typ, max_len=max_len, **opts))
-    return KindSpec(kind=kind, table=table, columns=tuple(columns), match_key=match_key)
+    targets = [c.target for c in columns if c.target]
+    dupes = sorted({t for t in targets if targets.count(t) > 1})
+    if dupes:
+        raise FormatError(f"spec {kind}: several columns go to {dupes}")
+    return KindSpec(
+        kind=kind, table=table, columns=tuple(columns), match_key=match_key, links=links, embeds=embeds
+    )
 
 
-# Shared metadata files, the same for every code.
-FRC_INFO = parse_spec(
-    "frc_info",
-    "frc_info",
-    """
-    ID_FRC_INFO   int        id
-    INSTITUT      text(150)  notnull
-    CODE          text(100)  notnull
-    VERSION       text(50)   notnull
-    FEATURE_NAME  text(100)  notnull
-    ENC_MET       text(50)
-    PERSON        text(150)
-    CONTACT       text(150)  notnull
-    REFERENCE     text(150)
-    TARGET_NAME   text       extra
-    TARGET_CLASS  text       extra
-    URL           text       extra
-    """,
-    match_key=("code", "version", "feature_name", "institut"),
+_LINK = re.compile(
+    r"^(?P<target>[a-z0-9_]+)\s*<-\s*(?P<kind>[a-z0-9_]+)\s+(?:(?P<only>only)|by\s+(?P<by>[A-Z0-9_=]+))$"
 )
 
-OBSERVATORY = parse_spec(
-    "observatory",
-    "observatory",
-    """
-    ID_OBSERVATORY   int        id  alias=ID_OBSERVAT       # RABAT3 writes ID_OBSERVAT
-    OBSERVAT         text(255)  notnull
-    INSTRUME         text(150)  notnull
-    TELESCOP         text(150)
-    UNITS            text(100)  notnull
-    WAVEMIN          float      notnull
-    WAVEMAX          float
-    WAVENAME         text(50)
-    WAVEUNIT         text(10)
-    SPECTRAL_DOMAIN  text(100)  to=spectral_name  alias=SPECTRAL_NAME
-    OBS_TYPE         text(100)
-    COMMENT          text
-    OBSINST_KEY      text       extra
-    FREQMIN          float      extra
-    FREQMAX          float      extra
-    FREQUNIT         text       extra
-    OBS_CAT          text       extra
-    """,
-    match_key=("observat", "instrume", "telescop", "wavemin", "wavename"),
-)
 
-# OBSERVATIONS rows as the codes write them in their `init` files.
-_OBSERVATIONS_COLUMNS = """
-    ID_OBSERVATIONS  int        id
-    OBSERVATORY_ID   int        notnull  ref=observatory
-    DATE_OBS         datetime   notnull
-    DATE_END         datetime   notnull
-    JDINT            int
-    JDFRAC           float
-    EXP_TIME         float
-    C_ROTATION       int
-    BSCALE           float
-    BZERO            float
-    BITPIX           int
-    NAXIS1           int
-    NAXIS2           int
-    R_SUN            float
-    CENTER_X         float
-    CENTER_Y         float
-    CDELT1           float
-    CDELT2           float
-    QUALITY          text(20)
-    FILENAME         text(100)  notnull
-    FILE_FORMAT      text(20)
-    COMMENT          text
-    LOC_FILENAME     text(200)  notnull
-    URL              text
-    QCLK_URL         text
-    QCLK_FNAME       text(200)
-"""
+def _parse_link(where: str, text: str) -> Link:
+    m = _LINK.match(str(text).strip())
+    if not m:
+        raise FormatError(f"{where}: link {text!r} is not 'TARGET <- KIND only' or 'TARGET <- KIND by COL[=COL2]'")
+    by = None
+    if m.group("by"):
+        mine, _, theirs = m.group("by").partition("=")
+        by = (mine, theirs or mine)
+    return Link(m.group("target"), m.group("kind"), by)
 
-SDOSS_INIT = parse_spec(
-    "init",
-    "observations",
-    _OBSERVATIONS_COLUMNS
-    + """
-    FILE_SIZE        int   extra
-    DATA_TYPE        text  extra
-    PROCESSING_LVL   text  extra
-    """,
-)
 
-SDOSS_FEAT = parse_spec(
-    "feat",
-    "sunspots",
-    """
-    ID_SUNSPOT          int        id
-    FRC_INFO_ID         int        notnull  ref=frc_info
-    OBSERVATIONS_ID_IC  int        ref=init
-    OBSERVATIONS_ID_M   int        ref=init
-    FEAT_X_ARCSEC       float      notnull
-    FEAT_Y_ARCSEC       float      notnull
-    FEAT_X_PIX          int        notnull
-    FEAT_Y_PIX          int        notnull
-    FEAT_HG_LONG_DEG    float      notnull
-    FEAT_HG_LAT_DEG     float      notnull
-    FEAT_CARR_LONG_DEG  float      notnull
-    FEAT_CARR_LAT_DEG   float      notnull
-    BR_X0_ARCSEC        float      notnull
-    BR_Y0_ARCSEC        float      notnull
-    BR_X1_ARCSEC        float      notnull
-    BR_Y1_ARCSEC        float      notnull
-    BR_X2_ARCSEC        float      notnull
-    BR_Y2_ARCSEC        float      notnull
-    BR_X3_ARCSEC        float      notnull
-    BR_Y3_ARCSEC        float      notnull
-    BR_X0_PIX           int        notnull
-    BR_Y0_PIX           int        notnull
-    BR_X1_PIX           int        notnull
-    BR_Y1_PIX           int        notnull
-    BR_X2_PIX           int        notnull
-    BR_Y2_PIX           int        notnull
-    BR_X3_PIX           int        notnull
-    BR_Y3_PIX           int        notnull
-    BR_HG_LONG0_DEG     float      notnull
-    BR_HG_LAT0_DEG      float      notnull
-    BR_HG_LONG1_DEG     float      notnull
-    BR_HG_LAT1_DEG      float      notnull
-    BR_HG_LONG2_DEG     float      notnull
-    BR_HG_LAT2_DEG      float      notnull
-    BR_HG_LONG3_DEG     float      notnull
-    BR_HG_LAT3_DEG      float      notnull
-    BR_CARR_LONG0_DEG   float      notnull
-    BR_CARR_LAT0_DEG    float      notnull
-    BR_CARR_LONG1_DEG   float      notnull
-    BR_CARR_LAT1_DEG    float      notnull
-    BR_CARR_LONG2_DEG   float      notnull
-    BR_CARR_LAT2_DEG    float      notnull
-    BR_CARR_LONG3_DEG   float      notnull
-    BR_CARR_LAT3_DEG    float      notnull
-    FEAT_AREA_PIX       int        notnull
-    FEAT_AREA_DEG2      float      notnull
-    FEAT_AREA_MM2       float      notnull
-    FEAT_DIAM_DEG       float      notnull
-    FEAT_DIAM_MM        float      notnull
-    FEAT_MEAN2QSUN      float      notnull
-    FEAT_MAX_INT        float      notnull
-    FEAT_MIN_INT        float      notnull
-    FEAT_MEAN_INT       float      notnull
-    FEAT_TOT_BZ         float
-    FEAT_ABS_BZ         float      notnull
-    FEAT_MAX_BZ         float
-    FEAT_MIN_BZ         float
-    FEAT_MEAN_BZ        float
-    UMBRA_NUMBER        int        notnull
-    UMBRA_AREA_PIX      int        notnull
-    UMBRA_AREA_MM2      float      notnull
-    UMBRA_AREA_DEG2     float      notnull
-    UMBRA_DIAM_DEG      float      notnull
-    UMBRA_DIAM_MM       float      notnull
-    UMBRA_MAX_INT       float      notnull
-    UMBRA_MIN_INT       float      notnull
-    UMBRA_MEAN_INT      float      notnull
-    UMBRA_TOT_BZ        float      notnull
-    UMBRA_ABS_BZ        float
-    UMBRA_MAX_BZ        float
-    UMBRA_MIN_BZ        float
-    UMBRA_MEAN_BZ       float
-    CC_X_PIX            int        notnull
-    CC_Y_PIX            int        notnull
-    CC_X_ARCSEC         float      notnull
-    CC_Y_ARCSEC         float      notnull
-    CC                  text
-    CC_LENGTH           int        notnull
-    RS                  text       notnull
-    RS_LENGTH           int        notnull
-    SNAPSHOT_FN         text(200)
-    SNAPSHOT_PATH       text(200)
-    HELIO_SS_NUMBER     int        notnull
-    FEAT_FILENAME       text(150)
-    RUN_DATE            datetime   notnull
-    """,
-)
+@dataclass(frozen=True)
+class Formats:
+    """The known kinds of files (``kinds``: spec name -> spec) and the presets of file kind ->
+    spec per product format (``formats``)."""
 
-# product_format (the registry's / manifest's name) -> kind -> spec. The order of the kinds is
-# the load order: every kind comes after the kinds its ``ref=`` columns point into.
-FORMATS: dict[str, dict[str, KindSpec]] = {
-    "sdoss": {"observatory": OBSERVATORY, "frc_info": FRC_INFO, "init": SDOSS_INIT, "feat": SDOSS_FEAT},
-}
+    kinds: dict[str, KindSpec]
+    formats: dict[str, dict[str, str]]
+    metadata_tables: dict[str, tuple[str, ...]]
+
+    def resolve(self, product_format: str, products: dict[str, str] | None = None) -> dict[str, KindSpec]:
+        """file kind -> spec for one FRC, in load order (every kind after those it points into).
+
+        ``products`` (the registry's per-FRC override) maps file kinds to spec names and wins
+        over the preset; a spec name ``none`` drops a kind.
+        """
+        if product_format not in self.formats:
+            raise FormatError(f"unknown product format {product_format!r} (known: {', '.join(self.formats)})")
+        mapping = {**self.formats[product_format], **(products or {})}
+        mapping = {k: v for k, v in mapping.items() if v != "none"}
+        where = f"product format {product_format!r}" + (f" with products {products}" if products else "")
+        specs = {}
+        for file_kind, spec_name in mapping.items():
+            if spec_name not in self.kinds:
+                raise FormatError(f"{where}: kind {file_kind!r} maps to unknown spec {spec_name!r}")
+            specs[file_kind] = self.kinds[spec_name]
+        for file_kind, spec in specs.items():
+            for dep in spec.depends_on:
+                if dep not in specs:
+                    raise FormatError(f"{where}: {file_kind} files ({spec.kind}) point into {dep!r} files, "
+                                      "which this format does not load")
+        ordered: dict[str, KindSpec] = {}
+        pending = dict(specs)
+        while pending:
+            ready = [k for k, s in pending.items() if s.depends_on - {k} <= set(ordered)]
+            if not ready:
+                raise FormatError(f"{where}: circular references between {sorted(pending)}")
+            for k in ready:
+                ordered[k] = pending.pop(k)
+        return ordered
+
+
+def load_formats(path: str | os.PathLike | None = None) -> Formats:
+    """Read and validate formats.yaml; errors name the file and the key."""
+    path = Path(path or FORMATS_FILE)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise FormatError(f"{path}: {exc}") from None
+    if not isinstance(raw, dict) or not {"kinds", "formats"} <= set(raw):
+        raise FormatError(f"{path}: expected the keys 'kinds' and 'formats'")
+    meta = {t: tuple(k) for t, k in (raw.get("metadata_tables") or {}).items()}
+    kinds = {}
+    for name, body in raw["kinds"].items():
+        where = f"{path}: kinds.{name}"
+        if not isinstance(body, dict) or not isinstance(body.get("table"), str) or "columns" not in body:
+            raise FormatError(f"{where}: needs 'table' and 'columns'")
+        unknown = set(body) - {"table", "columns", "links", "embeds"}
+        if unknown:
+            raise FormatError(f"{where}: unknown key(s) {sorted(unknown)}")
+        links = tuple(_parse_link(where, text) for text in body.get("links") or ())
+        embeds = tuple((t, c) for t, c in (body.get("embeds") or {}).items())
+        for table, _ in embeds:
+            if table not in meta:
+                raise FormatError(f"{where}: embeds {table!r}, which is not a metadata table")
+        try:
+            spec = parse_spec(
+                name, body["table"], body["columns"], match_key=meta.get(body["table"], ()), links=links, embeds=embeds
+            )
+        except FormatError as exc:
+            raise FormatError(f"{path}: {exc}") from None
+        for table, _ in embeds:
+            missing = set(meta[table]) - {c.target for c in spec.embedded(table)}
+            if missing:
+                raise FormatError(f"{where}: embedded {table} lacks its match key column(s) {sorted(missing)}")
+        for c in spec.columns:
+            if c.embed and (c.embed, ) not in [(t,) for t, _ in embeds]:
+                raise FormatError(f"{where}: column {c.name} is in={c.embed} but the kind does not embed it")
+        kinds[name] = spec
+    formats = {}
+    for fmt, mapping in raw["formats"].items():
+        if not isinstance(mapping, dict):
+            raise FormatError(f"{path}: formats.{fmt} must map file kinds to kinds")
+        formats[fmt] = {str(k): str(v) for k, v in mapping.items()}
+    result = Formats(kinds, formats, meta)
+    for fmt in formats:
+        try:
+            result.resolve(fmt)
+        except FormatError as exc:
+            raise FormatError(f"{path}: {exc}") from None
+    return result
+
+
+KNOWN = load_formats()
+KINDS = KNOWN.kinds
+# product_format -> file kind -> spec, in load order (the presets of formats.yaml).
+FORMATS: dict[str, dict[str, KindSpec]] = {fmt: KNOWN.resolve(fmt) for fmt in KNOWN.formats}
 METADATA_KINDS = ("observatory", "frc_info")
+FRC_INFO = KINDS["frc_info"]
+OBSERVATORY = KINDS["observatory"]
+SDOSS_INIT = KINDS["init"]
+SDOSS_FEAT = KINDS["sdoss_feat"]
 
 
 def spec_for(product_format: str, kind: str) -> KindSpec:
@@ -397,6 +402,14 @@ class ProductTable:
     @property
     def kind(self) -> str:
         return self.spec.kind
+
+    @property
+    def local_ids(self) -> np.ndarray:
+        """Each row's file-local id: its id column, or 1..N for files without ids (SoSoFT)."""
+        lid = self.spec.local_id
+        if lid is None:
+            return np.arange(1, len(self.frame) + 1, dtype=np.int64)
+        return self.frame[lid.target].to_numpy(dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.frame)
@@ -462,65 +475,99 @@ def _split_records(name: str, text: str) -> tuple[list[str], pd.DataFrame, np.nd
     return header, cells, np.array(line_nos[1:], dtype=np.int64), counts
 
 
-def read_product(name: str, data: bytes, spec: KindSpec) -> ProductTable:
-    """Parse one product file against its spec; raise :class:`ProductFileError` if unusable."""
-    warnings: list[str] = []
-    text = _decode(name, data, warnings)
-    header, cells, line_nos, counts = _split_records(name, text)
+@dataclass
+class HeaderMap:
+    """Where each spec column is in a file's header, and what the header got wrong."""
+
+    names: list[str]  # upper-cased names, a trailing empty one (SoSoFT's final ";") removed
+    width: int  # fields of the header line as written
+    position: dict[str, int]  # spec column name -> field index
+    unknown: list[str]
+    problems: list[Problem]
+    warnings: list[str]
+
+
+def analyse_header(name: str, header: list[str], spec: KindSpec) -> HeaderMap:
+    """Match a header to a spec: located problems for duplicates and missing required columns."""
     problems: list[Problem] = []
-
-    def problem(line, column, reason):
-        if len(problems) < MAX_PROBLEMS:
-            problems.append(Problem(name, int(line) if line is not None else None, column, reason))
-
-    # -- header: names are matched case-insensitively; a trailing ";" gives an empty last name.
+    warnings: list[str] = []
     names = [h.strip().upper() for h in header]
-    header_width = len(names)
+    width = len(names)
     if names and names[-1] == "":
         names.pop()
     for i, n in enumerate(names):
         if not n:
-            problem(1, f"#{i + 1}", "empty column name in the header")
+            problems.append(Problem(name, 1, f"#{i + 1}", "empty column name in the header"))
     seen: dict[str, int] = {}
     for i, n in enumerate(names):
         if n in seen and n:
-            problem(1, n, f"column named twice in the header (fields {seen[n] + 1} and {i + 1})")
+            problems.append(Problem(name, 1, n, f"column named twice in the header (fields {seen[n] + 1} and {i + 1})"))
         seen.setdefault(n, i)
-
-    # -- records: as many fields as the header, give or take one empty trailing field.
-    ok_width = (counts == len(names)) | (counts == header_width)
-    for i in np.flatnonzero(~ok_width & (counts == len(names) + 1)):
-        ok_width[i] = cells.iat[i, len(names)] == ""  # e.g. "...;;" after an empty last field
-    for i in np.flatnonzero(~ok_width):
-        problem(line_nos[i], None, f"{counts[i]} fields, the header has {len(names)}")
-
-    # -- map spec columns to header positions.
     position: dict[str, int] = {}
     known: set[str] = set()
     for col in spec.columns:
-        found = [n for n in (col.name, *col.aliases) if n in seen]
+        found = [n for n in col.headers if n in seen]
         known.update(found)
         if len(found) > 1:
             warnings.append(f"{name}: columns {' and '.join(found)} both present; using {found[0]}")
         if found:
             position[col.name] = seen[found[0]]
         elif col.required:
-            problem(1, col.name, "required column missing from the header")
+            problems.append(Problem(name, 1, col.name, "required column missing from the header"))
+    for link in spec.links:
+        if link.by and link.by[0] not in seen:
+            reason = f"required column missing from the header (links to {link.kind})"
+            problems.append(Problem(name, 1, link.by[0], reason))
     unknown = [n for n in names if n and n not in known]
     if unknown:
         warnings.append(f"{name}: unknown column(s) ignored: {', '.join(unknown)}")
+    return HeaderMap(names, width, position, unknown, problems[:MAX_PROBLEMS], warnings)
+
+
+def read_product(name: str, data: bytes, spec: KindSpec) -> ProductTable:
+    """Parse one product file against its spec; raise :class:`ProductFileError` if unusable."""
+    warnings: list[str] = []
+    text = _decode(name, data, warnings)
+    header, cells, line_nos, counts = _split_records(name, text)
+    head = analyse_header(name, header, spec)
+    warnings.extend(head.warnings)
+    problems: list[Problem] = list(head.problems)
+
+    def problem(line, column, reason):
+        if len(problems) < MAX_PROBLEMS:
+            problems.append(Problem(name, int(line) if line is not None else None, column, reason))
+
+    # -- records: as many fields as the header, give or take one empty trailing field.
+    names = head.names
+    ok_width = (counts == len(names)) | (counts == head.width)
+    for i in np.flatnonzero(~ok_width & (counts == len(names) + 1)):
+        ok_width[i] = cells.iat[i, len(names)] == ""  # e.g. "...;;" after an empty last field
+    for i in np.flatnonzero(~ok_width):
+        problem(line_nos[i], None, f"{counts[i]} fields, the header has {len(names)}")
 
     # -- convert and validate, vectorised per column.
     out: dict[str, pd.Series] = {}
     db_text: dict[str, np.ndarray] = {}
     nrows = len(cells)
-    for col in spec.stored_columns:
-        if col.name not in position:
+    for col in spec.read_columns:
+        if col.name not in head.position:
             out[col.target] = _null_series(col.type, nrows)
             db_text[col.target] = np.full(nrows, None, dtype=object)
-            continue
-        raw = cells[position[col.name]].astype(str)
-        out[col.target], db_text[col.target] = _convert(col, raw, line_nos, problem, warnings, name)
+        else:
+            raw = cells[head.position[col.name]].astype(str)
+            out[col.target], db_text[col.target] = _convert(col, raw, line_nos, problem, warnings, name)
+        if col.fill_file or col.default is not None:
+            value = name if col.fill_file else col.default
+            missing = np.array(pd.isna(db_text[col.target]), dtype=bool)
+            if missing.any():
+                db_text[col.target][missing] = value
+                filled = out[col.target].copy()
+                filled[missing] = value if col.type == "text" else pd.to_numeric(value)
+                out[col.target] = filled
+    for link in spec.links:
+        if link.by and link.by[0] in head.position:
+            key = f"@{link.by[0]}"  # the raw key text, for the loader's lookup
+            out[key] = cells[head.position[link.by[0]]].astype(str).where(lambda s: ~s.isin(NULL_TOKENS), None)
 
     lid = spec.local_id
     if lid is not None and lid.target in out and nrows:
@@ -533,7 +580,7 @@ def read_product(name: str, data: bytes, spec: KindSpec) -> ProductTable:
     if problems:
         raise ProductFileError.from_problems(problems)
     frame = pd.DataFrame(out, index=pd.RangeIndex(nrows))
-    return ProductTable(name, spec, frame, line_nos, db_text, unknown, warnings)
+    return ProductTable(name, spec, frame, line_nos, db_text, head.unknown, warnings)
 
 
 def _null_series(typ: str, n: int) -> pd.Series:

@@ -377,14 +377,14 @@ def test_failure_mid_load_keeps_previous_batch(conn, monkeypatch):
     first = night.load(conn)
     before = counts(conn)
 
-    real_copy = loader._copy_frame
+    real_copy = loader._copy_lines
 
-    def copy_then_fail(cur, table, frame):
-        real_copy(cur, table, frame)
+    def copy_then_fail(cur, table, *args):
+        real_copy(cur, table, *args)
         if table == "sunspots":
             raise RuntimeError("disk full (simulated)")
 
-    monkeypatch.setattr(loader, "_copy_frame", copy_then_fail)
+    monkeypatch.setattr(loader, "_copy_lines", copy_then_fail)
     with pytest.raises(RuntimeError, match="simulated"):
         Night(NIGHT1, spots=(7, 7, 7)).load(conn)
     assert counts(conn) == before

@@ -292,7 +292,7 @@ def test_a_new_kind_is_data():
 
 
 def test_formats_registry():
-    assert list(FORMATS["sdoss"]) == ["observatory", "frc_info", "init", "feat"]
+    assert list(FORMATS["sdoss"]) == ["observatory", "frc_info", "init", "feat", "track"]
     assert spec_for("sdoss", "feat") is SDOSS_FEAT
     with pytest.raises(KeyError, match="no reader"):
-        spec_for("sdoss", "track")
+        spec_for("sdoss", "pp")
