@@ -303,6 +303,12 @@ class _Ctx:
     def reject(self, name: str, problems: list[Problem]) -> None:
         self.rejected.setdefault(name, []).extend(problems)
 
+    @property
+    def tracking_only(self) -> bool:
+        """A tracker's night: only tracking files (its counts say nothing of detections)."""
+        present = [k for k, files in self.by_kind.items() if files]
+        return bool(present) and all(_is_tracking(self.specs[k]) for k in present)
+
     def needs_ids(self, kind: str) -> bool:
         """Whether a later kind of this load points at this kind's rows (then ids are reserved)."""
         return any(
@@ -547,9 +553,8 @@ def _load_kind(ctx: _Ctx, kind: str, spec: KindSpec, read_file, chunk_bytes: int
     missing = [c.target for c in spec.stored_columns if c.target not in table.columns]
     if missing:
         raise readers.FormatError(f"kind {spec.kind}: hfc.{spec.table} has no column(s) {missing}")
-    tracking = any(c.ref_by or c.ref_table for c in spec.columns)
-    if ctx.by_kind[kind] or not tracking:  # e.g. no feat file = nothing detected: a real 0
-        ctx.rows.setdefault(spec.table, 0)
+    if ctx.by_kind[kind] or not (_is_tracking(spec) or ctx.tracking_only):
+        ctx.rows.setdefault(spec.table, 0)  # e.g. no feat file = nothing detected: a real 0
     pipe = _Pipeline()
     try:
         chunk: list[tuple[_Entry, bytes]] = []
@@ -626,6 +631,10 @@ def _load_rows(ctx: _Ctx, spec: KindSpec, table: _Table, rows: Rows, data: dict[
             ctx.reject(name, [problem])
 
     pipe.submit(lambda: _copy_rows(ctx.cur.connection, spec, rows, columns, options, lines), done)
+
+
+def _is_tracking(spec: KindSpec) -> bool:
+    return any(c.ref_by or c.ref_table for c in spec.columns)
 
 
 def _file_kind(ctx: _Ctx, spec: KindSpec) -> str:

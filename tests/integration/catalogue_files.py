@@ -1,0 +1,133 @@
+"""Builders of HFC product files in the shapes the codes write them, and manifests of them.
+
+Used by the catalogue integration tests: files are bytes in a dict standing for the archive.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import random
+from pathlib import Path
+
+from hfc_tasks.catalogue import load_night, readers
+
+SAMPLES = Path(__file__).parents[1] / "data" / "hfc_samples"
+ARCHIVE_URL = "file:///archive"
+
+
+def iso(t: dt.datetime) -> str:
+    return t.strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def stamp(t: dt.datetime) -> str:
+    return t.strftime("%Y%m%dT%H%M%S")
+
+
+def values_for(spec: readers.KindSpec, k: int, t: dt.datetime, **overrides) -> dict[str, object]:
+    """A plausible value for every column of ``spec`` (stored, embedded and extra ones)."""
+    row: dict[str, object] = {}
+    for col in spec.columns:
+        if col.type == "int":
+            row[col.name] = 10 * k + 1
+        elif col.type == "float":
+            row[col.name] = k + 0.25
+        elif col.type == "datetime":
+            row[col.name] = iso(t)
+        else:
+            text = f"{col.name.lower()}{k}"
+            row[col.name] = text[: col.max_len] if col.max_len else text
+    row.update(overrides)
+    return row
+
+
+def csv_bytes(
+    columns: list[str],
+    rows: list[dict],
+    *,
+    trailing: bool = False,
+    crlf: bool = False,
+    final_newline: bool = True,
+    shuffle: int | None = None,
+) -> bytes:
+    """``;``-separated text with a header line; ``trailing``: SoSoFT's ``;`` at every line end;
+    ``shuffle``: a seed to write the columns in another order (read by name)."""
+    columns = list(columns)
+    if shuffle is not None:
+        random.Random(shuffle).shuffle(columns)
+    end = ";" if trailing else ""
+    lines = [";".join(columns) + end] + [";".join(str(r[c]) for c in columns) + end for r in rows]
+    sep = "\r\n" if crlf else "\n"
+    return (sep.join(lines) + (sep if final_newline else "")).encode("utf-8")
+
+
+def header_of(spec: readers.KindSpec, *, drop: tuple[str, ...] = ()) -> list[str]:
+    return [c.name for c in spec.columns if c.name not in drop]
+
+
+class Archive:
+    """A night of one FRC: ``files`` (archive path -> bytes) and its ``manifest``."""
+
+    def __init__(self, frc: str, night: dt.date, product_format: str, *, folder: str | None = None):
+        self.frc, self.night, self.product_format = frc, night, product_format
+        self.folder = folder or frc
+        self.files: dict[str, bytes] = {}
+        self.entries: list[dict] = []
+        self.extra: dict = {}
+
+    def add(self, name: str, kind: str, data: bytes, *, sha: str | None = None) -> str:
+        year = f"{self.night:%Y}"
+        sub = f"images/full/OBS/INST/{year}" if kind == "quicklook" else f"results/{year}"
+        path = f"{self.folder}/{sub}/{name}"
+        self.entries = [e for e in self.entries if e["name"] != name]
+        self.files[path] = data
+        self.entries.append(
+            {
+                "name": name,
+                "kind": kind,
+                "size": len(data),
+                "sha256": sha or hashlib.sha256(data).hexdigest(),
+                "archive_path": path,
+                "url_base": f"{ARCHIVE_URL}/{self.folder}/{sub}",
+            }
+        )
+        return path
+
+    def sample(self, name: str, kind: str, as_name: str | None = None) -> None:
+        self.add(as_name or name, kind, (SAMPLES / name).read_bytes())
+
+    def path_of(self, name: str) -> str:
+        return next(e["archive_path"] for e in self.entries if e["name"] == name)
+
+    def data_of(self, name: str) -> bytes:
+        return self.files[self.path_of(name)]
+
+    def replace(self, name: str, data: bytes, *, keep_sha: bool = False) -> None:
+        entry = next(e for e in self.entries if e["name"] == name)
+        self.add(name, entry["kind"], data, sha=entry["sha256"] if keep_sha else None)
+
+    def remove(self, name: str) -> None:
+        self.entries = [e for e in self.entries if e["name"] != name]
+
+    @property
+    def manifest(self) -> dict:
+        return {
+            "format": "hfc-manifest/1",
+            "frc": self.frc,
+            "night": self.night.isoformat(),
+            "product_format": self.product_format,
+            "frc_version": "1.0",
+            "slurm_job_id": "77",
+            "files": list(self.entries),
+            **self.extra,
+        }
+
+    def read(self, path: str) -> bytes:
+        if path not in self.files:
+            raise FileNotFoundError(path)
+        return self.files[path]
+
+    def load(self, conn, **kw):
+        report = load_night(conn, self.manifest, self.read, **kw)
+        conn.commit()
+        return report
