@@ -647,8 +647,7 @@ def _convert(col: Column, raw: pd.Series, line_nos, problem, warnings, name) -> 
             if not _plain(cells[ok], _FLOAT_CHARS):
                 text = np.array([repr(v) for v in values.tolist()], dtype=object)
         text[~ok] = None
-        return result, text
-    if col.type == "datetime":
+    elif col.type == "datetime":
         shaped = np.array(raw.str.match(_DATE.pattern).to_numpy(dtype=bool, na_value=False))
         retry = ~is_null & ~shaped
         if retry.any():  # surrounding blanks: rare, so stripped only where needed

@@ -194,6 +194,7 @@ def test_non_finite_numbers_become_null_in_nullable_columns_only():
         (OBS_HEADER + "\n99999999999;SDO;HMI;C;Counts;1;1;a;nm;\n", 2, "ID_OBSERVATORY", "out of range"),
         (OBS_HEADER + "\n1;NULL;HMI;C;Counts;1;1;a;nm;\n", 2, "OBSERVAT", "NOT NULL"),
         (OBS_HEADER + "\n1;;HMI;C;Counts;1;1;a;nm;\n", 2, "OBSERVAT", "NOT NULL"),
+        (OBS_HEADER + "\n1;SDO;HMI;C;Counts;\\N;1;a;nm;\n", 2, "WAVEMIN", "NOT NULL"),  # numbers too
         (OBS_HEADER + "\n1;SDO;HMI;C;Counts;1;1;a;nanometres2;\n", 2, "WAVEUNIT", "longer than 10"),
         (
             OBS_HEADER + "\n1;SDO;HMI;C;Counts;1;1;a;nm;\n1;SDO;HMI;M;G;1;1;a;nm;\n",
