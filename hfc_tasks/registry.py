@@ -11,11 +11,11 @@ defaults to ``<repo>/.site`` so the local embedded site works without any settin
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 import re
 import shlex
 from pathlib import Path
-from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -43,6 +43,17 @@ _ENV_REF = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)\}")
 _TIME_LIMIT = re.compile(r"^(\d+-)?\d{1,2}(:\d{2}){0,2}$|^\d+$")
 _MEMORY = re.compile(r"^\d+[KMGT]?$")
 _PLAIN_VALUE = re.compile(r"^[A-Za-z0-9_.,:=/@+-]+$")
+
+
+FORMATS_FILE = Path(__file__).resolve().parent / "catalogue" / "formats.yaml"
+
+
+@functools.cache
+def known_product_formats() -> tuple[frozenset[str], frozenset[str]]:
+    """(product formats, kinds of files) of formats.yaml: names only, read with PyYAML (the DAG
+    parses the registry; the catalogue readers, which validate the file fully, import pandas)."""
+    raw = yaml.safe_load(FORMATS_FILE.read_text(encoding="utf-8")) or {}
+    return frozenset(raw.get("formats") or {}), frozenset(raw.get("kinds") or {})
 
 
 class RegistryError(ValueError):
@@ -119,7 +130,11 @@ class Frc(_Strict):
     feature: str
     observatory: str
     instrument: str
-    product_format: Literal["sdoss"] = "sdoss"
+    # Which of its files go to which catalogue tables: a product format of
+    # hfc_tasks/catalogue/formats.yaml, and per file kind overrides (kind -> spec of that file,
+    # or "none" to leave a kind out), so an FRC writing known kinds needs no code.
+    product_format: str = "sdoss"
+    products: dict[str, str] = Field(default_factory=dict)
     archive_name: str | None = None
     command: str
     cadence_seconds: int = Field(default=14400, ge=1)
@@ -135,6 +150,24 @@ class Frc(_Strict):
     def _plain_name(cls, v: str | None) -> str | None:
         if v is not None and not FRC_NAME.match(v):
             raise ValueError(f"FRC name {v!r} must match [a-z0-9][a-z0-9-]* (it reaches shells and paths)")
+        return v
+
+    @field_validator("product_format")
+    @classmethod
+    def _product_format(cls, v: str) -> str:
+        formats, _ = known_product_formats()
+        if v not in formats:
+            raise ValueError(f"product_format {v!r} is not in formats.yaml (known: {', '.join(sorted(formats))})")
+        return v
+
+    @field_validator("products")
+    @classmethod
+    def _products(cls, v: dict[str, str]) -> dict[str, str]:
+        _, kinds = known_product_formats()
+        for file_kind, spec in v.items():
+            if spec != "none" and spec not in kinds:
+                raise ValueError(f"products: {file_kind}: {spec!r} is not a kind of formats.yaml "
+                                 f"(known: {', '.join(sorted(kinds))}, or none)")
         return v
 
     @field_validator("command")

@@ -58,3 +58,28 @@ def test_command_values_are_quoted(tmp_path):
 def test_missing_file_named(tmp_path):
     with pytest.raises(RegistryError, match="does not exist"):
         load_registry(tmp_path / "nope.yaml")
+
+
+# ---------------------------------------------------------------------------- product formats (issue 5)
+
+
+def _frc_with(**fields) -> dict:
+    frc = {"name": "new-code", "version": "1", "feature": "SUNSPOTS", "observatory": "SDO", "instrument": "HMI",
+           "command": "/bin/true"}
+    frc.update(fields)
+    return frc
+
+
+def test_product_format_and_products_are_checked_against_formats_yaml():
+    from hfc_tasks.registry import Frc, known_product_formats
+
+    formats, kinds = known_product_formats()
+    assert {"sdoss", "spoca-ar", "spoca-ch", "sosoft", "rabat3", "trackfil"} <= formats
+    assert {"init", "sdoss_feat", "spoca_ar_track"} <= kinds
+    # A new FRC writing known kinds: registry data only.
+    frc = Frc.model_validate(_frc_with(product_format="sdoss", products={"feat": "spoca_ar_feat", "track": "none"}))
+    assert frc.products == {"feat": "spoca_ar_feat", "track": "none"}
+    with pytest.raises(ValueError, match="product_format 'mdiss' is not in formats.yaml"):
+        Frc.model_validate(_frc_with(product_format="mdiss"))
+    with pytest.raises(ValueError, match="'sunspot_feat' is not a kind of formats.yaml"):
+        Frc.model_validate(_frc_with(products={"feat": "sunspot_feat"}))
