@@ -135,7 +135,13 @@ class ArchiveProductsOperator(_FrcStage):
 
 
 class CatalogueLoadOperator(_FrcStage):
-    """Load the night's manifest into the catalogue: replace batch (FRC, night) in one transaction."""
+    """Load the night's manifest into the catalogue: replace batch (FRC, night) in one transaction.
+
+    Which file goes to which table is the FRC's ``product_format`` (+ ``products``) in the
+    registry. Rejected files do not stop the good ones: they are loaded, the rejected ones are
+    recorded with their reasons (``hfc.rejected_file``), and then the task fails listing them,
+    so the night shows red in the UI with nothing hidden. Clearing it re-runs the same load.
+    """
 
     ui_color = "#fdd0a2"
 
@@ -170,13 +176,15 @@ class CatalogueLoadOperator(_FrcStage):
                     dag_run_id=context["run_id"],
                     task_try=getattr(ti, "try_number", None),
                     manifest_sha256=hashlib.sha256(raw).hexdigest(),
+                    products=frc.products or None,
                 )
-        result = report.to_dict() if hasattr(report, "to_dict") else dict(report.__dict__)
-        self.log.info("catalogue batch %s for %s %s: rows %s", result.get("batch_id"), frc.name, night,
-                      result.get("rows"))
-        if result.get("rejected"):
+        self.log.info("%s", report.summary())
+        for warning in report.warnings:
+            self.log.warning("%s", warning)
+        if report.rejected:
             raise AirflowException(
-                f"{len(result['rejected'])} file(s) of {frc.name} {night} were rejected (the good files are "
-                "loaded):\n  " + "\n  ".join(str(r) for r in result["rejected"])
+                f"{len(report.rejected_files)} file(s) of {frc.name} {night} were rejected (batch "
+                f"{report.batch_id}; the good files are loaded; details in hfc.rejected_file):\n  "
+                + "\n  ".join(str(r) for r in report.rejected)
             )
-        return result
+        return report.to_dict()

@@ -79,6 +79,23 @@ class LoadReport:
     def rejected_files(self) -> list[str]:
         return list(dict.fromkeys(r.file for r in self.rejected))
 
+    def to_dict(self) -> dict:
+        """JSON-friendly (the operator's XCom, the CLI's --json)."""
+        return {
+            "frc": self.frc,
+            "night": self.night.isoformat(),
+            "batch_id": self.batch_id,
+            "rows": dict(self.rows),
+            "files_loaded": len(self.files_loaded),
+            "rejected": [
+                {"file": r.file, "line": r.line, "column": r.column, "reason": r.reason} for r in self.rejected
+            ],
+            "warnings": list(self.warnings),
+            "metadata_new": dict(self.metadata_new),
+            "migrations": list(self.migrations),
+            "seconds": round(self.seconds, 3),
+        }
+
     def summary(self) -> str:
         rows = ", ".join(f"{k}={v}" for k, v in self.rows.items()) or "no rows"
         text = (
