@@ -3,6 +3,9 @@
     hfc site up|down|status|env     the local embedded site (PostgreSQL, sshd, SLURM)
     hfc config validate             check config/registry.yaml, print located errors
     hfc summary --night YYYY-MM-DD  what one night left behind: job, archive, catalogue
+    hfc db upgrade                  create / upgrade the catalogue schema (versioned migrations)
+    hfc ingest <manifest|folder>    load product files into the catalogue (the old hfc_insert)
+    hfc catalogue stats             rows per table and per FRC
 """
 
 from __future__ import annotations
@@ -147,6 +150,138 @@ def _summary_cmd(args) -> int:
     return 0 if ok else 1
 
 
+# ---------------------------------------------------------------------------------- catalogue
+
+
+def _catalogue_dsn(args) -> str:
+    dsn = getattr(args, "dsn", None) or os.environ.get("HFC_CATALOGUE_DSN")
+    if not dsn:
+        raise ValueError("no catalogue database: give --dsn or set HFC_CATALOGUE_DSN "
+                         "(eval \"$(hfc site env)\" sets it for the local site)")
+    return dsn
+
+
+def _db_cmd(args) -> int:
+    import psycopg
+
+    from hfc_tasks.catalogue import schema
+
+    with psycopg.connect(_catalogue_dsn(args)) as conn:
+        done = schema.upgrade(conn)
+        conn.commit()
+        current = [m.version for m in schema.migrations()]
+    print(f"applied: {', '.join(done)}" if done else f"schema {schema.SCHEMA} is up to date ({current[-1]})")
+    return 0
+
+
+def _manifest_of_folder(folder: Path, args, reg) -> tuple[dict, Path]:
+    """A manifest for the product files of a folder (the old hfc_insert's input): every CSV and
+    quicklook in it, with its sha256; FRC, night and format from the options or the names."""
+    import hashlib
+
+    from hfc_tasks import products
+
+    files, stamps, codes = [], [], set()
+    for path in sorted(p for p in folder.iterdir() if p.is_file()):
+        try:
+            product = products.parse_product_name(path.name)
+        except products.ProductNameError:
+            print(f"hfc ingest: skipped {path.name} (not an HFC product name)", file=sys.stderr)
+            continue
+        if product.code:
+            codes.add(product.code)
+        if product.stamp:
+            stamps.append(product.stamp[:8])
+        files.append({"name": path.name, "kind": product.kind, "size": path.stat().st_size,
+                      "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "archive_path": path.name,
+                      "url_base": folder.resolve().as_uri()})
+    frc = args.frc or (codes.pop() if len(codes) == 1 else None)
+    if not frc:
+        raise ValueError(f"{folder}: files of several codes {sorted(codes)}: say which FRC with --frc")
+    night = args.night or (min(stamps) if stamps else None)
+    if not night:
+        raise ValueError(f"{folder}: no dated file to take the night from: give --night")
+    fmt = args.product_format
+    if fmt is None and reg is not None and any(f.name == frc for f in reg.frcs):
+        fmt = reg.frc(frc).product_format
+    manifest = {"format": "hfc-manifest/1", "frc": frc, "night": products.parse_night(night).isoformat(),
+                "product_format": fmt or frc, "files": files, "created_by": "hfc ingest"}
+    return manifest, folder
+
+
+def _ingest_cmd(args) -> int:
+    import hashlib
+
+    import psycopg
+
+    from hfc_tasks.catalogue import load_night
+
+    path = Path(args.path)
+    if not path.exists():
+        raise ValueError(f"{path} does not exist")
+    try:
+        reg = load_registry(args.registry)
+    except RegistryError:
+        reg = None
+    raw = None
+    if path.is_dir():
+        manifest, root = _manifest_of_folder(path, args, reg)
+    else:
+        raw = path.read_bytes()
+        manifest = json.loads(raw)
+        # <root>/<frc>/manifests/<night>.json: the archive paths are relative to <root>.
+        root = Path(args.root) if args.root else path.resolve().parents[2]
+    products = dict(args.products or [])
+    if not products and reg is not None and any(f.name == manifest.get("frc") for f in reg.frcs):
+        products = dict(reg.frc(manifest["frc"]).products)
+
+    def read_file(archive_path: str) -> bytes:
+        return (root / archive_path).read_bytes()
+
+    with psycopg.connect(_catalogue_dsn(args)) as conn:
+        report = load_night(conn, manifest, read_file, products=products or None,
+                            manifest_sha256=hashlib.sha256(raw).hexdigest() if raw else None,
+                            dag_run_id=args.run_id)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=1))
+    else:
+        print(report.summary())
+        for warning in report.warnings:
+            print(f"warning: {warning}")
+    return 1 if report.rejected else 0
+
+
+def _catalogue_cmd(args) -> int:
+    import psycopg
+
+    with psycopg.connect(_catalogue_dsn(args)) as conn:
+        tables = [r[0] for r in conn.execute(
+            "select table_name from information_schema.tables where table_schema = 'hfc' "
+            "and table_type = 'BASE TABLE' and table_name not in ('schema_migrations') order by 1")]
+        owned = {r[0] for r in conn.execute(
+            "select table_name from information_schema.columns where table_schema = 'hfc' "
+            "and column_name = 'batch_id' and table_name not in ('batch_file', 'rejected_file')")}
+        totals = {t: conn.execute(f"select count(*) from hfc.{t}").fetchone()[0] for t in tables}
+        per_frc: dict[str, dict[str, int]] = {}
+        for t in sorted(owned):
+            for frc, n in conn.execute(
+                f"select b.frc, count(*) from hfc.{t} x join hfc.batch b on b.id = x.batch_id group by 1"
+            ):
+                per_frc.setdefault(frc, {})[t] = n
+        nights = conn.execute(
+            "select frc, count(*), min(night), max(night), count(*) filter (where status = 'partial') "
+            "from hfc.batch group by 1 order by 1").fetchall()
+    width = max(len(t) for t in tables)
+    print("rows per table")
+    for t in tables:
+        print(f"  {t:<{width}}  {totals[t]:>12,}")
+    print("\nper FRC (nights loaded, first, last, with rejected files; rows per table)")
+    for frc, n, first, last, partial in nights:
+        rows = ", ".join(f"{t} {c:,}" for t, c in sorted(per_frc.get(frc, {}).items()))
+        print(f"  {frc}: {n} night(s) {first}..{last}, {partial} partial; {rows or 'no rows'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="hfc", description="HFC nightly pipeline: operators' commands")
     parser.add_argument("--registry", help="registry file (default: config/registry.yaml or $HFC_REGISTRY)")
@@ -164,6 +299,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--night", required=True, help="YYYY-MM-DD")
     p.add_argument("--site", default=None)
     p.set_defaults(func=_summary_cmd)
+
+    p = sub.add_parser("db", help="the catalogue database schema")
+    p.add_argument("action", choices=["upgrade"])
+    p.add_argument("--dsn", help="catalogue database (default: $HFC_CATALOGUE_DSN)")
+    p.set_defaults(func=_db_cmd)
+
+    p = sub.add_parser("ingest", help="load a night's manifest, or a folder of product files, into the catalogue")
+    p.add_argument("path", help="a manifest <root>/<frc>/manifests/<night>.json, or a folder of product files")
+    p.add_argument("--root", help="archive root the manifest's paths are relative to (default: 3 levels up)")
+    p.add_argument("--frc", help="folder: the FRC (default: the code in the file names)")
+    p.add_argument("--night", help="folder: the night (default: the earliest date in the file names)")
+    p.add_argument("--product-format", help="folder: formats.yaml format (default: the registry's, else --frc)")
+    p.add_argument("--products", type=lambda s: tuple(s.split("=", 1)), action="append", metavar="KIND=SPEC",
+                   help="file kind -> kind of formats.yaml (default: the registry's 'products' for the FRC)")
+    p.add_argument("--run-id", default=None, help="recorded as the batch's DAG run id (default: none)")
+    p.add_argument("--dsn", help="catalogue database (default: $HFC_CATALOGUE_DSN)")
+    p.add_argument("--json", action="store_true", help="print the load report as JSON")
+    p.set_defaults(func=_ingest_cmd)
+
+    p = sub.add_parser("catalogue", help="the catalogue's contents")
+    p.add_argument("action", choices=["stats"])
+    p.add_argument("--dsn", help="catalogue database (default: $HFC_CATALOGUE_DSN)")
+    p.set_defaults(func=_catalogue_cmd)
 
     args = parser.parse_args(argv)
     # paramiko logs every connection at INFO: noise on an operator's terminal.
