@@ -15,6 +15,7 @@ from hfc_tasks.registry import load_registry
 from hfc_tasks.sensors import SlurmJobSensor
 
 registry = load_registry()
+site = registry.site()
 
 with DAG(
     dag_id="hfc_nightly",
@@ -45,7 +46,7 @@ with DAG(
     groups: dict[str, TaskGroup] = {}
     for frc in registry.enabled_frcs:
         with TaskGroup(group_id=frc.name, tooltip=frc.doc or frc.name) as group:
-            submit = SlurmSubmitOperator(task_id="submit", frc=frc.name)
+            submit = SlurmSubmitOperator(task_id="submit", frc=frc.name, pool=site.cluster_pool)
             wait = SlurmJobSensor(
                 task_id="wait",
                 frc=frc.name,
@@ -56,8 +57,9 @@ with DAG(
                 task_id="archive",
                 frc=frc.name,
                 slurm_job_id=f"{{{{ ti.xcom_pull(task_ids='{frc.name}.submit') }}}}",
+                pool=site.archive_pool,
             )
-            catalogue = CatalogueLoadOperator(task_id="catalogue", frc=frc.name)
+            catalogue = CatalogueLoadOperator(task_id="catalogue", frc=frc.name, pool=site.archive_pool)
             submit >> wait >> archive >> catalogue
         groups[frc.name] = group
     # Trackers read their detector's published results: they start after its catalogue stage.

@@ -75,22 +75,37 @@ class SlurmHook(BaseHook):
         command: str,
         resources: SlurmResources,
         default_partition: str | None = None,
-    ) -> tuple[str, bool]:
-        """Submit the night's job, or adopt the live one with the same name: (job id, adopted)."""
-        live = self.live_jobs(job_name)
-        if live:
-            return live[-1], True
-        out = self.check(
-            slurm.sbatch_command(
+        lock_file: str,
+        stagger_seconds: int = 0,
+    ) -> tuple[str, str]:
+        """Adopt the live job with this name, or submit one, or say how long to wait.
+
+        Returns ``("ADOPT", id)``, ``("SUBMIT", id)`` or ``("WAIT", seconds)``: see
+        :func:`hfc_tasks.slurm.submit_script` (serialised by flock on the cluster).
+        """
+        script = slurm.submit_script(
+            job_name=job_name,
+            sbatch=slurm.sbatch_command(
                 job_name=job_name, run_dir=run_dir, resources=resources, default_partition=default_partition
             ),
-            stdin=slurm.batch_script(command, job_name=job_name),
-            what="sbatch",
+            lock_file=lock_file,
+            stagger_seconds=stagger_seconds,
         )
-        return slurm.parse_sbatch(out), False
+        out = self.check(script, stdin=slurm.batch_script(command, job_name=job_name), what="sbatch")
+        return slurm.parse_submit(out)
+
+    def job_summary(self, job_id: str) -> str:
+        """MaxRSS over the job's steps ('' when accounting has none)."""
+        rc, out, _ = self.run(slurm.steps_command(job_id))
+        return slurm.max_rss(out) if rc == 0 else ""
 
     def status(self, job_ids: list[str]) -> dict[str, slurm.JobStatus]:
-        return slurm.parse_sacct(self.check(slurm.sacct_command(job_ids), what="sacct"))
+        """sacct first; squeue --states=all for jobs accounting does not know (yet)."""
+        found = slurm.parse_sacct(self.check(slurm.sacct_command(job_ids), what="sacct"))
+        missing = [j for j in job_ids if j not in found]
+        if missing:
+            found.update(slurm.parse_squeue(self.run(slurm.squeue_command(missing))[1]))
+        return found
 
     def cancel(self, job_id: str) -> None:
         # Cancelling a job that already ended is harmless: scancel says so and we ignore it.

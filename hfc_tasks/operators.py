@@ -55,11 +55,13 @@ class SlurmSubmitOperator(_FrcStage):
 
     Returns the job id (XCom); the job name ``hfc.<frc>.<YYYYMMDD>`` is how a retry or a
     cleared task finds a job that is still pending or running instead of starting another.
+    Submissions to one cluster are at least the site's ``stagger_seconds`` apart: a submit
+    that comes too early defers (no worker slot held) and tries again.
     """
 
     ui_color = "#c6dbef"
 
-    def execute(self, context) -> str:
+    def execute(self, context, event: dict | None = None) -> str:
         from hfc_tasks.hooks import SlurmHook
 
         _, frc, site = self.resolve()
@@ -69,17 +71,27 @@ class SlurmSubmitOperator(_FrcStage):
         command = frc.render_command(night=night, run_dir=run_dir, frc_root=site.frc_root)
         hook = SlurmHook(site.cluster_conn_id)
         try:
-            job_id, adopted = hook.submit(
+            verb, value = hook.submit(
                 job_name=job_name,
                 run_dir=run_dir,
                 command=command,
                 resources=frc.slurm,
                 default_partition=site.default_partition,
+                lock_file=posixpath.join(site.products_root, ".hfc-submit.lock"),
+                stagger_seconds=site.stagger_seconds,
             )
         finally:
             hook.close()
-        verb = "adopted live job" if adopted else "submitted job"
-        self.log.info("%s %s (%s) for night %s, run folder %s", verb, job_id, job_name, night, run_dir)
+        if verb == "WAIT":
+            from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
+
+            self.log.info("last submission to the cluster was less than %d s ago: submitting in %s s",
+                          site.stagger_seconds, value)
+            self.defer(trigger=TimeDeltaTrigger(dt.timedelta(seconds=int(value))), method_name="execute")
+        job_id = value
+        adopted = verb == "ADOPT"
+        self.log.info("%s %s (%s) for night %s, run folder %s",
+                      "adopted live job" if adopted else "submitted job", job_id, job_name, night, run_dir)
         self.log.info("command: %s", command)
         context["ti"].xcom_push(
             key="job",

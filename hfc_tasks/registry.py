@@ -120,8 +120,13 @@ class Site(_Strict):
     # Public location of archive_root: clients open QCLK_URL + "/" + QCLK_FNAME.
     public_url_base: str
     default_partition: str | None = None
-    # Seconds between two FRC submissions of one night (the old cron used one minute).
+    # Seconds between two FRC submissions to the cluster (the old cron used one minute).
     stagger_seconds: int = Field(default=0, ge=0)
+    # Airflow pools: at most N tasks talk to the login node / the archive at once.
+    cluster_pool: str = "hfc_cluster"
+    cluster_pool_slots: int = Field(default=4, ge=1)
+    archive_pool: str = "hfc_archive"
+    archive_pool_slots: int = Field(default=4, ge=1)
 
 
 class Frc(_Strict):

@@ -9,6 +9,7 @@ exit code, the elapsed time and the tail of the job's output file.
 from __future__ import annotations
 
 import posixpath
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,7 +19,6 @@ from airflow.sdk.exceptions import AirflowException
 from hfc_tasks import products, slurm
 from hfc_tasks.operators import night_of
 from hfc_tasks.registry import load_registry
-from hfc_tasks.triggers import SlurmJobTrigger
 
 
 class SlurmJobSensor(BaseSensorOperator):
@@ -34,6 +34,8 @@ class SlurmJobSensor(BaseSensorOperator):
         registry_path: str | None = None,
         deferrable: bool = True,
         poll_interval: float = 5.0,
+        max_poll_interval: float = 60.0,
+        missing_timeout: float = 300.0,
         tail_lines: int = 50,
         **kwargs,
     ) -> None:
@@ -45,6 +47,8 @@ class SlurmJobSensor(BaseSensorOperator):
         self.registry_path = registry_path
         self.deferrable = deferrable
         self.poll_interval = poll_interval
+        self.max_poll_interval = max_poll_interval
+        self.missing_timeout = missing_timeout
         self.tail_lines = tail_lines
 
     def _site(self):
@@ -53,10 +57,16 @@ class SlurmJobSensor(BaseSensorOperator):
     def execute(self, context) -> Any:
         if not self.deferrable:
             return super().execute(context)
+        from hfc_tasks.triggers import SlurmJobTrigger  # asyncssh: imported on run, not at DAG parse
+
         site = self._site()
         self.defer(
             trigger=SlurmJobTrigger(
-                ssh_conn_id=site.cluster_conn_id, job_id=str(self.job_id), poll_interval=self.poll_interval
+                ssh_conn_id=site.cluster_conn_id,
+                job_id=str(self.job_id),
+                poll_interval=self.poll_interval,
+                max_poll_interval=self.max_poll_interval,
+                missing_timeout=self.missing_timeout,
             ),
             method_name="execute_complete",
         )
@@ -69,7 +79,16 @@ class SlurmJobSensor(BaseSensorOperator):
             status = hook.status([str(self.job_id)]).get(str(self.job_id))
         finally:
             hook.close()
-        if status is None or not status.is_final:
+        if status is None:
+            # Missing from sacct and squeue: pending for a bounded time, then a loud failure.
+            first = getattr(self, "_first_missing", None) or time.monotonic()
+            self._first_missing = first
+            if time.monotonic() - first > self.missing_timeout:
+                raise AirflowException(
+                    f"SLURM job {self.job_id} is unknown to sacct and squeue after {self.missing_timeout:.0f} s"
+                )
+            return False
+        if not status.is_final:
             return False
         self._finish(context, status)
         return True
@@ -91,11 +110,13 @@ class SlurmJobSensor(BaseSensorOperator):
         output = self._output_path(context, status.job_id)
         result = {"job_id": status.job_id, "state": status.raw_state, "exit_code": status.exit_code,
                   "elapsed": status.elapsed, "output": output}
-        if status.succeeded:
-            self.log.info("SLURM %s", status.describe())
-            return result
         hook = SlurmHook(self._site().cluster_conn_id)
         try:
+            if status.succeeded:
+                result["max_rss"] = hook.job_summary(status.job_id)
+                self.log.info("SLURM %s, MaxRSS %s; output %s", status.describe(), result["max_rss"] or "n/a",
+                              output)
+                return result
             tail = hook.tail(output, self.tail_lines)
         finally:
             hook.close()

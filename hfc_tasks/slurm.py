@@ -34,7 +34,8 @@ LIVE_STATES = (
     "PENDING",
     "CONFIGURING",
     "RUNNING",
-    "COMPLETING",
+    # COMPLETING is not "live": a job that is ending (or being cancelled because its night
+    # is recomputed) must not be adopted by the next submit.
     "REQUEUED",
     "REQUEUE_HOLD",
     "REQUEUE_FED",
@@ -43,7 +44,10 @@ LIVE_STATES = (
     "STAGE_OUT",
     "SIGNALING",
 )
-SACCT_FIELDS = ("JobIDRaw", "JobName", "State", "ExitCode", "Elapsed", "Start", "End", "NodeList")
+SACCT_FIELDS = ("JobIDRaw", "JobName", "State", "ExitCode", "Elapsed", "Start", "End", "NodeList", "Reason")
+# squeue --states=all still knows jobs that ended less than MinJobAge ago: the fallback when
+# accounting lags (slurmdbd down or slow) or a site has no accounting at all.
+SQUEUE_FIELDS = "%i|%j|%T|%r|%M"
 _JOB_ID = re.compile(r"^\d+$")
 
 
@@ -63,6 +67,8 @@ class JobStatus:
     start: str = ""
     end: str = ""
     nodes: str = ""
+    reason: str = ""
+    source: str = "sacct"
 
     @property
     def is_final(self) -> bool:
@@ -78,6 +84,8 @@ class JobStatus:
             parts.append(f"exit code {self.exit_code}")
         if self.signal:
             parts.append(f"signal {self.signal}")
+        if self.reason and self.reason not in ("None", "(null)"):
+            parts.append(f"reason {self.reason}")
         if self.elapsed:
             parts.append(f"elapsed {self.elapsed}")
         return ", ".join(parts)
@@ -139,6 +147,55 @@ def parse_sbatch(stdout: str) -> str:
     return job_id
 
 
+def submit_script(
+    *,
+    job_name: str,
+    sbatch: str,
+    lock_file: str,
+    stagger_seconds: int,
+) -> str:
+    """One remote shell script that adopts or submits, serialised by ``flock`` on the cluster.
+
+    Under the lock: a live job with our name is adopted (prints ``ADOPT <id>``); else, if the
+    last submission (the lock file's mtime) is less than ``stagger_seconds`` ago, it prints
+    ``WAIT <seconds>`` and submits nothing (the operator defers, holding no worker slot);
+    else it runs ``sbatch`` (script on stdin), touches the lock file and prints ``SUBMIT <id>``.
+    The lock makes "at least N seconds apart" and "never two jobs with one name" hold even
+    when several submit tasks reach the login node at once.
+    """
+    q = shlex.quote
+    return "\n".join(
+        [
+            "set -eu",
+            f"lock={q(lock_file)}",
+            'mkdir -p "$(dirname "$lock")"',
+            'exec 9>>"$lock"',
+            'flock -w 120 9 || { echo "cannot lock $lock within 120 s" >&2; exit 75; }',
+            f"live=$({live_jobs_command(job_name)} | head -n 1)",
+            'if [ -n "$live" ]; then echo "ADOPT $live"; exit 0; fi',
+            f"stagger={int(stagger_seconds)}",
+            'if [ "$stagger" -gt 0 ]; then',
+            '  wait=$(( $(stat -c %Y "$lock") + stagger - $(date +%s) ))',
+            '  if [ "$wait" -gt 0 ] && [ -s "$lock.stamp" ]; then echo "WAIT $wait"; exit 0; fi',
+            "fi",
+            f"out=$({sbatch})",
+            'touch "$lock"; echo stamp > "$lock.stamp"',
+            'echo "SUBMIT $out"',
+        ]
+    )
+
+
+def parse_submit(stdout: str) -> tuple[str, str]:
+    """``("ADOPT"|"SUBMIT", job id)`` or ``("WAIT", seconds)`` from :func:`submit_script`'s output."""
+    for line in reversed(stdout.strip().splitlines()):
+        verb, _, rest = line.strip().partition(" ")
+        if verb == "WAIT" and rest.strip().isdigit():
+            return verb, rest.strip()
+        if verb in ("ADOPT", "SUBMIT"):
+            return verb, parse_sbatch(rest)
+    raise SlurmError(f"submission answered {stdout.strip()!r}: expected ADOPT, SUBMIT or WAIT")
+
+
 def live_jobs_command(job_name: str) -> str:
     """Our own live jobs with this exact name: one id per line."""
     return " ".join(
@@ -172,6 +229,7 @@ def parse_sacct(stdout: str) -> dict[str, JobStatus]:
         if len(cols) < len(SACCT_FIELDS):
             raise SlurmError(f"sacct line has {len(cols)} fields, expected {len(SACCT_FIELDS)}: {line!r}")
         rec = dict(zip(SACCT_FIELDS, cols, strict=False))
+        rec.setdefault("Reason", "")
         raw_state = rec["State"].strip()
         exit_code, signal = _parse_exit(rec["ExitCode"])
         jobs[rec["JobIDRaw"]] = JobStatus(
@@ -185,8 +243,52 @@ def parse_sacct(stdout: str) -> dict[str, JobStatus]:
             start=rec["Start"],
             end=rec["End"],
             nodes=rec["NodeList"],
+            reason=rec["Reason"],
         )
     return jobs
+
+
+def squeue_command(job_ids: list[str] | tuple[str, ...]) -> str:
+    ids = ",".join(check_job_id(j) for j in job_ids)
+    # squeue exits 1 for ids it has never heard of: that is an answer ("missing"), not an error.
+    return f"squeue --noheader --states=all --jobs={ids} --format='{SQUEUE_FIELDS}' 2>/dev/null; true"
+
+
+def parse_squeue(stdout: str) -> dict[str, JobStatus]:
+    jobs: dict[str, JobStatus] = {}
+    for line in stdout.splitlines():
+        cols = line.strip().split("|")
+        if len(cols) < 5 or not _JOB_ID.match(cols[0]):
+            continue
+        state = cols[2].strip()
+        jobs[cols[0]] = JobStatus(
+            job_id=cols[0], state=state, raw_state=state, exit_code=None, signal=None,
+            name=cols[1], elapsed=cols[4], reason=cols[3], source="squeue",
+        )
+    return jobs
+
+
+def steps_command(job_id: str) -> str:
+    """Per-step accounting of one job (MaxRSS lives on the steps, not the allocation)."""
+    return f"sacct -n -P -j {check_job_id(job_id)} -o JobID,MaxRSS,Elapsed,TotalCPU"
+
+
+def max_rss(stdout: str) -> str:
+    """The largest MaxRSS over a job's steps, as SLURM prints it (e.g. 123456K), or ''."""
+    best, text = -1.0, ""
+    units = {"K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
+    for line in stdout.splitlines():
+        cols = line.split("|")
+        if len(cols) < 2 or not cols[1].strip():
+            continue
+        raw = cols[1].strip()
+        try:
+            value = float(raw[:-1]) * units[raw[-1]] if raw[-1] in units else float(raw)
+        except ValueError:
+            continue
+        if value > best:
+            best, text = value, raw
+    return text
 
 
 def _parse_exit(text: str) -> tuple[int | None, int | None]:

@@ -1,26 +1,32 @@
 """Triggers run in the triggerer, which imports them from this installed package (the
 triggerer does not load DAG bundles).
 
-:class:`SlurmJobTrigger` waits for a SLURM job's end state without holding a worker slot:
-it polls ``sacct`` over one asyncssh connection with back-off, and cancels the job
-(``scancel``) when the task is cleared or marked failed/success while it waits.
+:class:`SlurmJobTrigger` waits for a SLURM job's end state without holding a worker slot.
+All the triggers of one triggerer that watch jobs on the same cluster connection share one
+:class:`SacctPoller`: **one** SSH connection and **one** ``sacct -j id1,id2,...`` per poll
+interval, whatever the number of waiting tasks (the providers' pattern opens a connection
+and runs a command per trigger). The trigger cancels its job (``scancel``) when the task is
+cleared or marked failed/success while it waits (``on_kill``, Airflow 3.3).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, ClassVar
 
+import asyncssh
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from hfc_tasks import slurm
 
+log = logging.getLogger(__name__)
+
 
 async def open_cluster_connection(conn_id: str):
     """asyncssh connection from an Airflow SSH connection, host key strictly verified."""
-    import asyncssh
     from airflow.sdk import BaseHook
 
     conn = await BaseHook.aget_connection(conn_id)
@@ -46,6 +52,122 @@ async def open_cluster_connection(conn_id: str):
     if conn.password:
         options["password"] = conn.password
     return await asyncssh.connect(**options)
+
+
+class SacctPoller:
+    """One SSH connection and one batched ``sacct`` per interval for every watched job.
+
+    One instance per (event loop, connection id): the triggerer runs all its triggers in one
+    event loop, so every :class:`SlurmJobTrigger` on the same cluster shares it. Each poll
+    delivers the job's status (``None`` when SLURM does not know the job) to every subscriber.
+    The interval starts at the smallest asked for, grows ×1.5 while nothing changes (up to
+    ``max_interval``) and resets when any job changes state. A dropped connection is
+    reopened with exponential back-off.
+    """
+
+    _instances: ClassVar[dict[tuple[int, str], SacctPoller]] = {}
+    # Ids per sacct call: keeps the command line far below ARG_MAX with thousands of jobs.
+    BATCH = 1000
+
+    def __init__(self, conn_id: str, interval: float, max_interval: float) -> None:
+        self.conn_id = conn_id
+        self.interval = interval
+        self.max_interval = max_interval
+        self.subscribers: dict[str, set[asyncio.Queue]] = {}
+        self.last: dict[str, slurm.JobStatus | None] = {}
+        self.conn = None
+        self.task: asyncio.Task | None = None
+        self.wake = asyncio.Event()
+        self.stats = {"connections": 0, "sacct_calls": 0, "squeue_calls": 0, "polls": 0, "errors": 0}
+
+    @classmethod
+    def get(cls, conn_id: str, interval: float, max_interval: float) -> SacctPoller:
+        key = (id(asyncio.get_running_loop()), conn_id)
+        poller = cls._instances.get(key)
+        if poller is None:
+            poller = cls._instances[key] = cls(conn_id, interval, max_interval)
+        poller.interval = min(poller.interval, interval)
+        poller.max_interval = max(poller.max_interval, max_interval)
+        return poller
+
+    def subscribe(self, job_id: str) -> asyncio.Queue:
+        queue: asyncio.Queue = asyncio.Queue()
+        self.subscribers.setdefault(job_id, set()).add(queue)
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self._run(), name=f"sacct-poller-{self.conn_id}")
+        self.wake.set()  # a new job is polled at once, not at the end of a long back-off
+        return queue
+
+    def unsubscribe(self, job_id: str, queue: asyncio.Queue) -> None:
+        queues = self.subscribers.get(job_id)
+        if queues is not None:
+            queues.discard(queue)
+            if not queues:
+                del self.subscribers[job_id]
+                self.last.pop(job_id, None)
+
+    async def _command(self, command: str) -> str:
+        if self.conn is None:
+            self.conn = await open_cluster_connection(self.conn_id)
+            self.stats["connections"] += 1
+        result = await self.conn.run(command, check=False, timeout=120)
+        if result.exit_status != 0:
+            raise slurm.SlurmError(f"{command.split()[0]} failed (exit {result.exit_status}): "
+                                   f"{(result.stderr or '').strip()}")
+        return result.stdout or ""
+
+    async def poll_once(self) -> bool:
+        """Query every watched job once and deliver; True when some job changed state."""
+        ids = sorted(self.subscribers, key=int)
+        found: dict[str, slurm.JobStatus] = {}
+        for i in range(0, len(ids), self.BATCH):
+            found.update(slurm.parse_sacct(await self._command(slurm.sacct_command(ids[i : i + self.BATCH]))))
+            self.stats["sacct_calls"] += 1
+        missing = [j for j in ids if j not in found]
+        if missing:
+            found.update(slurm.parse_squeue(await self._command(slurm.squeue_command(missing))))
+            self.stats["squeue_calls"] += 1
+        self.stats["polls"] += 1
+        changed = False
+        for job_id in ids:
+            status = found.get(job_id)
+            previous = self.last.get(job_id)
+            if (status and status.raw_state) != (previous and previous.raw_state):
+                changed = True
+            self.last[job_id] = status
+            for queue in list(self.subscribers.get(job_id, ())):
+                queue.put_nowait(status)
+        return changed
+
+    async def _run(self) -> None:
+        interval = self.interval
+        backoff = self.interval
+        try:
+            while self.subscribers:
+                try:
+                    changed = await self.poll_once()
+                    backoff = self.interval
+                    interval = self.interval if changed else min(interval * 1.5, self.max_interval)
+                except (OSError, asyncssh.Error, slurm.SlurmError, TimeoutError) as exc:
+                    self._drop(exc)
+                    interval = backoff
+                    backoff = min(backoff * 2, self.max_interval)
+                self.wake.clear()
+                try:
+                    await asyncio.wait_for(self.wake.wait(), timeout=interval)
+                except TimeoutError:
+                    pass
+        finally:
+            if self.conn is not None:
+                self.conn.close()
+                self.conn = None
+
+    def _drop(self, exc: BaseException) -> None:
+        self.stats["errors"] += 1
+        log.warning("polling SLURM on %s failed (%s): reconnecting", self.conn_id, exc)
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
 
 
 class SlurmJobTrigger(BaseTrigger):
@@ -79,32 +201,14 @@ class SlurmJobTrigger(BaseTrigger):
             },
         )
 
-    async def _status(self, conn) -> slurm.JobStatus | None:
-        result = await conn.run(slurm.sacct_command([self.job_id]), check=False, timeout=60)
-        if result.exit_status != 0:
-            raise slurm.SlurmError(f"sacct failed (exit {result.exit_status}): {(result.stderr or '').strip()}")
-        return slurm.parse_sacct(result.stdout or "").get(self.job_id)
-
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        interval = self.poll_interval
+        poller = SacctPoller.get(self.ssh_conn_id, self.poll_interval, self.max_poll_interval)
+        queue = poller.subscribe(self.job_id)
         first_missing: float | None = None
         last_state = None
-        conn = None
         try:
             while True:
-                try:
-                    if conn is None:
-                        conn = await open_cluster_connection(self.ssh_conn_id)
-                    status = await self._status(conn)
-                except (OSError, slurm.SlurmError) as exc:
-                    # A dropped connection or a busy slurmdbd: reconnect with back-off.
-                    self.log.warning("polling job %s failed (%s); retrying in %.0f s", self.job_id, exc, interval)
-                    if conn is not None:
-                        conn.close()
-                        conn = None
-                    await asyncio.sleep(interval)
-                    interval = min(interval * 2, self.max_poll_interval)
-                    continue
+                status: slurm.JobStatus | None = await queue.get()
                 if status is None:
                     # Accounting can lag the controller: a missing job counts as pending for a while.
                     first_missing = first_missing or time.monotonic()
@@ -113,26 +217,21 @@ class SlurmJobTrigger(BaseTrigger):
                             {
                                 "status": "missing",
                                 "job_id": self.job_id,
-                                "message": f"job {self.job_id} is not in SLURM accounting after "
-                                f"{self.missing_timeout:.0f} s",
+                                "message": f"SLURM job {self.job_id} is unknown to sacct and squeue after "
+                                f"{self.missing_timeout:.0f} s: it vanished from accounting (or never existed)",
                             }
                         )
                         return
-                else:
-                    first_missing = None
-                    if status.is_final:
-                        yield TriggerEvent({"status": "final", "job_id": self.job_id, "job": status.to_dict()})
-                        return
-                    if status.state != last_state:
-                        # A state change resets the back-off: things are moving.
-                        self.log.info("job %s is %s", self.job_id, status.raw_state)
-                        last_state = status.state
-                        interval = self.poll_interval
-                await asyncio.sleep(interval)
-                interval = min(interval * 1.5, self.max_poll_interval)
+                    continue
+                first_missing = None
+                if status.is_final:
+                    yield TriggerEvent({"status": "final", "job_id": self.job_id, "job": status.to_dict()})
+                    return
+                if status.state != last_state:
+                    self.log.info("SLURM job %s is %s (%s)", self.job_id, status.raw_state, status.reason)
+                    last_state = status.state
         finally:
-            if conn is not None:
-                conn.close()
+            poller.unsubscribe(self.job_id, queue)
 
     async def on_kill(self) -> None:
         """The task was cleared or marked while deferred: cancel the job on the cluster."""

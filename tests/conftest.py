@@ -10,6 +10,20 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 
+def _airflow_settings() -> None:
+    # Airflow reads its configuration when first imported: point it at the local site's
+    # AIRFLOW_HOME (SQLite metadata under .site/airflow) before any test module imports it,
+    # also when pytest is run directly rather than through `make test`.
+    from hfc_tasks.cli import airflow_env
+    from hfc_tasks.localsite import state_dir
+
+    for key, value in airflow_env(state_dir()).items():
+        os.environ.setdefault(key, value)
+
+
+_airflow_settings()
+
+
 @pytest.fixture(scope="session")
 def site() -> dict[str, str]:
     """Bring the local site up (fast when already running) and export its connection variables."""
@@ -38,3 +52,19 @@ def fresh_db(site: dict[str, str]) -> Iterator[str]:
         with psycopg.connect(admin_dsn, autocommit=True) as conn:
             # FORCE: a test that leaked a connection must not leave the database behind.
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def airflow_db(site: dict[str, str]) -> str:
+    """Airflow's metadata database (SQLite under .site/airflow), migrated once; returns AIRFLOW_HOME."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    home = Path(os.environ["AIRFLOW_HOME"])
+    marker = home / ".db-migrated"
+    if not marker.exists():
+        subprocess.run([str(Path(sys.executable).with_name("airflow")), "db", "migrate"], check=True,
+                       capture_output=True)
+        marker.touch()
+    return str(home)

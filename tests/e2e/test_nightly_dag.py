@@ -56,22 +56,7 @@ def catalogue_counts(dsn: str, night: str) -> dict[str, int]:
         }
 
 
-@pytest.fixture(scope="module")
-def airflow_env(site):
-    from hfc_tasks.cli import airflow_env as make_env
-    from hfc_tasks.localsite import state_dir
-
-    env = make_env(state_dir())
-    os.environ.update(env)
-    marker = Path(env["AIRFLOW_HOME"]) / ".db-migrated"
-    if not marker.exists():
-        subprocess.run([str(Path(sys.executable).with_name("airflow")), "db", "migrate"], check=True,
-                       capture_output=True)
-        marker.touch()
-    return env
-
-
-def test_one_night_end_to_end_and_rerun(site, airflow_env):
+def test_one_night_end_to_end_and_rerun(site, airflow_db):
     reg = load_registry()
     site_cfg = reg.site()
     frc = reg.frc("demo-sunspots")

@@ -48,12 +48,12 @@ def test_job_id_is_checked():
 
 
 SACCT = """\
-11|hfc.a.20240301|COMPLETED|0:0|00:00:03|2024-03-02T00:00:01|2024-03-02T00:00:04|node1
-12|hfc.b.20240301|FAILED|3:0|00:00:01|x|y|node1
-13|hfc.c.20240301|CANCELLED by 1001|0:15|00:01:00|x|y|node1
-14|hfc.d.20240301|TIMEOUT|0:0|00:01:12|x|y|node1
-15|hfc.e.20240301|RUNNING|0:0|00:00:10|x|Unknown|node1
-16|hfc.f.20240301|PENDING|0:0|00:00:00|Unknown|Unknown|None assigned
+11|hfc.a.20240301|COMPLETED|0:0|00:00:03|2024-03-02T00:00:01|2024-03-02T00:00:04|node1|None
+12|hfc.b.20240301|FAILED|3:0|00:00:01|x|y|node1|NonZeroExitCode
+13|hfc.c.20240301|CANCELLED by 1001|0:15|00:01:00|x|y|node1|None
+14|hfc.d.20240301|TIMEOUT|0:0|00:01:12|x|y|node1|TimeLimit
+15|hfc.e.20240301|RUNNING|0:0|00:00:10|x|Unknown|node1|None
+16|hfc.f.20240301|PENDING|0:0|00:00:00|Unknown|Unknown|None assigned|JobHeldUser
 """
 
 
@@ -61,7 +61,7 @@ def test_parse_sacct_states():
     jobs = slurm.parse_sacct(SACCT)
     assert jobs["11"].succeeded and jobs["11"].is_final
     assert jobs["12"].state == "FAILED" and jobs["12"].exit_code == 3 and not jobs["12"].succeeded
-    assert "exit code 3" in jobs["12"].describe()
+    assert "exit code 3" in jobs["12"].describe() and "reason NonZeroExitCode" in jobs["12"].describe()
     assert jobs["13"].state == "CANCELLED" and jobs["13"].raw_state == "CANCELLED by 1001" and jobs["13"].is_final
     assert jobs["14"].state == "TIMEOUT" and jobs["14"].is_final
     assert not jobs["15"].is_final and not jobs["16"].is_final
@@ -76,3 +76,26 @@ def test_live_jobs_command_quotes_name():
     cmd = slurm.live_jobs_command("hfc.x.20240301")
     assert "--name=hfc.x.20240301" in shlex.split(cmd)
     assert slurm.parse_job_ids("  12\n9\n\nabc\n") == ["9", "12"]
+
+
+def test_parse_squeue_fallback():
+    jobs = slurm.parse_squeue("21|hfc.a.20240301|COMPLETED|None|0:03\n22|hfc.b.20240301|PENDING|JobHeldUser|0:00\n")
+    assert jobs["21"].is_final and jobs["21"].source == "squeue" and jobs["21"].exit_code is None
+    assert not jobs["22"].is_final and jobs["22"].reason == "JobHeldUser"
+
+
+def test_submit_script_quotes_and_parses():
+    script = slurm.submit_script(
+        job_name="hfc.x.20240301", sbatch="sbatch --parsable", lock_file="/p/$(id)/.lock", stagger_seconds=60
+    )
+    assert "lock='/p/$(id)/.lock'" in script
+    assert slurm.parse_submit("SUBMIT 42\n") == ("SUBMIT", "42")
+    assert slurm.parse_submit("ADOPT 7") == ("ADOPT", "7")
+    assert slurm.parse_submit("WAIT 13") == ("WAIT", "13")
+    with pytest.raises(slurm.SlurmError, match="expected ADOPT"):
+        slurm.parse_submit("sbatch: error: Batch job submission failed")
+
+
+def test_max_rss_picks_largest_step():
+    assert slurm.max_rss("12||00:00:01|\n12.batch|125432K|00:00:01|\n12.0|2M|00:00:01|\n") == "125432K"
+    assert slurm.max_rss("12||00:00:01|\n") == ""
