@@ -67,6 +67,23 @@ def _site_cmd(args) -> int:
     return 0
 
 
+def _airflow_cmd(args) -> int:
+    from hfc_tasks import airflow_stack
+
+    if args.action == "up":
+        airflow_stack.up()
+    elif args.action == "down":
+        airflow_stack.down()
+    elif args.action == "status":
+        states = airflow_stack.status()
+        for name, running in states.items():
+            print(f"  {name:14s} {'running' if running else 'stopped'}")
+        health = airflow_stack.health()
+        print(f"  health: {json.dumps(health) if health else 'API not answering'}")
+        return 0 if all(states.values()) else 1
+    return 0
+
+
 def _config_cmd(args) -> int:
     try:
         reg = load_registry(args.registry)
@@ -290,6 +307,10 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("site", help="the local embedded site")
     p.add_argument("action", choices=["up", "down", "status", "env"])
     p.set_defaults(func=_site_cmd)
+
+    p = sub.add_parser("airflow", help="the Airflow stack on the local site (api-server, scheduler, ...)")
+    p.add_argument("action", choices=["up", "down", "status"])
+    p.set_defaults(func=_airflow_cmd)
 
     p = sub.add_parser("config", help="the registry")
     p.add_argument("action", choices=["validate"])

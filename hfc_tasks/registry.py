@@ -38,6 +38,8 @@ ALLOWED_SBATCH_OPTIONS = {
     "--exclusive",
     "--mem-per-cpu",
     "--tmp",
+    "--begin",
+    "--nice",
 }
 _ENV_REF = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)\}")
 _TIME_LIMIT = re.compile(r"^(\d+-)?\d{1,2}(:\d{2}){0,2}$|^\d+$")

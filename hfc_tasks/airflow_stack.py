@@ -1,0 +1,199 @@
+"""The real Airflow scheduler stack on the local site: ``hfc airflow up | down | status``.
+
+api-server (127.0.0.1:8080), scheduler, dag-processor and triggerer, LocalExecutor, with
+Airflow's metadata in the site's PostgreSQL (database ``airflow``). This is what operators
+run in production shape on one machine, and what the end-to-end tests drive through the
+REST API (trigger, backfill, clear, mark failed). Scheduler and triggerer run with
+``--skip-serve-logs`` since their log servers would bind every interface.
+
+Plain process management, no Airflow import.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+COMPONENTS = {
+    "api-server": ["api-server", "--host", "127.0.0.1", "--port", "{port}"],
+    "scheduler": ["scheduler", "--skip-serve-logs"],
+    "dag-processor": ["dag-processor"],
+    "triggerer": ["triggerer", "--skip-serve-logs"],
+}
+PORT = int(os.environ.get("HFC_AIRFLOW_PORT", "8080"))
+
+
+class StackError(RuntimeError):
+    pass
+
+
+def _airflow_bin() -> str:
+    return str(Path(sys.executable).with_name("airflow"))
+
+
+def _run_dir(env: dict[str, str]) -> Path:
+    path = Path(env["AIRFLOW_HOME"]) / "stack"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def stack_env() -> dict[str, str]:
+    """The environment of every component: the site's connections and Airflow settings."""
+    from hfc_tasks import localsite
+    from hfc_tasks.cli import airflow_env
+
+    site = localsite.env_vars()
+    env = {**os.environ, **site, **airflow_env(localsite.state_dir())}
+    dsn = site["HFC_CATALOGUE_DSN"]  # postgresql://hfc:pw@127.0.0.1:port/hfc
+    base = dsn.rsplit("/", 1)[0]
+    env.update(
+        {
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": base.replace("postgresql://", "postgresql+psycopg2://")
+            + "/airflow",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{PORT}/execution/",
+            "AIRFLOW__API__PORT": str(PORT),
+            "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{PORT}",
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+            "AIRFLOW__TRIGGERER__CAPACITY": "1000",
+            "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+        }
+    )
+    return env
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    try:  # a zombie is dead for our purpose
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _pid(run_dir: Path, name: str) -> int | None:
+    f = run_dir / f"{name}.pid"
+    if f.exists():
+        try:
+            pid = int(f.read_text().strip())
+        except ValueError:
+            return None
+        return pid if _alive(pid) else None
+    return None
+
+
+def _ensure_database(env: dict[str, str]) -> None:
+    import psycopg
+
+    with psycopg.connect(env["HFC_CATALOGUE_DSN"], autocommit=True) as conn:
+        if not conn.execute("select 1 from pg_database where datname = 'airflow'").fetchone():
+            conn.execute("create database airflow")
+
+
+def _pools(env: dict[str, str]) -> None:
+    from hfc_tasks.registry import load_registry
+
+    site = load_registry().site()
+    for name, slots, what in (
+        (site.cluster_pool, site.cluster_pool_slots, "SSH sessions to the cluster's login node"),
+        (site.archive_pool, site.archive_pool_slots, "sessions to the HFC archive"),
+    ):
+        subprocess.run([_airflow_bin(), "pools", "set", name, str(slots), what], env=env, check=True,
+                       capture_output=True)
+
+
+def up(wait: float = 120.0, verbose: bool = True) -> dict[str, int]:
+    """Start the components that are not running; wait until the API says all are healthy."""
+    from hfc_tasks import localsite
+
+    say = print if verbose else (lambda *a, **k: None)
+    localsite.up(verbose=False)
+    env = stack_env()
+    run_dir = _run_dir(env)
+    # Every component must read the same registry: remember which one this stack runs with.
+    (run_dir / "registry").write_text(env.get("HFC_REGISTRY", ""))
+    _ensure_database(env)
+    marker = run_dir / "db-migrated"
+    if not marker.exists():
+        say("[hfc-airflow] migrating the metadata database (PostgreSQL 'airflow')")
+        subprocess.run([_airflow_bin(), "db", "migrate"], env=env, check=True, capture_output=True)
+        marker.touch()
+    _pools(env)
+    pids = {}
+    for name, args in COMPONENTS.items():
+        pid = _pid(run_dir, name)
+        if pid is None:
+            cmd = [_airflow_bin(), *[a.format(port=PORT) for a in args]]
+            log = open(run_dir / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
+            proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            (run_dir / f"{name}.pid").write_text(str(proc.pid))
+            pid = proc.pid
+            say(f"[hfc-airflow] {name}: started (pid {pid}, log {run_dir / (name + '.log')})")
+        pids[name] = pid
+    deadline = time.monotonic() + wait
+    last = None
+    while time.monotonic() < deadline:
+        last = health()
+        components = ("metadatabase", "scheduler", "triggerer", "dag_processor")
+        if last and all(last.get(k, {}).get("status") == "healthy" for k in components):
+            say(f"[hfc-airflow] healthy: http://127.0.0.1:{PORT} (user admin, password in "
+                f"{env['AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE']})")
+            return pids
+        for name in COMPONENTS:
+            if _pid(run_dir, name) is None:
+                raise StackError(f"{name} exited: read {run_dir / (name + '.log')}")
+        time.sleep(1)
+    raise StackError(f"Airflow components not healthy after {wait:.0f} s: {last}; logs in {run_dir}")
+
+
+def health() -> dict | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{PORT}/api/v2/monitor/health", timeout=5) as resp:
+            return json.loads(resp.read())
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+
+
+def down(components: tuple[str, ...] = tuple(COMPONENTS)) -> None:
+    """Stop the components (their whole process groups: LocalExecutor workers included)."""
+    env = stack_env()
+    run_dir = _run_dir(env)
+    for name in components:
+        pid = _pid(run_dir, name)
+        if pid is None:
+            continue
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            continue
+        deadline = time.monotonic() + 30
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if _alive(pid):
+            os.killpg(pid, signal.SIGKILL)
+        (run_dir / f"{name}.pid").unlink(missing_ok=True)
+
+
+def running_registry() -> str | None:
+    """The HFC_REGISTRY the running stack was started with ('' = the project's), None if down."""
+    run_dir = _run_dir(stack_env())
+    if not any(status().values()):
+        return None
+    f = run_dir / "registry"
+    return f.read_text() if f.exists() else ""
+
+
+def status() -> dict[str, bool]:
+    run_dir = _run_dir(stack_env())
+    return {name: _pid(run_dir, name) is not None for name in COMPONENTS}
