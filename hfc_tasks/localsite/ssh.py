@@ -116,9 +116,18 @@ def _prepare(lay: Layout) -> None:
     _home(lay, CLUSTER_USER, "/bin/bash")
     ensure_dir(lay.products_dir, CLUSTER_USER, 0o755)
     _sync_frcs(lay)
-    # The archive account has no use for a shell: ForceCommand internal-sftp runs inside sshd.
-    _home(lay, ARCHIVE_USER, "/usr/sbin/nologin")
+    # The archive account never gets a shell session: its ForceCommand (archive_command) allows
+    # SFTP and `sha256sum` of files in the archive tree only. sshd runs a forced command through
+    # the account's shell, hence /bin/sh rather than nologin.
+    _home(lay, ARCHIVE_USER, "/bin/sh")
     ensure_dir(lay.archive_root, ARCHIVE_USER, 0o755)
+    script = Template(resources.files(__package__).joinpath("templates/archive_command").read_text())
+    write_file(archive_command(lay), script.substitute(archive_root=lay.archive_root), "root", 0o755)
+
+
+def archive_command(lay: Layout) -> Path:
+    """The archive account's forced command (root-owned, outside the account's home)."""
+    return lay.ssh_dir / "archive_command"
 
 
 def _config(lay: Layout) -> str:
@@ -129,6 +138,7 @@ def _config(lay: Layout) -> str:
         pid_file=lay.sshd_pid,
         users=f"{CLUSTER_USER} {ARCHIVE_USER}",
         archive_user=ARCHIVE_USER,
+        archive_command=archive_command(lay),
         slurm_conf=lay.slurm_conf,
     )
 
