@@ -153,3 +153,36 @@ def catalogue_connect(conn_id: str):
         dbname=conn.schema or "hfc",
         application_name="hfc-pipeline",
     )
+
+
+def ssh_endpoint(conn_id: str):
+    """Plain SSH parameters of an Airflow connection, for the asyncssh archive engine.
+
+    The same extras as the provider's SSHHook: ``key_file`` (or ``private_key``) and
+    ``host_key`` (``ssh-ed25519 AAAA...``; a bare base64 key is taken as ssh-rsa, as SSHHook
+    does). Without ``host_key`` the user's ``~/.ssh/known_hosts`` is used; the check is never
+    skipped, so ``no_host_key_check`` is refused.
+    """
+    import os
+
+    from hfc_tasks.transfer import Endpoint
+
+    conn = BaseHook.get_connection(conn_id)
+    extra = conn.extra_dejson or {}
+    if str(extra.get("no_host_key_check", "false")).lower() == "true":
+        raise ValueError(f"connection {conn_id}: no_host_key_check is set; the archive stage always verifies "
+                         "host keys: give the host's key in the host_key extra")
+    host_key = extra.get("host_key")
+    if host_key and len(host_key.split()) == 1:
+        host_key = f"ssh-rsa {host_key}"
+    return Endpoint(
+        host=conn.host,
+        port=int(conn.port or 22),
+        username=conn.login or "",
+        key_file=extra.get("key_file"),
+        private_key=extra.get("private_key"),
+        host_key=host_key,
+        known_hosts=None if host_key else os.path.expanduser("~/.ssh/known_hosts"),
+        connect_timeout=float(extra.get("conn_timeout") or 30),
+        name=conn_id,
+    )

@@ -107,18 +107,28 @@ class SlurmSubmitOperator(_FrcStage):
 
 
 class ArchiveProductsOperator(_FrcStage):
-    """Copy the night's products cluster → archive, verify sha256, then delete on the cluster."""
+    """Copy the night's products cluster → archive, verify sha256 on the archive, then delete on the cluster.
+
+    The work is :func:`hfc_tasks.transfer.archive_night` (asyncssh, one connection per endpoint,
+    many requests in flight, its own event loop); this class only turns the Airflow connections
+    into plain parameters and logs. ``verify``: ``auto`` (``sha256sum`` on the archive where the
+    account may run it, else read-back), ``sha256sum`` or ``readback``. Returns the summary
+    (XCom): files copied/skipped/deleted, bytes, seconds, verification method, manifest.
+    """
 
     template_fields: Sequence[str] = ("slurm_job_id",)
     ui_color = "#c7e9c0"
 
-    def __init__(self, *, slurm_job_id: str | None = None, **kwargs) -> None:
+    def __init__(self, *, slurm_job_id: str | None = None, verify: str = "auto", concurrency: int = 64,
+                 **kwargs) -> None:
         super().__init__(**kwargs)
         self.slurm_job_id = slurm_job_id
+        self.verify = verify
+        self.concurrency = concurrency
 
     def execute(self, context) -> dict[str, Any]:
-        from hfc_tasks.hooks import sftp_session
-        from hfc_tasks.transfer import ArchiveTarget, archive_night
+        from hfc_tasks.hooks import ssh_endpoint
+        from hfc_tasks.transfer import ArchiveTarget, TransferError, archive_night
 
         _, frc, site = self.resolve()
         night = night_of(context)
@@ -136,12 +146,19 @@ class ArchiveProductsOperator(_FrcStage):
             frc_version=frc.version,
             slurm_job_id=str(self.slurm_job_id) if self.slurm_job_id not in (None, "", "None") else None,
         )
-        with sftp_session(site.cluster_conn_id) as src, sftp_session(site.archive_conn_id) as dst:
-            self.log.info("verification: sha256 read back from the archive copy before deleting the source")
-            summary, manifest = archive_night(src, dst, target, progress=self.log.info)
+        try:
+            summary, manifest = archive_night(
+                ssh_endpoint(site.cluster_conn_id), ssh_endpoint(site.archive_conn_id), target,
+                progress=self.log.info, verify=self.verify, concurrency=self.concurrency,
+            )
+        except TransferError as exc:
+            raise AirflowException(str(exc)) from exc
         self.log.info(
-            "archive done: %d copied, %d skipped (already there), %d deleted on the cluster, %d bytes; manifest %s",
-            summary.copied, summary.skipped, summary.deleted, summary.bytes_copied, summary.manifest_path,
+            "archive done in %.1f s: %d copied, %d skipped (already there), %d deleted on the cluster, %d bytes; "
+            "verification: %s; manifest %s (%s)",
+            summary.seconds, summary.copied, summary.skipped, summary.deleted, summary.bytes_copied,
+            summary.verification or "none needed", summary.manifest_path,
+            "written" if summary.manifest_written else "unchanged",
         )
         return {**summary.to_dict(), "files_in_manifest": len(manifest["files"])}
 
