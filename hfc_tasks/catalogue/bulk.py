@@ -34,8 +34,15 @@ SEP = readers.SEPARATOR
 # Any field that spells a non-finite number: PostgreSQL would store NaN/Infinity where the
 # readers store NULL or refuse (the exact path decides).
 _NON_FINITE = re.compile(r"(?:^|;)[ \t]*[+-]?(?:[nN][aA][nN]|[iI][nN][fF])", re.M)
-# Cheap first look (plain substring searches run at memory speed; the regex does not).
-_NON_FINITE_HINTS = ("nan", "inf")
+
+
+def _maybe_non_finite(text: str) -> bool:
+    """Cheap first look for nan/inf (a lower-cased bytes copy searched at memory speed; the
+    regex alone is much slower): false positives only cost the regex."""
+    low = text.encode("utf-8").lower()
+    return (b"nan" in low or b"inf" in low) and _NON_FINITE.search(text) is not None
+
+
 _LOADER_FILLED = ("qclk_fname", "qclk_url", "feat_filename")
 
 
@@ -114,17 +121,21 @@ class ExactRows(Rows):
 # ---------------------------------------------------------------------------------- bulk
 
 
-def _csv_field(values: np.ndarray) -> np.ndarray:
-    """Object array of text/None as COPY csv fields (None -> empty = NULL; quoted when needed)."""
+def _csv_field(values: np.ndarray, null: str = "") -> np.ndarray:
+    """Object array of text/None as COPY csv fields: None -> the null string; quoted when the
+    value would otherwise read differently (separator, quote, line end, the null string)."""
     out = np.array(values, dtype=object)
     missing = np.array(pd.isna(out), dtype=bool)
-    out[missing] = ""
-    sample = "".join(out[~missing])
-    if any(ch in sample for ch in ';"\n\r') or "" in out[~missing].tolist():
-        for i in np.flatnonzero(~missing):
-            v = out[i]
-            if v == "" or any(ch in v for ch in ';"\n\r'):
-                out[i] = '"' + v.replace('"', '""') + '"'
+    present = out[~missing]
+    if len(present):
+        sample = "".join(present)
+        risky = any(ch in sample for ch in ';"\n\r') or (null in sample if null else min(map(len, present)) == 0)
+        if risky:
+            for i in np.flatnonzero(~missing):
+                v = out[i]
+                if v == null or any(ch in v for ch in ';"\n\r'):
+                    out[i] = '"' + v.replace('"', '""') + '"'
+    out[missing] = null
     return out
 
 
@@ -133,6 +144,7 @@ class BulkRows(Rows):
     text_lines: np.ndarray = None  # object array: each row's line as written (nulls rewritten)
     width: int = 0  # fields per line
     position: dict[str, int] = field(default_factory=dict)  # stored target -> field index
+    null: str = ""  # how the lines spell NULL (COPY's null string)
 
     def render(self, keep, supplied):
         copied = set(_copied(self.spec, supplied))
@@ -143,13 +155,14 @@ class BulkRows(Rows):
         rest = [cut(line) for line in lines]
         columns = list(supplied) + rest_targets
         if supplied:
-            fields = [_csv_field(np.asarray(v, dtype=object)[keep]).tolist() for v in supplied.values()]
+            fields = [_csv_field(np.asarray(v, dtype=object)[keep], self.null).tolist() for v in supplied.values()]
             if rest_targets:
                 fields.append(rest)
             out = [SEP.join(parts) for parts in zip(*fields, strict=True)]
         else:
             out = rest
-        return columns, " (format csv, delimiter ';')", out
+        null = f", null '{self.null}'" if self.null else ""
+        return columns, f" (format csv, delimiter ';'{null})", out
 
 
 def _cutter(width: int, keep: list[int]):
@@ -204,15 +217,16 @@ def bulk_eligible(spec: KindSpec) -> bool:
 
 
 def read_bulk(spec: KindSpec, files: list[tuple[str, str]]) -> tuple[list[BulkRows], list[str]]:
-    """Read files of one kind in bulk. ``files``: (name, decoded text with ``\\n`` line ends).
+    """Read files of one kind in bulk. ``files``: (name, decoded text with ``\n`` line ends).
 
     Returns the rows by header, and the names of the files to read with the exact path
     (anything unusual: quotes, blank lines, a header problem, a value the bulk checks refuse).
+    A line with a wrong number of fields is left to PostgreSQL, which names it.
     """
     exact: list[str] = []
     groups: dict[str, list[tuple[str, str]]] = {}
     for name, text in files:
-        header, nl, body = text.partition("\n")
+        header, _, body = text.partition("\n")
         if '"' in text or not body.strip() or "\n\n" in body or body.startswith(("\n", " \n")):
             exact.append(name)  # quoting, blank lines, header only or empty: the exact path
             continue
@@ -225,20 +239,10 @@ def read_bulk(spec: KindSpec, files: list[tuple[str, str]]) -> tuple[list[BulkRo
         if head.problems:
             exact.extend(n for n, _ in members)
             continue
-        width = head.width
-        good = []
-        for name, body in members:
-            rows = body.count("\n")
-            if body.count(SEP) != rows * (width - 1):
-                exact.append(name)  # a line with too many or too few fields: located by the exact path
-            else:
-                good.append((name, body, rows))
-        if not good:
-            continue
-        rows, refused = _bulk_group(spec, head, good)
+        rows, refused = _bulk_group(spec, head, members)
         exact.extend(refused)
         if rows is not None:
-            if head.unknown or head.warnings:
+            if head.warnings:
                 rows.warnings.append(
                     f"{len(rows.names)} {spec.kind} file(s) with header {rows.names[0]}..: " + "; ".join(
                         w.split(": ", 1)[-1] for w in head.warnings)
@@ -247,77 +251,133 @@ def read_bulk(spec: KindSpec, files: list[tuple[str, str]]) -> tuple[list[BulkRo
     return out, exact
 
 
-def _bulk_group(spec, head: readers.HeaderMap, good: list[tuple[str, str, int]]):
-    names = [n for n, _, _ in good]
-    counts = np.array([r for _, _, r in good], dtype=np.int64)
-    text = _normalise_nulls("".join(b for _, b, _ in good))
+_NULLS = ("", "NULL", "\\N")
+
+
+def _null_token(text: str) -> tuple[str, str]:
+    """(text, COPY null string): the file's own NULL token when it is the only one used (no
+    rewriting at all), else every null token rewritten to an empty field."""
+    has_n = "\\N" in text
+    has_null = "NULL" in text
+    empty = ";;" in text or "\n;" in text or ";\n" in text or text.startswith(SEP)
+    if not has_n and not (has_null and empty):
+        return text, ("NULL" if has_null else "")
+    return _normalise_nulls(text), ""
+
+
+def _tail(line: str, b: int) -> list[str] | None:
+    """The last ``b`` fields of a line without copying the rest of it."""
+    end = len(line)
+    cut = end
+    for _ in range(b):
+        cut = line.rfind(SEP, 0, cut)
+        if cut < 0:
+            return None
+    return line[cut + 1 : end].split(SEP)
+
+
+def _bulk_group(spec, head: readers.HeaderMap, members: list[tuple[str, str]]):
+    names = [n for n, _ in members]
+    text, null = _null_token("".join(b for _, b in members))
     refused: set[str] = set()
-    lowered = text.lower()
-    if any(hint in lowered for hint in _NON_FINITE_HINTS) and _NON_FINITE.search(text):
-        refused.update(n for n, b, _ in good if _NON_FINITE.search(b))
-    needed = [c for c in needed_columns(spec) if c.name in head.position]
-    usecols = sorted({head.position[c.name] for c in needed})
-    dtypes = {head.position[c.name]: ("float64" if c.type in ("int", "float") else object) for c in needed}
-    try:
-        frame = pd.read_csv(
-            io.StringIO(text),
-            sep=SEP,
-            header=None,
-            names=list(range(head.width)),
-            usecols=usecols or [0],
-            dtype=dtypes or None,
-            na_values=[""],
-            keep_default_na=False,
-            quoting=csv.QUOTE_NONE,
-            engine="c",
-        )
-    except (ValueError, pd.errors.ParserError):
-        if len(good) == 1:
-            return None, names
-        half = len(good) // 2  # one bad file: find it in log2(n) bulk reads, not n exact ones
-        out = []
-        for part in (good[:half], good[half:]):
-            rows, bad = _bulk_group(spec, head, part)
-            refused.update(bad)
-            if rows is not None:
-                out.append(rows)
-        return _concat(out, spec), sorted(refused)
-    if len(frame) != counts.sum():
+    if _maybe_non_finite(text):
+        refused.update(n for n, b in members if _NON_FINITE.search(b))
+    lines = text.split("\n")
+    lines.pop()
+    counts = np.array([b.count("\n") for _, b in members], dtype=np.int64)
+    if counts.sum() != len(lines):
         return None, names
     file_idx = np.repeat(np.arange(len(names)), counts)
     starts = np.cumsum(counts) - counts
-    lines = np.arange(len(file_idx)) - np.repeat(starts, counts) + 2
-    bad_rows = np.zeros(len(frame), dtype=bool)
+    row_lines = np.arange(len(file_idx)) - np.repeat(starts, counts) + 2
+
+    width = head.width
+    needed = [c for c in needed_columns(spec) if c.name in head.position]
+    pos = {c.name: head.position[c.name] for c in needed}
+    stored = {head.position[c.name] for c in spec.stored_columns if c.name in head.position}
+    lid = spec.local_id
+    # Fields COPY never takes from the line: the local id, the references (the loader supplies
+    # catalogue ids), columns not stored. When they lead the line, one split per line cuts them.
+    cut = {p for p in range(width) if p not in stored}
+    cut |= {head.position[c.name] for c in spec.columns if c.name in head.position and c.target
+            and (c.local_id or (c.ref and not c.ref_by))}
+    lead = len(cut)
+    tail_pos = sorted(p for p in pos.values() if p >= lead)
+    fast = cut == set(range(lead)) and (not tail_pos or width - tail_pos[0] <= 4)
+    raw: dict[str, list] = {}
+    if fast:
+        b = width - tail_pos[0] if tail_pos else 0
+        if lead:
+            parts = [line.split(SEP, lead) for line in lines]
+            short = [i for i, p in enumerate(parts) if len(p) != lead + 1]
+            if short:  # too few fields: the exact reader names the line
+                refused.update(names[i] for i in np.unique(file_idx[short]))
+                parts = [p if len(p) == lead + 1 else [""] * (lead + 1) for p in parts]
+            rests = [p[lead] for p in parts]
+        else:
+            parts, rests = None, lines
+        tails = [_tail(r, b) for r in rests] if b else None
+        if tails is not None and any(t is None for t in tails):
+            bad = [i for i, t in enumerate(tails) if t is None]
+            refused.update(names[i] for i in np.unique(file_idx[bad]))
+            tails = [t if t is not None else [""] * b for t in tails]
+        for name, p in pos.items():
+            if p < lead:
+                raw[name] = [q[p] for q in parts]
+            else:
+                raw[name] = [t[p - (width - b)] for t in tails]
+        text_lines = np.array(rests, dtype=object)
+        position = {c.target: head.position[c.name] - lead for c in spec.stored_columns
+                    if c.name in head.position and head.position[c.name] >= lead}
+        line_width = width - lead
+    else:
+        try:
+            frame = pd.read_csv(io.StringIO(text), sep=SEP, header=None, names=list(range(width)),
+                                usecols=sorted(set(pos.values())) or [0], dtype=object, na_filter=False,
+                                quoting=csv.QUOTE_NONE, engine="c")
+        except (ValueError, pd.errors.ParserError):
+            return None, names
+        if len(frame) != len(lines):
+            return None, names
+        raw = {name: frame[p].tolist() for name, p in pos.items()}
+        text_lines = np.array(lines, dtype=object)
+        position = {c.target: head.position[c.name] for c in spec.stored_columns if c.name in head.position}
+        line_width = width
+
+    bad_rows = np.zeros(len(lines), dtype=bool)
     values: dict[str, pd.Series] = {}
     for col in needed:
-        v = frame[head.position[col.name]].reset_index(drop=True)
-        if col.type == "int":
-            arr = v.to_numpy(dtype=float)
-            with np.errstate(invalid="ignore"):
-                bad_rows |= ~np.isnan(arr) & ((np.mod(arr, 1) != 0) | (arr < INT_MIN) | (arr > INT_MAX))
-        elif col.type == "float":
-            bad_rows |= np.isinf(v.to_numpy(dtype=float))
-        elif col.type == "datetime":
-            present = v.notna().to_numpy()
-            shaped = v.str.fullmatch(readers._DATE.pattern).to_numpy(dtype=bool, na_value=False)
-            parsed = pd.to_datetime(v.where(present & shaped), format="ISO8601", errors="coerce")
-            bad_rows |= present & (~shaped | parsed.isna().to_numpy())
+        v = pd.Series(raw[col.name], dtype=object)
+        is_null = v.isin(_NULLS).to_numpy()
+        if col.type in ("int", "float"):
+            num = pd.to_numeric(v.where(~is_null), errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+            bad = ~is_null & ~np.isfinite(num)
+            if col.type == "int":
+                with np.errstate(invalid="ignore"):
+                    bad |= ~is_null & ((np.mod(num, 1) != 0) | (num < INT_MIN) | (num > INT_MAX))
+            bad_rows |= bad
+            v = pd.Series(num)
+        else:
+            v = v.where(~is_null, None)
+            if col.type == "datetime":
+                uniq = v.dropna().unique()
+                shaped = pd.Series(uniq, dtype=object).str.fullmatch(readers._DATE.pattern).to_numpy(dtype=bool)
+                parsed = pd.to_datetime(pd.Series(uniq, dtype=object).where(shaped), format="ISO8601",
+                                        errors="coerce")
+                wrong = uniq[~shaped | parsed.isna().to_numpy()]
+                if len(wrong):
+                    bad_rows |= v.isin(wrong).to_numpy()
         if not col.nullable and not col.fill_file:
-            bad_rows |= v.isna().to_numpy()
+            bad_rows |= is_null
         values[col.target] = v
-        if col.ref_by is None and any(c.ref_by == col.name for c in spec.columns):
-            values[f"@{col.name}"] = v
-    lid = spec.local_id
     if lid is not None:
         local = values[lid.target].to_numpy(dtype=float)
-        dup = pd.DataFrame({"f": file_idx, "id": local}).duplicated().to_numpy()
-        bad_rows |= dup
+        bad_rows |= pd.DataFrame({"f": file_idx, "id": local}).duplicated().to_numpy()
     else:
-        local = (lines - 1).astype(float)
+        local = (row_lines - 1).astype(float)
     refused.update(names[i] for i in np.unique(file_idx[bad_rows]))
-    raw = np.array(text.split("\n")[:-1], dtype=object)
-    rows = BulkRows(spec, names, file_idx, lines, local, values, [], text_lines=raw, width=head.width,
-                    position={c.target: head.position[c.name] for c in spec.stored_columns if c.name in head.position})
+    rows = BulkRows(spec, names, file_idx, row_lines, local, values, [], text_lines=text_lines,
+                    width=line_width, position=position, null=null)
     if refused:
         rows = _drop(rows, refused)
     return rows, sorted(refused)
@@ -341,6 +401,7 @@ def _drop(rows: BulkRows, names: set[str]) -> BulkRows | None:
         text_lines=rows.text_lines[mask],
         width=rows.width,
         position=rows.position,
+        null=rows.null,
     )
 
 
@@ -349,27 +410,3 @@ def drop_files(rows: Rows, names: set[str]) -> Rows | None:
     if isinstance(rows, BulkRows):
         return _drop(rows, names)
     return None if rows.names[0] in names else rows
-
-
-def _concat(parts: list[BulkRows], spec) -> BulkRows | None:
-    parts = [p for p in parts if p is not None]
-    if not parts:
-        return None
-    if len(parts) == 1:
-        return parts[0]
-    names, offsets = [], []
-    for p in parts:
-        offsets.append(len(names))
-        names.extend(p.names)
-    return BulkRows(
-        spec,
-        names,
-        np.concatenate([p.file_idx + o for p, o in zip(parts, offsets, strict=True)]),
-        np.concatenate([p.lines for p in parts]),
-        np.concatenate([p.local for p in parts]),
-        {k: pd.concat([p.values[k] for p in parts], ignore_index=True) for k in parts[0].values},
-        [w for p in parts for w in p.warnings],
-        text_lines=np.concatenate([p.text_lines for p in parts]),
-        width=parts[0].width,
-        position=parts[0].position,
-    )

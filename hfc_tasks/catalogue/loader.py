@@ -175,32 +175,40 @@ def _parse_manifest(manifest: dict) -> tuple[str, dt.date, str, list[_Entry]]:
     return manifest["frc"], night, fmt, entries
 
 
-def _partner(entry: _Entry, kind: str, candidates: list[_Entry]) -> _Entry | None:
-    """The file of ``kind`` whose rows ``entry``'s reference columns point at.
+def _stem(product: products_mod.ProductName) -> tuple:
+    return (product.code, product.version, product.stamp, product.observatory_tag)
+
+
+class _Partners:
+    """Which file of a kind another file's references point into (indexed: nights of 10,000
+    files pair in linear time).
 
     Data files (init/feat/obs/pp...) pair by their shared ``<code>_<ver>_<stamp>_<obs>`` stem;
     metadata files (no date in the name) by code and version, preferring the same observatory
     tag, then an untagged file, then the only file of that kind in the manifest.
     """
-    me = entry.product
-    if me is None:
+
+    def __init__(self, candidates: list[_Entry]) -> None:
+        self.dated = {_stem(c.product): c for c in candidates if c.product and c.product.stamp}
+        self.undated = [c for c in candidates if c.product and not c.product.stamp]
+
+    def of(self, entry: _Entry) -> _Entry | None:
+        me = entry.product
+        if me is None:
+            return None
+        found = self.dated.get(_stem(me))
+        if found is not None:
+            return found
+        same = [c for c in self.undated if (c.product.code, c.product.version) == (me.code, me.version)]
+        for pick in (
+            [c for c in same if c.product.observatory_tag == me.observatory_tag],
+            [c for c in same if c.product.observatory_tag is None],
+            same if len(same) == 1 else [],
+            self.undated if len(self.undated) == 1 else [],
+        ):
+            if len(pick) == 1:
+                return pick[0]
         return None
-    stem = (me.code, me.version, me.stamp, me.observatory_tag)
-    for c in candidates:
-        if c.product and c.product.stamp and (c.product.code, c.product.version, c.product.stamp,
-                                              c.product.observatory_tag) == stem:
-            return c
-    undated = [c for c in candidates if c.product and not c.product.stamp]
-    same = [c for c in undated if (c.product.code, c.product.version) == (me.code, me.version)]
-    for pick in (
-        [c for c in same if c.product.observatory_tag == me.observatory_tag],
-        [c for c in same if c.product.observatory_tag is None],
-        same if len(same) == 1 else [],
-        undated if len(undated) == 1 else [],
-    ):
-        if len(pick) == 1:
-            return pick[0]
-    return None
 
 
 # ---------------------------------------------------------------------------------- ids
@@ -316,6 +324,12 @@ class _Ctx:
     rows: dict[str, int] = field(default_factory=dict)
     metadata_new: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    _partners: dict[str, _Partners] = field(default_factory=dict)
+
+    def partners(self, kind: str) -> _Partners:
+        if kind not in self._partners:
+            self._partners[kind] = _Partners(self.by_kind.get(kind, []))
+        return self._partners[kind]
 
     def reject(self, name: str, problems: list[Problem]) -> None:
         self.rejected.setdefault(name, []).extend(problems)
@@ -701,7 +715,7 @@ def _resolve(ctx: _Ctx, spec: KindSpec, table: _Table, rows: Rows) -> tuple[dict
         """Per file, the number of its loaded companion file of ``kind`` (-1: problem recorded)."""
         out = np.full(len(entries), -1, dtype=np.int64)
         for i, e in enumerate(entries):
-            p = _partner(e, kind, ctx.by_kind.get(kind, []))
+            p = ctx.partners(kind).of(e)
             if p is None:
                 problem(i, None, column, f"no {kind} file for it in the manifest")
             elif p.name not in ctx.loaded:
@@ -740,12 +754,12 @@ def _resolve(ctx: _Ctx, spec: KindSpec, table: _Table, rows: Rows) -> tuple[dict
             report_missing(bad, col.name, lambda r, v=values, t=ref.name: (
                 f"{int(v[r])} is not an id of hfc.{t} (the catalogue has no such row)"))
         elif col.fill_file and isinstance(rows, BulkRows):
-            names = np.array(rows.names, dtype=object)[rows.file_idx]
-            if col.target in rows.values:
-                v = rows.values[col.target].to_numpy(dtype=object)
-                supplied[col.target] = np.where(pd.isna(v), names, v)
-            else:
-                supplied[col.target] = names
+            # Supplied only when the file left some empty (else the line's own text is COPYed).
+            v = rows.values[col.target].to_numpy(dtype=object) if col.target in rows.values else None
+            missing = np.ones(n, dtype=bool) if v is None else np.array(pd.isna(v), dtype=bool)
+            if missing.any():
+                names = np.array(rows.names, dtype=object)[rows.file_idx]
+                supplied[col.target] = names if v is None else np.where(missing, names, v)
     for link in spec.links:
         part = partners(link.kind, link.target)
         if link.by is None:
@@ -789,6 +803,8 @@ def _resolve(ctx: _Ctx, spec: KindSpec, table: _Table, rows: Rows) -> tuple[dict
         given = rows.values["qclk_url"].tolist() if "qclk_url" in rows.values else [None] * n
         url = [ctx.qclk.get(f) or g for f, g in zip(fname, given, strict=True)]
         supplied["qclk_url"] = np.array([None if pd.isna(u) else u for u in url], dtype=object)
+    if "src_file" in table.columns:  # the file of each row, for provenance (migration 0003)
+        supplied["src_file"] = np.array(rows.names, dtype=object)[rows.file_idx]
     if "local_id" in table.columns and "local_id" not in supplied:
         supplied["local_id"] = _int_text(np.nan_to_num(rows.local).astype(np.int64), ~np.isnan(rows.local))
     supplied["batch_id"] = np.full(n, str(ctx.batch_id), dtype=object)

@@ -205,6 +205,9 @@ def test_sosoft_without_ids_linked_by_pr_locfname(conn):
     assert [r[6] for r in rows] == [11, 21, 31]
     assert rows[0][:6] == ("OBSPM", "SoSoFT", "Meudon", None, "mh240301.fits", 1.21)
     assert rows[0][7] == "mh240301.083000.pr.fits" and rows[0][8] is None and rows[0][9] is None
+    # Provenance of an observation: its own file, in one join.
+    assert q(conn, "select f.name, f.kind from hfc.observations o join hfc.batch_file f "
+                   "on f.batch_id = o.batch_id and f.name = o.src_file") == [("SoSoFT_10_20240301_meu1_obs.csv", "obs")]
     pp = q(conn, "select observat, cdelt1 from hfc.view_pp_hqi")
     assert pp == [("Meudon", 1.21)]
     assert q(conn, "select code, version, person, el_cen_y, stdev from hfc.pp_output "

@@ -13,7 +13,7 @@ from hfc_tasks.catalogue import schema, upgrade
 pytestmark = pytest.mark.site
 
 V12 = json.loads((Path(__file__).parents[1] / "data" / "hfc_v12_columns.json").read_text())
-PIPELINE_COLUMNS = {"batch_id", "local_id"}
+PIPELINE_COLUMNS = {"batch_id", "local_id", "src_file"}
 
 
 @pytest.fixture
@@ -37,7 +37,7 @@ def columns(conn, name: str) -> list[str]:
 def test_all_shipped_migrations_apply_in_order(db):
     applied = [r[0] for r in db.execute("select version from hfc.schema_migrations order by version")]
     assert applied == [m.version for m in schema.migrations()]
-    assert applied[:2] == ["0001_core", "0002_full_v12"]
+    assert applied[:3] == ["0001_core", "0002_full_v12", "0003_source_file"]
     assert upgrade(db) == []
 
 
