@@ -297,3 +297,66 @@ def test_formats_registry():
     assert spec_for("sdoss", "feat") is SDOSS_FEAT
     with pytest.raises(KeyError, match="no reader"):
         spec_for("sdoss", "pp")
+
+
+# ---------------------------------------------------------------------------- formats.yaml
+
+
+def _formats(tmp_path, text: str):
+    from hfc_tasks.catalogue.readers import load_formats
+
+    path = tmp_path / "formats.yaml"
+    path.write_text(text)
+    return load_formats(path)
+
+
+BASE = """
+metadata_tables:
+  frc_info: [code, version, feature_name, institut]
+kinds:
+  frc_info:
+    table: frc_info
+    columns: |
+      ID_FRC_INFO int id
+      CODE text(100) notnull
+  thing_feat:
+    table: things
+    columns: |
+      ID_THING int id
+      FRC_INFO_ID int notnull ref=frc_info
+formats:
+  thing:
+    frc_info: frc_info
+    feat: thing_feat
+"""
+
+
+def test_formats_yaml_is_data_checked_when_read(tmp_path):
+    from hfc_tasks.catalogue.readers import FormatError
+
+    known = _formats(tmp_path, BASE)
+    assert list(known.resolve("thing")) == ["frc_info", "feat"]
+    assert known.kinds["frc_info"].is_metadata and not known.kinds["thing_feat"].is_metadata
+    with pytest.raises(FormatError, match="unknown flag 'refs=frc_info'"):
+        _formats(tmp_path, BASE.replace("ref=frc_info", "refs=frc_info"))
+    with pytest.raises(FormatError, match="point into 'init' files, which this format does not load"):
+        _formats(tmp_path, BASE.replace("ref=frc_info", "ref=init"))
+    with pytest.raises(FormatError, match="unknown spec 'thing_fet'"):
+        _formats(tmp_path, BASE.replace("feat: thing_feat", "feat: thing_fet"))
+    with pytest.raises(FormatError, match="unknown product format 'other'"):
+        known.resolve("other")
+    # The registry's per-FRC products override the preset; "none" drops a kind.
+    assert list(known.resolve("thing", {"feat": "none"})) == ["frc_info"]
+    with pytest.raises(FormatError, match="points? into"):
+        known.resolve("thing", {"frc_info": "none"})
+
+
+def test_shipped_formats_cover_every_product_of_the_hfc():
+    from hfc_tasks.catalogue.readers import KNOWN
+
+    tables = {fmt: {k: s.table for k, s in KNOWN.resolve(fmt).items()} for fmt in KNOWN.formats}
+    assert tables["sdoss"] == {"observatory": "observatory", "frc_info": "frc_info", "init": "observations",
+                               "feat": "sunspots", "track": "sunspots_tracking"}
+    assert tables["spoca-ar"]["feat"] == "activeregions" and tables["spoca-ch"]["track"] == "coronalholes_tracking"
+    assert tables["sosoft"] == {"obs": "observations", "frc": "frc_info", "pp": "pp_output", "feat": "filaments"}
+    assert tables["rabat3"]["feat"] == "type_iii" and tables["trackfil"] == {"track": "filaments_tracking"}
