@@ -189,3 +189,37 @@ def test_timeout(registry, test_airflow_db):
     assert r.states == {"submit": "success", "wait": "failed"}
     assert sacct_state(r.job_id).startswith("TIMEOUT")
     assert f"SLURM job {r.job_id}, state TIMEOUT" in r.log
+
+
+def test_submissions_are_staggered(registry):
+    """With stagger S, a second submission within S seconds is told to wait, then goes through."""
+    from hfc_tasks.hooks import SlurmHook
+    from hfc_tasks.registry import load_registry
+
+    reg = load_registry(registry)
+    site_cfg, frc = reg.site(), reg.frc("t-ok")
+    lock = f"{site_cfg.products_root}/_test_stagger/{random.randrange(10**9)}.lock"
+    hook = SlurmHook(site_cfg.cluster_conn_id)
+    submitted = []
+    try:
+        def submit():
+            the_night = products.parse_night(night())
+            return hook.submit(
+                job_name=products.job_name(frc.name, the_night),
+                run_dir=products.run_dir(site_cfg.products_root, frc.name, the_night),
+                command="true", resources=frc.slurm, default_partition=site_cfg.default_partition,
+                lock_file=lock, stagger_seconds=6,
+            )
+
+        first = submit()
+        t_first = time.monotonic()
+        assert first[0] == "SUBMIT"
+        submitted.append(first[1])
+        second = submit()
+        assert second[0] == "WAIT" and 1 <= int(second[1]) <= 6
+        time.sleep(int(second[1]))
+        third = submit()
+        assert third[0] == "SUBMIT" and time.monotonic() - t_first >= 5
+        submitted.append(third[1])
+    finally:
+        hook.close()
