@@ -150,6 +150,13 @@ def test_cancelled_from_outside(registry, test_airflow_db):
     assert f"SLURM job {r.job_id}, state CANCELLED by 0" in r.log
 
 
+def test_reschedule_mode_without_triggerer(registry, test_airflow_db):
+    r = run("t-exit3", night(), registry, test_airflow_db, reschedule=1)
+    assert r.states == {"submit": "success", "wait": "failed"}
+    assert "new_state=deferred" not in r.log  # it poked and rescheduled, it never deferred
+    assert f"SLURM job {r.job_id}, state FAILED, exit code 3" in r.log
+
+
 def test_job_missing_from_accounting_fails_loudly(registry, test_airflow_db):
     r = run("t-ok", night(), registry, test_airflow_db, job_id="99999999", missing_timeout=3)
     assert r.states == {"wait": "failed"}
