@@ -28,6 +28,9 @@ COMPONENTS = {
     "triggerer": ["triggerer", "--skip-serve-logs"],
 }
 PORT = int(os.environ.get("HFC_AIRFLOW_PORT", "8080"))
+# Several stacks can run side by side (a LocalExecutor one and a CeleryExecutor one, say):
+# each instance has its own metadata database, pid files and port (HFC_AIRFLOW_PORT).
+INSTANCE = os.environ.get("HFC_AIRFLOW_INSTANCE", "main")
 
 
 class StackError(RuntimeError):
@@ -39,7 +42,7 @@ def _airflow_bin() -> str:
 
 
 def _run_dir(env: dict[str, str]) -> Path:
-    path = Path(env["AIRFLOW_HOME"]) / "stack"
+    path = Path(env["AIRFLOW_HOME"]) / ("stack" if INSTANCE == "main" else f"stack-{INSTANCE}")
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -56,8 +59,8 @@ def stack_env() -> dict[str, str]:
     env.update(
         {
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": base.replace("postgresql://", "postgresql+psycopg2://")
-            + "/airflow",
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            + f"/{_database()}",
+            "AIRFLOW__CORE__EXECUTOR": os.environ.get("HFC_AIRFLOW_EXECUTOR", "LocalExecutor"),
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{PORT}/execution/",
             "AIRFLOW__API__PORT": str(PORT),
             "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{PORT}",
@@ -69,6 +72,10 @@ def stack_env() -> dict[str, str]:
         }
     )
     return env
+
+
+def _database() -> str:
+    return "airflow" if INSTANCE == "main" else f"airflow_{INSTANCE}"
 
 
 def _alive(pid: int) -> bool:
@@ -97,8 +104,8 @@ def _ensure_database(env: dict[str, str]) -> None:
     import psycopg
 
     with psycopg.connect(env["HFC_CATALOGUE_DSN"], autocommit=True) as conn:
-        if not conn.execute("select 1 from pg_database where datname = 'airflow'").fetchone():
-            conn.execute("create database airflow")
+        if not conn.execute("select 1 from pg_database where datname = %s", (_database(),)).fetchone():
+            conn.execute(f'create database "{_database()}"')
 
 
 def _pools(env: dict[str, str]) -> None:
@@ -126,7 +133,7 @@ def up(wait: float = 120.0, verbose: bool = True) -> dict[str, int]:
     _ensure_database(env)
     marker = run_dir / "db-migrated"
     if not marker.exists():
-        say("[hfc-airflow] migrating the metadata database (PostgreSQL 'airflow')")
+        say(f"[hfc-airflow] migrating the metadata database (PostgreSQL '{_database()}')")
         subprocess.run([_airflow_bin(), "db", "migrate"], env=env, check=True, capture_output=True)
         marker.touch()
     _pools(env)
