@@ -571,11 +571,11 @@ class _Pipeline:
             future, on_done = self._pending.pop(0)
             on_done(future.result())
 
-    def close(self) -> None:
-        try:
-            self.flush()
-        finally:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+    def shutdown(self) -> None:
+        """Wait for the worker (a COPY in flight finishes or fails) without running callbacks:
+        after an error nothing more is sent, the caller's transaction is rolled back."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pending.clear()
 
 
 def _load_kind(ctx: _Ctx, kind: str, spec: KindSpec, read_file, chunk_bytes: int) -> None:
@@ -601,8 +601,9 @@ def _load_kind(ctx: _Ctx, kind: str, spec: KindSpec, read_file, chunk_bytes: int
                 chunk, size = [], 0
         if chunk:
             _load_chunk(ctx, spec, table, chunk, pipe)
+        pipe.flush()
     finally:
-        pipe.close()
+        pipe.shutdown()
 
 
 def _load_chunk(ctx: _Ctx, spec: KindSpec, table: _Table, chunk: list[tuple[_Entry, bytes]], pipe) -> None:
@@ -632,6 +633,10 @@ def _load_chunk(ctx: _Ctx, spec: KindSpec, table: _Table, chunk: list[tuple[_Ent
 
 def _load_rows(ctx: _Ctx, spec: KindSpec, table: _Table, rows: Rows, data: dict[str, bytes], pipe) -> None:
     """Resolve ids, COPY; a file PostgreSQL refuses goes through the exact path (or is rejected)."""
+    if spec.embeds:
+        # Matching embedded metadata writes: never inside the savepoint of a COPY in flight
+        # (a refused COPY would roll the new metadata rows back under our feet).
+        pipe.flush()
     supplied, problems = _resolve(ctx, spec, table, rows)
     if problems:
         for name, found in problems.items():
