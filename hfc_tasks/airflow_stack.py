@@ -31,6 +31,37 @@ PORT = int(os.environ.get("HFC_AIRFLOW_PORT", "8080"))
 # Several stacks can run side by side (a LocalExecutor one and a CeleryExecutor one, say):
 # each instance has its own metadata database, pid files and port (HFC_AIRFLOW_PORT).
 INSTANCE = os.environ.get("HFC_AIRFLOW_INSTANCE", "main")
+EXECUTOR = os.environ.get("HFC_AIRFLOW_EXECUTOR", "LocalExecutor")
+# CeleryExecutor instances also run their own Redis broker (127.0.0.1:HFC_REDIS_PORT) and
+# HFC_CELERY_WORKERS workers, each a separate Celery node (worker1@<host>, worker2@<host>...).
+REDIS_PORT = int(os.environ.get("HFC_REDIS_PORT", "6380"))
+CELERY_WORKERS = int(os.environ.get("HFC_CELERY_WORKERS", "2"))
+# An instance may use its own catalogue database on the site's PostgreSQL (tests that must not
+# touch the shared catalogue): HFC_AIRFLOW_CATALOGUE_DB=<name>, created if missing.
+CATALOGUE_DB = os.environ.get("HFC_AIRFLOW_CATALOGUE_DB") or None
+
+
+def celery() -> bool:
+    return EXECUTOR == "CeleryExecutor"
+
+
+def instance_components() -> dict[str, list[str]]:
+    """The processes of this instance, in start order (Redis and workers only with Celery)."""
+    if not celery():
+        return dict(COMPONENTS)
+    comps: dict[str, list[str]] = {"redis": []}
+    comps.update(COMPONENTS)
+    for i in range(1, CELERY_WORKERS + 1):
+        comps[f"worker{i}"] = ["celery", "worker", "--celery-hostname", f"worker{i}@%h",
+                               "--concurrency", "4", "--skip-serve-logs", "--without-mingle"]
+    return comps
+
+
+def _command(name: str, args: list[str], run_dir: Path) -> list[str]:
+    if name == "redis":
+        return ["redis-server", "--bind", "127.0.0.1", "--port", str(REDIS_PORT), "--save", "",
+                "--appendonly", "no", "--dir", str(run_dir), "--protected-mode", "yes"]
+    return [_airflow_bin(), *[a.format(port=PORT) for a in args]]
 
 
 class StackError(RuntimeError):
@@ -71,6 +102,22 @@ def stack_env() -> dict[str, str]:
             "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
         }
     )
+    if CATALOGUE_DB:
+        env["HFC_CATALOGUE_DSN"] = f"{base}/{CATALOGUE_DB}"
+        conn = json.loads(env["AIRFLOW_CONN_HFC_CATALOGUE"])
+        conn["schema"] = CATALOGUE_DB
+        env["AIRFLOW_CONN_HFC_CATALOGUE"] = json.dumps(conn)
+    if celery():
+        env.update(
+            {
+                "AIRFLOW__CELERY__BROKER_URL": f"redis://127.0.0.1:{REDIS_PORT}/0",
+                "AIRFLOW__CELERY__RESULT_BACKEND": "db+"
+                + env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].replace("+psycopg2", ""),
+                "AIRFLOW__CELERY__WORKER_CONCURRENCY": "4",
+                # Tasks must be picked up at once in tests and demos (no prefetch of a whole batch).
+                "AIRFLOW__CELERY__WORKER_PREFETCH_MULTIPLIER": "1",
+            }
+        )
     return env
 
 
@@ -103,9 +150,17 @@ def _pid(run_dir: Path, name: str) -> int | None:
 def _ensure_database(env: dict[str, str]) -> None:
     import psycopg
 
-    with psycopg.connect(env["HFC_CATALOGUE_DSN"], autocommit=True) as conn:
-        if not conn.execute("select 1 from pg_database where datname = %s", (_database(),)).fetchone():
-            conn.execute(f'create database "{_database()}"')
+    from hfc_tasks import localsite
+
+    with psycopg.connect(localsite.env_vars()["HFC_CATALOGUE_DSN"], autocommit=True) as conn:
+        for name in (_database(), CATALOGUE_DB):
+            if name and not conn.execute("select 1 from pg_database where datname = %s", (name,)).fetchone():
+                conn.execute(f'create database "{name}"')
+    if CATALOGUE_DB:
+        from hfc_tasks.catalogue import schema
+
+        with psycopg.connect(env["HFC_CATALOGUE_DSN"]) as conn:
+            schema.upgrade(conn)
 
 
 def _pools(env: dict[str, str]) -> None:
@@ -138,10 +193,10 @@ def up(wait: float = 120.0, verbose: bool = True) -> dict[str, int]:
         marker.touch()
     _pools(env)
     pids = {}
-    for name, args in COMPONENTS.items():
+    for name, args in instance_components().items():
         pid = _pid(run_dir, name)
         if pid is None:
-            cmd = [_airflow_bin(), *[a.format(port=PORT) for a in args]]
+            cmd = _command(name, args, run_dir)
             log = open(run_dir / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
             proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
             (run_dir / f"{name}.pid").write_text(str(proc.pid))
@@ -153,15 +208,25 @@ def up(wait: float = 120.0, verbose: bool = True) -> dict[str, int]:
     while time.monotonic() < deadline:
         last = health()
         components = ("metadatabase", "scheduler", "triggerer", "dag_processor")
-        if last and all(last.get(k, {}).get("status") == "healthy" for k in components):
+        if last and all(last.get(k, {}).get("status") == "healthy" for k in components) and _workers_ready(run_dir):
             say(f"[hfc-airflow] healthy: http://127.0.0.1:{PORT} (user admin, password in "
                 f"{env['AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE']})")
             return pids
-        for name in COMPONENTS:
+        for name in instance_components():
             if _pid(run_dir, name) is None:
                 raise StackError(f"{name} exited: read {run_dir / (name + '.log')}")
         time.sleep(1)
     raise StackError(f"Airflow components not healthy after {wait:.0f} s: {last}; logs in {run_dir}")
+
+
+def _workers_ready(run_dir: Path) -> bool:
+    """Every Celery worker of the instance has said 'ready' in its log (True without Celery)."""
+    for name in instance_components():
+        if name.startswith("worker"):
+            log = run_dir / f"{name}.log"
+            if not log.exists() or b" ready." not in log.read_bytes()[-200_000:]:
+                return False
+    return True
 
 
 def health() -> dict | None:
@@ -172,11 +237,18 @@ def health() -> dict | None:
         return None
 
 
-def down(components: tuple[str, ...] = tuple(COMPONENTS)) -> None:
-    """Stop the components (their whole process groups: LocalExecutor workers included)."""
+def down(names: tuple[str, ...] | None = None) -> None:
+    """Stop the components (their whole process groups: LocalExecutor workers included).
+
+    With Celery: workers first, the broker last, so that nothing is left waiting on a dead Redis.
+    """
     env = stack_env()
     run_dir = _run_dir(env)
-    for name in components:
+    if names is None:
+        comps = list(instance_components())
+        names = tuple([n for n in comps if n.startswith("worker")] + list(COMPONENTS)
+                      + [n for n in comps if n == "redis"])
+    for name in names:
         pid = _pid(run_dir, name)
         if pid is None:
             continue
@@ -203,4 +275,4 @@ def running_registry() -> str | None:
 
 def status() -> dict[str, bool]:
     run_dir = _run_dir(stack_env())
-    return {name: _pid(run_dir, name) is not None for name in COMPONENTS}
+    return {name: _pid(run_dir, name) is not None for name in instance_components()}

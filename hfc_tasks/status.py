@@ -1,0 +1,530 @@
+"""Catalogue status: which nights of which FRC are in the catalogue (no Airflow import).
+
+The logic behind the status page of the Airflow UI (``plugins/hfc_status.py``) and anything
+else that wants the same answer (tests, the CLI):
+
+* :func:`catalogue_batches` reads the pipeline's batch tables (``hfc.batch``,
+  ``hfc.rejected_file``) for a range of nights;
+* :class:`AirflowREST` reads the DAG runs and task instances from Airflow's public REST API
+  *with the caller's own token*, and creates backfills the same way, so Airflow checks the
+  user's rights exactly as for its own UI;
+* :func:`build_heatmap` folds both into one cell per (FRC, night): ``loaded``, ``rejected``
+  (loaded, some files refused), ``running``, ``failed`` or ``missing``;
+* :func:`find_gaps` turns the cells into runs of consecutive nights to backfill and
+  :func:`backfill_body` into the body of ``POST /api/v2/backfills``;
+* :func:`quicklooks` and :func:`draw_features` give the gallery of one FRC night, with the
+  sunspot contours (chain codes) or positions of the catalogue drawn on the archived images.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+
+from hfc_tasks import products
+
+DAG_ID = "hfc_nightly"
+STATES = ("loaded", "rejected", "running", "failed", "missing")
+ACTIVE_TI = {"queued", "scheduled", "running", "deferred", "up_for_retry", "up_for_reschedule", "restarting"}
+FAILED_TI = {"failed", "upstream_failed"}
+# Freeman chain-code steps in the image frame of the FRC (+x west, +y north): 0=E ... 7=SE.
+CC_DX = (1, 1, 0, -1, -1, -1, 0, 1)
+CC_DY = (0, 1, 1, 1, 0, -1, -1, -1)
+
+
+# --------------------------------------------------------------------------- nights
+
+
+def night_range(first: dt.date, last: dt.date) -> list[dt.date]:
+    if last < first:
+        raise ValueError(f"night range {first}..{last} is empty (last before first)")
+    return [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
+
+
+def default_range(today: dt.date | None = None, nights: int = 30) -> tuple[dt.date, dt.date]:
+    """The last ``nights`` complete UTC days (a night is processed once its day is over)."""
+    today = today or dt.datetime.now(dt.UTC).date()
+    last = today - dt.timedelta(days=1)
+    return last - dt.timedelta(days=nights - 1), last
+
+
+def _date(value) -> dt.date | None:
+    if value in (None, ""):
+        return None
+    if isinstance(value, dt.datetime):
+        return value.astimezone(dt.UTC).date() if value.tzinfo else value.date()
+    if isinstance(value, dt.date):
+        return value
+    text = str(value)
+    if len(text) > 10:
+        parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return parsed.astimezone(dt.UTC).date() if parsed.tzinfo else parsed.date()
+    return products.parse_night(text)
+
+
+def run_night(run: dict) -> dt.date | None:
+    """The night a DAG run works on: its ``night`` conf if given, else its data interval's start
+    (the same rule as :func:`hfc_tasks.operators.night_of`)."""
+    conf = run.get("conf") or {}
+    if conf.get("night"):
+        try:
+            return products.parse_night(str(conf["night"]))
+        except ValueError:
+            return None
+    return _date(run.get("data_interval_start") or run.get("logical_date"))
+
+
+def run_frcs(run: dict, all_frcs: Sequence[str]) -> list[str]:
+    """The FRCs a run covers: its ``frcs`` conf if it names some, else all."""
+    wanted = (run.get("conf") or {}).get("frcs") or []
+    return [f for f in all_frcs if f in wanted] if wanted else list(all_frcs)
+
+
+# --------------------------------------------------------------------------- catalogue
+
+
+@dataclass
+class Batch:
+    id: int
+    frc: str
+    night: dt.date
+    status: str
+    rows: int
+    row_counts: dict
+    rejected_files: int
+    slurm_job_id: str | None = None
+    dag_run_id: str | None = None
+    frc_version: str | None = None
+    finished_at: str | None = None
+
+
+def catalogue_batches(conn, first: dt.date, last: dt.date, frcs: Iterable[str] | None = None) -> dict:
+    """``{(frc, night): Batch}`` of the batches loaded for nights ``first..last``."""
+    rows = conn.execute(
+        """
+        select b.id, b.frc, b.night, b.status, b.row_counts, b.slurm_job_id, b.dag_run_id, b.frc_version,
+               b.finished_at,
+               (select count(distinct r.file) from hfc.rejected_file r where r.batch_id = b.id)
+        from hfc.batch b
+        where b.night between %s and %s
+        order by b.frc, b.night
+        """,
+        (first, last),
+    ).fetchall()
+    wanted = set(frcs) if frcs is not None else None
+    out = {}
+    for bid, frc, night, status, counts, job, run_id, version, finished, rejected in rows:
+        if wanted is not None and frc not in wanted:
+            continue
+        counts = counts if isinstance(counts, dict) else json.loads(counts or "{}")
+        out[(frc, night)] = Batch(
+            id=bid, frc=frc, night=night, status=status, rows=sum(int(v) for v in counts.values()),
+            row_counts=counts, rejected_files=int(rejected), slurm_job_id=job, dag_run_id=run_id,
+            frc_version=version, finished_at=finished.isoformat() if finished else None,
+        )
+    return out
+
+
+def batch_details(conn, frc: str, night: dt.date) -> dict | None:
+    """One batch with its files and rejected files: the provenance of a night's rows."""
+    row = conn.execute(
+        "select id, status, row_counts, manifest_sha256, slurm_job_id, dag_run_id, task_try, frc_version, "
+        "product_format, started_at, finished_at from hfc.batch where frc = %s and night = %s",
+        (frc, night),
+    ).fetchone()
+    if row is None:
+        return None
+    keys = ("id", "status", "row_counts", "manifest_sha256", "slurm_job_id", "dag_run_id", "task_try",
+            "frc_version", "product_format", "started_at", "finished_at")
+    batch = dict(zip(keys, row, strict=True))
+    for k in ("started_at", "finished_at"):
+        batch[k] = batch[k].isoformat() if batch[k] else None
+    batch["files"] = [
+        dict(zip(("name", "kind", "rows", "sha256", "archive_path"), r, strict=True))
+        for r in conn.execute(
+            "select name, kind, rows, sha256, archive_path from hfc.batch_file where batch_id = %s "
+            "order by kind = 'quicklook', name",
+            (batch["id"],),
+        )
+    ]
+    batch["rejected"] = [
+        dict(zip(("file", "line", "column", "reason"), r, strict=True))
+        for r in conn.execute(
+            "select file, line, column_name, reason from hfc.rejected_file where batch_id = %s order by file, line",
+            (batch["id"],),
+        )
+    ]
+    return {"frc": frc, "night": night.isoformat(), **batch}
+
+
+@dataclass
+class Feature:
+    x: int  # feature centre, pixel of the FRC's image (FITS-like: row 0 at the bottom)
+    y: int
+    cc_x: int | None = None  # chain code start
+    cc_y: int | None = None
+    cc: str | None = None
+
+    def contour(self) -> list[tuple[int, int]]:
+        if self.cc_x is None or self.cc_y is None or not self.cc:
+            return []
+        pts = [(self.cc_x, self.cc_y)]
+        for ch in self.cc:
+            if ch.isdigit() and int(ch) < 8:
+                x, y = pts[-1]
+                pts.append((x + CC_DX[int(ch)], y + CC_DY[int(ch)]))
+        return pts
+
+
+@dataclass
+class Quicklook:
+    name: str
+    archive_path: str
+    date_obs: str
+    naxis1: int | None
+    naxis2: int | None
+    features: list[Feature] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["features"] = len(self.features)
+        d["contours"] = sum(1 for f in self.features if f.cc)
+        return d
+
+
+def quicklooks(conn, frc: str, night: dt.date) -> list[Quicklook]:
+    """The quicklooks of one FRC night (archive path from the batch's files) and the sunspots
+    the catalogue holds for each observation."""
+    obs = conn.execute(
+        """
+        select o.id_observations, o.qclk_fname, f.archive_path, o.date_obs, o.naxis1, o.naxis2
+        from hfc.observations o
+        join hfc.batch b on b.id = o.batch_id
+        join hfc.batch_file f on f.batch_id = b.id and f.name = o.qclk_fname and f.kind = 'quicklook'
+        where b.frc = %s and b.night = %s
+        order by o.date_obs, o.qclk_fname
+        """,
+        (frc, night),
+    ).fetchall()
+    out: dict[int, Quicklook] = {}
+    for oid, name, path, date_obs, n1, n2 in obs:
+        out[oid] = Quicklook(name=name, archive_path=path, date_obs=date_obs.isoformat(), naxis1=n1, naxis2=n2)
+    if out:
+        for oid, x, y, cx, cy, cc in conn.execute(
+            "select observations_id_ic, feat_x_pix, feat_y_pix, cc_x_pix, cc_y_pix, cc from hfc.sunspots "
+            "where observations_id_ic = any(%s) order by id_sunspot",
+            (list(out),),
+        ):
+            out[oid].features.append(Feature(x=x, y=y, cc_x=cx, cc_y=cy, cc=cc))
+    return list(out.values())
+
+
+def quicklook_path(conn, frc: str, night: dt.date, name: str) -> str | None:
+    """The archive path of a quicklook *listed in the night's batch* (None otherwise): the only
+    files the page ever reads from the archive, so no path given by a browser reaches SFTP."""
+    products.check_plain_name(name)
+    row = conn.execute(
+        "select f.archive_path from hfc.batch_file f join hfc.batch b on b.id = f.batch_id "
+        "where b.frc = %s and b.night = %s and f.name = %s and f.kind = 'quicklook'",
+        (frc, night, name),
+    ).fetchone()
+    return row[0] if row else None
+
+
+def draw_features(image: bytes, features: Sequence[Feature], naxis1: int | None, naxis2: int | None) -> bytes:
+    """The quicklook as PNG with the contours (chain codes) drawn in red, or a cross at each
+    feature's position where there is no contour.
+
+    Pixel coordinates of the catalogue are those of the FRC's full image (``naxis1 x naxis2``,
+    FITS-like: row 0 at the bottom, solar north up); the quicklook may be smaller and is shown
+    north up, so x is scaled and y scaled and flipped.
+    """
+    from PIL import Image, ImageDraw
+
+    img = Image.open(io.BytesIO(image)).convert("RGB")
+    w, h = img.size
+    sx = w / (naxis1 or w)
+    sy = h / (naxis2 or h)
+
+    def to_img(x: float, y: float) -> tuple[float, float]:
+        return (x + 0.5) * sx, h - (y + 0.5) * sy
+
+    draw = ImageDraw.Draw(img)
+    for feat in features:
+        contour = feat.contour()
+        if len(contour) > 1:
+            draw.line([to_img(x, y) for x, y in contour] + [to_img(*contour[0])], fill=(255, 40, 40), width=1)
+        else:
+            cx, cy = to_img(feat.x, feat.y)
+            r = max(3, int(4 * max(sx, sy)))
+            draw.line([(cx - r, cy), (cx + r, cy)], fill=(255, 200, 0), width=1)
+            draw.line([(cx, cy - r), (cx, cy + r)], fill=(255, 200, 0), width=1)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+# --------------------------------------------------------------------------- Airflow's REST API
+
+
+class ApiError(RuntimeError):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"Airflow API answered {status}: {message}")
+        self.status = status
+        self.message = message
+
+
+class AirflowREST:
+    """Airflow's public REST API with the *caller's* bearer token (never a service account)."""
+
+    def __init__(self, base: str, token: str, timeout: float = 30) -> None:
+        self.base = base.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+
+    def call(self, method: str, path: str, body: dict | None = None, query: dict | None = None):
+        url = f"{self.base}/api/v2{path}"
+        if query:
+            url += "?" + urllib.parse.urlencode(query, doseq=True)
+        req = urllib.request.Request(
+            url, method=method, data=None if body is None else json.dumps(body).encode(),
+            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json",
+                     "Accept": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                raw = resp.read()
+                return json.loads(raw) if raw else None
+        except urllib.error.HTTPError as exc:
+            text = exc.read().decode(errors="replace")
+            try:
+                detail = json.loads(text).get("detail", text)
+            except ValueError:
+                detail = text
+            raise ApiError(exc.code, detail if isinstance(detail, str) else json.dumps(detail)) from None
+
+    def dag_runs(self, dag_id: str, first: dt.date, last: dt.date, limit: int = 2000) -> list[dict]:
+        """Runs that may be about nights ``first..last``: those whose data interval starts in
+        the range, and every run created since the range began (manual runs naming a night)."""
+        runs: dict[str, dict] = {}
+        start = dt.datetime.combine(first, dt.time(), dt.UTC).isoformat()
+        end = dt.datetime.combine(last + dt.timedelta(days=1), dt.time(), dt.UTC).isoformat()
+        for query in ({"logical_date_gte": start, "logical_date_lt": end}, {"run_after_gte": start}):
+            offset = 0
+            while offset < limit:
+                page = self.call("GET", f"/dags/{dag_id}/dagRuns",
+                                 query={**query, "limit": 100, "offset": offset, "order_by": "-run_after"})
+                for run in page["dag_runs"]:
+                    runs[run["dag_run_id"]] = run
+                offset += 100
+                if offset >= page["total_entries"]:
+                    break
+        return list(runs.values())
+
+    def task_instances(self, dag_id: str, run_ids: Sequence[str]) -> list[dict]:
+        tis: list[dict] = []
+        for i in range(0, len(run_ids), 50):
+            offset = 0
+            while True:  # pages of 100 (the API's default maximum page size)
+                body = {"dag_ids": [dag_id], "dag_run_ids": list(run_ids[i:i + 50]), "page_limit": 100,
+                        "page_offset": offset}
+                page = self.call("POST", "/dags/~/dagRuns/~/taskInstances/list", body)["task_instances"]
+                tis.extend(page)
+                offset += len(page)
+                if len(page) < 100:
+                    break
+        return tis
+
+    def dag_params(self, dag_id: str) -> dict:
+        return (self.call("GET", f"/dags/{dag_id}/details") or {}).get("params") or {}
+
+    def backfills(self, dag_id: str) -> list[dict]:
+        return self.call("GET", "/backfills", query={"dag_id": dag_id, "limit": 100})["backfills"]
+
+    def create_backfill(self, body: dict) -> dict:
+        return self.call("POST", "/backfills", body)
+
+
+# --------------------------------------------------------------------------- heat map and gaps
+
+
+@dataclass
+class Cell:
+    frc: str
+    night: str
+    state: str
+    rows: int = 0
+    rejected_files: int = 0
+    batch_id: int | None = None
+    slurm_job_id: str | None = None
+    run_id: str | None = None
+    run_state: str | None = None
+    tasks: dict = field(default_factory=dict)  # stage -> state, of the newest run of the night
+
+
+@dataclass
+class Heatmap:
+    frcs: list[str]
+    nights: list[str]
+    cells: dict  # (frc, night iso) -> Cell
+
+    def cell(self, frc: str, night: str) -> Cell:
+        return self.cells[(frc, night)]
+
+    def counts(self) -> dict[str, int]:
+        out = dict.fromkeys(STATES, 0)
+        for c in self.cells.values():
+            out[c.state] += 1
+        return out
+
+    def to_dict(self) -> dict:
+        return {"frcs": self.frcs, "nights": self.nights, "counts": self.counts(),
+                "cells": [asdict(c) for c in self.cells.values()]}
+
+
+def _run_sort_key(run: dict) -> str:
+    return str(run.get("run_after") or run.get("start_date") or run.get("logical_date") or "")
+
+
+def build_heatmap(frcs: Sequence[str], nights: Sequence[dt.date], batches: dict, runs: Sequence[dict],
+                  task_instances: Sequence[dict]) -> Heatmap:
+    """One cell per (FRC, night).
+
+    ``running``: the newest run of the night is active and the FRC's tasks are not all done;
+    else ``loaded`` / ``rejected`` from the batch (rejected = loaded with refused files);
+    else ``failed`` if the newest run that covered the FRC has a failed task of it;
+    else ``missing``.
+    """
+    by_run: dict[str, dict[str, dict[str, str | None]]] = {}
+    for ti in task_instances:
+        frc, _, stage = ti["task_id"].partition(".")
+        if stage:
+            by_run.setdefault(ti["dag_run_id"], {}).setdefault(frc, {})[stage] = ti.get("state")
+    runs_of: dict[tuple[str, dt.date], list[dict]] = {}
+    for run in runs:
+        night = run_night(run)
+        if night is None:
+            continue
+        for frc in run_frcs(run, frcs):
+            runs_of.setdefault((frc, night), []).append(run)
+    cells = {}
+    for frc in frcs:
+        for night in nights:
+            key = (frc, night.isoformat())
+            batch = batches.get((frc, night))
+            newest = max(runs_of.get((frc, night), []), key=_run_sort_key, default=None)
+            tasks = by_run.get(newest["dag_run_id"], {}).get(frc, {}) if newest else {}
+            cell = Cell(frc=frc, night=night.isoformat(), state="missing", tasks=tasks,
+                        run_id=newest["dag_run_id"] if newest else None,
+                        run_state=newest.get("state") if newest else None)
+            if batch is not None:
+                cell.rows, cell.rejected_files = batch.rows, batch.rejected_files
+                cell.batch_id, cell.slurm_job_id = batch.id, batch.slurm_job_id
+            active = bool(newest) and newest.get("state") in ("queued", "running") and (
+                not tasks or any(s in ACTIVE_TI or s is None for s in tasks.values()))
+            if active:
+                cell.state = "running"
+            elif batch is not None:
+                cell.state = "rejected" if batch.status == "partial" or batch.rejected_files else "loaded"
+            elif any(s in FAILED_TI for s in tasks.values()) or (newest and newest.get("state") == "failed"):
+                cell.state = "failed"
+            cells[key] = cell
+    return Heatmap(frcs=list(frcs), nights=[n.isoformat() for n in nights], cells=cells)
+
+
+@dataclass
+class Gap:
+    first: str
+    last: str
+    frcs: list[str]  # FRCs missing or failed on at least one night of the range
+    nights: int
+    reprocess_behavior: str  # what the backfill must do with the runs these nights already have
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def find_gaps(heatmap: Heatmap, states: Sequence[str] = ("missing", "failed")) -> list[Gap]:
+    """Runs of consecutive nights where at least one FRC is ``missing`` or ``failed``.
+
+    A backfill works on whole nights of the DAG; ``reprocess_behavior`` is ``none`` when none
+    of the nights has a finished run, ``failed`` when the only finished runs failed, and
+    ``completed`` when one of them succeeded (the FRC was added later, say): every stage is
+    idempotent (re-run contract), so re-running the FRCs already loaded gives the same rows.
+    """
+    gaps: list[Gap] = []
+    current: list[str] = []
+
+    def close() -> None:
+        if not current:
+            return
+        cells = [heatmap.cells[(f, n)] for n in current for f in heatmap.frcs]
+        bad = [c for c in cells if c.state in states]
+        run_states = {c.run_state for c in cells if c.run_state}
+        behaviour = "completed" if "success" in run_states else "failed" if "failed" in run_states else "none"
+        gaps.append(Gap(first=current[0], last=current[-1], nights=len(current),
+                        frcs=sorted({c.frc for c in bad}), reprocess_behavior=behaviour))
+        current.clear()
+
+    for night in heatmap.nights:
+        states_of_night = {heatmap.cells[(f, night)].state for f in heatmap.frcs}
+        if states_of_night & set(states) and "running" not in states_of_night:
+            day = dt.date.fromisoformat(night)
+            if current and day - dt.date.fromisoformat(current[-1]) != dt.timedelta(days=1):
+                close()
+            current.append(night)
+        else:
+            close()
+    close()
+    return gaps
+
+
+def backfill_body(gap: Gap, dag_id: str = DAG_ID, *, dag_params: dict | None = None,
+                  max_active_runs: int = 3) -> dict:
+    """``POST /api/v2/backfills`` for the nights of a gap.
+
+    The DAG's runs have daily data intervals starting at 00:00 UTC: night N is the run whose
+    logical date is N 00:00 UTC. When the DAG takes a ``frcs`` param, only the gap's FRCs run.
+    """
+    conf = {}
+    if dag_params and "frcs" in dag_params and gap.frcs:
+        conf["frcs"] = list(gap.frcs)
+    return {
+        "dag_id": dag_id,
+        "from_date": f"{gap.first}T00:00:00Z",
+        "to_date": f"{gap.last}T00:00:00Z",
+        "reprocess_behavior": gap.reprocess_behavior,
+        "max_active_runs": max_active_runs,
+        "run_backwards": False,
+        "dag_run_conf": conf,
+    }
+
+
+def heatmap_for(conn, api: AirflowREST | None, frcs: Sequence[str], first: dt.date, last: dt.date,
+                dag_id: str = DAG_ID) -> tuple[Heatmap, list[str]]:
+    """Everything the page shows for a range; the second value lists what could not be read
+    (the catalogue or the API), so a partial page says so instead of hiding it."""
+    problems: list[str] = []
+    nights = night_range(first, last)
+    batches = {}
+    if conn is not None:
+        try:
+            batches = catalogue_batches(conn, first, last, frcs)
+        except Exception as exc:  # noqa: BLE001 - shown on the page
+            problems.append(f"catalogue: {type(exc).__name__}: {exc}".strip())
+    runs, tis = [], []
+    if api is not None:
+        try:
+            runs = api.dag_runs(dag_id, first, last)
+            ids = [r["dag_run_id"] for r in runs if (n := run_night(r)) is not None and first <= n <= last]
+            runs = [r for r in runs if r["dag_run_id"] in set(ids)]
+            tis = api.task_instances(dag_id, ids) if ids else []
+        except (ApiError, OSError) as exc:
+            problems.append(f"Airflow API: {exc}")
+    return build_heatmap(frcs, nights, batches, runs, tis), problems

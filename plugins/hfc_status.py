@@ -1,0 +1,28 @@
+"""Airflow plugin: the HFC catalogue status page and the extra links of the HFC stages.
+
+Thin on purpose: the app is :mod:`hfc_tasks.status_app` (logic in :mod:`hfc_tasks.status`),
+the links are :mod:`hfc_tasks.links`.
+"""
+
+from __future__ import annotations
+
+from airflow.plugins_manager import AirflowPlugin
+
+from hfc_tasks.links import HFC_LINKS
+from hfc_tasks.status_app import PREFIX, create_app
+
+
+class HfcStatusPlugin(AirflowPlugin):
+    name = "hfc_status"
+    fastapi_apps = [{"app": create_app(), "url_prefix": PREFIX, "name": "HFC catalogue status"}]
+    # A navigation entry; url_route makes the UI show the page inside Airflow (an iframe).
+    external_views = [
+        {
+            "name": "HFC catalogue",
+            "href": f"{PREFIX.lstrip('/')}/",
+            "url_route": "hfc-catalogue",
+            "destination": "nav",
+            "nav_top_level": True,
+        }
+    ]
+    operator_extra_links = list(HFC_LINKS)
