@@ -1,7 +1,20 @@
-"""hfc_nightly: one night of the Heliophysics Feature Catalogue, every FRC of the registry.
+"""
+### hfc_nightly: one night of the Heliophysics Feature Catalogue
 
-Thin on purpose: the FRCs come from ``config/registry.yaml``, everything the tasks do lives
-in the installed ``hfc_tasks`` package.
+Every FRC of the registry (`config/registry.yaml`) that runs on this site gets a task group
+named after it:
+
+- `submit`: `sbatch` over SSH (job `hfc.<frc>.<YYYYMMDD>`), or adopts the live job of
+  that name. Clear it to recompute the night.
+- `wait`: waits in the triggerer for the job's end state (no worker slot held). Clearing or
+  marking it while the job runs **cancels the job**.
+- `archive`: copies the products to the HFC archive, sha256-verified, then deletes them on
+  the cluster. Clear it to copy again (files already archived are skipped).
+- `catalogue`: replaces the night's batch of the FRC in the catalogue (same rows on re-run).
+
+Trackers start after the `catalogue` task of the FRC they read (`after:` in the registry).
+Each scheduled run covers one UTC day (its data interval). A manual run may name a `night`
+and a subset of `frcs`. Runbook: `docs/runbook.md`.
 """
 
 from __future__ import annotations
@@ -16,6 +29,19 @@ from hfc_tasks.sensors import SlurmJobSensor
 
 registry = load_registry()
 site = registry.site()
+frcs = registry.enabled_frcs
+
+default_args = {
+    "owner": "hfc-operators",
+    "retries": 2,
+    "retry_delay": dt.timedelta(minutes=2),
+    "retry_exponential_backoff": 2.0,
+    "max_retry_delay": dt.timedelta(minutes=30),
+}
+if site.notify_conn_id:
+    from hfc_tasks.notifiers import HfcFailureNotifier
+
+    default_args["on_failure_callback"] = HfcFailureNotifier(conn_id=site.notify_conn_id)
 
 with DAG(
     dag_id="hfc_nightly",
@@ -25,45 +51,53 @@ with DAG(
     start_date=dt.datetime(2024, 1, 1, tzinfo=dt.UTC),
     catchup=False,
     max_active_runs=3,
-    default_args={
-        "owner": "hfc-operators",
-        "retries": 2,
-        "retry_delay": dt.timedelta(minutes=2),
-        "retry_exponential_backoff": 2.0,
-        "max_retry_delay": dt.timedelta(minutes=30),
-    },
+    default_args=default_args,
     params={
         "night": Param(
             None,
             type=["null", "string"],
             format="date",
-            description="Night to process (YYYY-MM-DD); empty = the run's data interval",
+            title="Night",
+            description="Night to process (YYYY-MM-DD, UTC). Empty: the run's data interval.",
+        ),
+        "frcs": Param(
+            [],
+            type="array",
+            items={"type": "string", "enum": [f.name for f in frcs]},
+            uniqueItems=True,
+            title="FRCs",
+            description="Run only these FRCs (the others are skipped). Empty: all.",
         ),
     },
-    tags=["hfc", "catalogue"],
+    tags=["hfc", "catalogue", "slurm"],
     doc_md=__doc__,
 ) as dag:
     groups: dict[str, TaskGroup] = {}
-    for frc in registry.enabled_frcs:
-        with TaskGroup(group_id=frc.name, tooltip=frc.doc or frc.name) as group:
-            submit = SlurmSubmitOperator(task_id="submit", frc=frc.name, pool=site.cluster_pool)
-            wait = SlurmJobSensor(
-                task_id="wait",
+    submits: dict[str, SlurmSubmitOperator] = {}
+    for frc in frcs:
+        with TaskGroup(
+            group_id=frc.name,
+            tooltip=f"{frc.name} {frc.version}: {frc.feature} from {frc.observatory}/{frc.instrument}",
+            doc_md=f"#### {frc.name} {frc.version}\n\n{frc.doc or ''}\n\nFeature: {frc.feature}; "
+            f"instrument: {frc.observatory}/{frc.instrument}; runs after: {', '.join(frc.after) or 'nothing'}.",
+        ) as group:
+            job = f"{{{{ ti.xcom_pull(task_ids='{frc.name}.submit') }}}}"
+            submit = SlurmSubmitOperator(
+                task_id="submit",
                 frc=frc.name,
-                job_id=f"{{{{ ti.xcom_pull(task_ids='{frc.name}.submit') }}}}",
-                deferrable=True,
+                pool=site.cluster_pool,
+                # A tracker still runs when the FRC it reads was skipped (not chosen), never
+                # when that FRC failed.
+                trigger_rule="none_failed" if frc.after else "all_success",
             )
-            archive = ArchiveProductsOperator(
-                task_id="archive",
-                frc=frc.name,
-                slurm_job_id=f"{{{{ ti.xcom_pull(task_ids='{frc.name}.submit') }}}}",
-                pool=site.archive_pool,
-            )
+            wait = SlurmJobSensor(task_id="wait", frc=frc.name, job_id=job, deferrable=True)
+            archive = ArchiveProductsOperator(task_id="archive", frc=frc.name, slurm_job_id=job, pool=site.archive_pool)
             catalogue = CatalogueLoadOperator(task_id="catalogue", frc=frc.name, pool=site.archive_pool)
             submit >> wait >> archive >> catalogue
         groups[frc.name] = group
+        submits[frc.name] = submit
     # Trackers read their detector's published results: they start after its catalogue stage.
-    for frc in registry.enabled_frcs:
+    for frc in frcs:
         for dep in frc.after:
             if dep in groups:
-                groups[dep] >> groups[frc.name]
+                groups[dep] >> submits[frc.name]

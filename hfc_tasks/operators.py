@@ -17,9 +17,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowException
+from airflow.sdk.exceptions import AirflowException, AirflowSkipException
 
 from hfc_tasks import products
+from hfc_tasks.links import HFC_LINKS
 from hfc_tasks.registry import Frc, Registry, Site, load_registry
 
 
@@ -38,6 +39,8 @@ class _FrcStage(BaseOperator):
     """Shared part of the stages: the FRC and site come from the registry at run time."""
 
     ui_color = "#ffe8b0"
+    # SLURM output, archive folder, quicklooks, catalogue batch (pages of the status plugin).
+    operator_extra_links = HFC_LINKS
 
     def __init__(self, *, frc: str, site: str | None = None, registry_path: str | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -68,7 +71,13 @@ class SlurmSubmitOperator(_FrcStage):
         night = night_of(context)
         run_dir = products.run_dir(site.products_root, frc.name, night)
         job_name = products.job_name(frc.name, night)
-        command = frc.render_command(night=night, run_dir=run_dir, frc_root=site.frc_root)
+        selected = (context.get("params") or {}).get("frcs") or []
+        if selected and frc.name not in selected:
+            # A manual run for some FRCs only: this group is skipped (its tasks show as skipped).
+            raise AirflowSkipException(f"{frc.name} is not among the FRCs chosen for this run: {selected}")
+        command = frc.render_command(
+            night=night, run_dir=run_dir, frc_root=site.frc_root, archive_url=site.public_url_base
+        )
         hook = SlurmHook(site.cluster_conn_id)
         try:
             verb, value = hook.submit(

@@ -26,7 +26,11 @@ DEFAULT_REGISTRY = REPO_ROOT / "config" / "registry.yaml"
 # FRC names reach job names, folder names and remote shells: keep them plain.
 FRC_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 # Placeholders a command template may use; each value is shell-quoted when rendered.
-COMMAND_FIELDS = ("start", "end", "run_dir", "night", "frc_root", "cadence")
+COMMAND_FIELDS = (
+    "start", "end", "run_dir", "night", "frc_root", "cadence", "archive_url",
+    # for codes that want the dates in pieces (SoSoFT: day month year; RABAT3: YYYYMMDD)
+    "year", "month", "day", "start_yyyymmdd", "end_yyyymmdd",
+)
 # Extra #SBATCH options an FRC may ask for; anything else is refused (they reach sbatch).
 ALLOWED_SBATCH_OPTIONS = {
     "--nodes",
@@ -54,8 +58,14 @@ FORMATS_FILE = Path(__file__).resolve().parent / "catalogue" / "formats.yaml"
 def known_product_formats() -> tuple[frozenset[str], frozenset[str]]:
     """(product formats, kinds of files) of formats.yaml: names only, read with PyYAML (the DAG
     parses the registry; the catalogue readers, which validate the file fully, import pandas)."""
-    raw = yaml.safe_load(FORMATS_FILE.read_text(encoding="utf-8")) or {}
+    raw = _yaml(FORMATS_FILE.read_text(encoding="utf-8")) or {}
     return frozenset(raw.get("formats") or {}), frozenset(raw.get("kinds") or {})
+
+
+def _yaml(text: str):
+    """Safe YAML load, with libyaml's C parser when present: the DAG file reads the registry
+    (and the format names) at every parse, and the pure-Python parser cost ~60 ms of it."""
+    return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506 - safe loaders only
 
 
 class RegistryError(ValueError):
@@ -129,6 +139,9 @@ class Site(_Strict):
     cluster_pool_slots: int = Field(default=4, ge=1)
     archive_pool: str = "hfc_archive"
     archive_pool_slots: int = Field(default=4, ge=1)
+    # Airflow connection of the failure notifier (smtp: mail; http/https: a chat webhook);
+    # None = no notifications (the local site's default).
+    notify_conn_id: str | None = None
 
 
 class Frc(_Strict):
@@ -150,6 +163,8 @@ class Frc(_Strict):
     after: list[str] = Field(default_factory=list)
     rewrites: bool = False
     enabled: bool = True
+    # Sites that run this FRC (None: every site). The HFC V12 codes run in production only.
+    sites: list[str] | None = None
     doc: str = ""
 
     @field_validator("name", "archive_name")
@@ -194,7 +209,7 @@ class Frc(_Strict):
         start = dt.datetime.combine(night - dt.timedelta(days=self.lag_nights), dt.time(), dt.UTC)
         return start, start + dt.timedelta(days=1)
 
-    def render_command(self, *, night: dt.date, run_dir: str, frc_root: str) -> str:
+    def render_command(self, *, night: dt.date, run_dir: str, frc_root: str, archive_url: str = "") -> str:
         """The shell command line of one night; every substituted value is shell-quoted."""
         start, end = self.window(night)
         values = {
@@ -204,6 +219,12 @@ class Frc(_Strict):
             "night": night.isoformat(),
             "frc_root": frc_root,
             "cadence": str(self.cadence_seconds),
+            "archive_url": archive_url,
+            "year": f"{start:%Y}",
+            "month": f"{start:%m}",
+            "day": f"{start:%d}",
+            "start_yyyymmdd": f"{start:%Y%m%d}",
+            "end_yyyymmdd": f"{end:%Y%m%d}",
         }
         return self.command.format(**{k: shlex.quote(v) for k, v in values.items()})
 
@@ -225,6 +246,23 @@ class Registry(_Strict):
             for dep in frc.after:
                 if dep not in names:
                     raise ValueError(f"FRC {frc.name!r}: 'after' names unknown FRC {dep!r}")
+            for site in frc.sites or ():
+                if site not in self.sites:
+                    raise ValueError(f"FRC {frc.name!r}: 'sites' names unknown site {site!r}")
+        order = {f.name: f.after for f in self.frcs}
+        seen: set[str] = set()
+
+        def visit(name: str, path: tuple[str, ...]) -> None:
+            if name in path:
+                raise ValueError(f"'after' dependencies form a cycle: {' -> '.join((*path, name))}")
+            if name in seen:
+                return
+            for dep in order[name]:
+                visit(dep, (*path, name))
+            seen.add(name)
+
+        for name in order:
+            visit(name, ())
         return self
 
     def site(self, name: str | None = None) -> Site:
@@ -242,7 +280,12 @@ class Registry(_Strict):
 
     @property
     def enabled_frcs(self) -> list[Frc]:
-        return [f for f in self.frcs if f.enabled]
+        """The enabled FRCs that run on the current site (HFC_SITE or default_site)."""
+        return self.frcs_for()
+
+    def frcs_for(self, site: str | None = None) -> list[Frc]:
+        name = site or os.environ.get("HFC_SITE") or self.default_site
+        return [f for f in self.frcs if f.enabled and (f.sites is None or name in f.sites)]
 
 
 def _expand(value, env: dict[str, str]):
@@ -264,7 +307,7 @@ def load_registry(path: str | os.PathLike | None = None) -> Registry:
     """Read and validate the registry; errors name the file and the offending key."""
     path = Path(path or os.environ.get("HFC_REGISTRY") or DEFAULT_REGISTRY)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = _yaml(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise RegistryError(f"registry file {path} does not exist") from None
     except yaml.YAMLError as exc:

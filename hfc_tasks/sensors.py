@@ -17,6 +17,7 @@ from airflow.sdk import BaseSensorOperator
 from airflow.sdk.exceptions import AirflowException
 
 from hfc_tasks import products, slurm
+from hfc_tasks.links import HFC_LINKS
 from hfc_tasks.operators import night_of
 from hfc_tasks.registry import load_registry
 
@@ -24,6 +25,7 @@ from hfc_tasks.registry import load_registry
 class SlurmJobSensor(BaseSensorOperator):
     template_fields: Sequence[str] = ("job_id",)
     ui_color = "#9ecae1"
+    operator_extra_links = HFC_LINKS
 
     def __init__(
         self,

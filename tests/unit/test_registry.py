@@ -83,3 +83,36 @@ def test_product_format_and_products_are_checked_against_formats_yaml():
         Frc.model_validate(_frc_with(product_format="mdiss"))
     with pytest.raises(ValueError, match="'sunspot_feat' is not a kind of formats.yaml"):
         Frc.model_validate(_frc_with(products={"feat": "sunspot_feat"}))
+
+
+def test_after_cycle_refused(tmp_path):
+    text = BASE.format(name="a", extra="[]") + """    after: [b]
+  - name: b
+    version: "1"
+    feature: X
+    observatory: SDO
+    instrument: HMI
+    command: run
+    after: [a]
+"""
+    p = tmp_path / "r.yaml"
+    p.write_text(text)
+    with pytest.raises(RegistryError, match="cycle: a -> b -> a"):
+        load_registry(p)
+
+
+def test_sites_select_frcs(monkeypatch):
+    reg = load_registry()
+    local = [f.name for f in reg.frcs_for("local")]
+    prod = [f.name for f in reg.frcs_for("production")]
+    assert "demo-sunspots" in local and "sdoss" not in local
+    assert {"sdoss", "sdoss-tracking", "spoca-ar", "spoca-ch", "sosoft", "trackfil", "rabat3"} <= set(prod)
+    assert "demo-sunspots" not in prod
+    monkeypatch.setenv("HFC_SITE", "production")
+    assert [f.name for f in reg.enabled_frcs] == prod
+
+
+def test_date_pieces_for_positional_codes():
+    reg = load_registry()
+    cmd = reg.frc("sosoft").render_command(night=dt.date(2024, 3, 1), run_dir="/r", frc_root="/o")
+    assert cmd.endswith("run_sosoft.sh 01 03 2024")
