@@ -36,6 +36,7 @@ EXECUTOR = os.environ.get("HFC_AIRFLOW_EXECUTOR", "LocalExecutor")
 # HFC_CELERY_WORKERS workers, each a separate Celery node (worker1@<host>, worker2@<host>...).
 REDIS_PORT = int(os.environ.get("HFC_REDIS_PORT", "6380"))
 CELERY_WORKERS = int(os.environ.get("HFC_CELERY_WORKERS", "2"))
+CELERY_CONCURRENCY = int(os.environ.get("HFC_CELERY_CONCURRENCY", "2"))
 # An instance may use its own catalogue database on the site's PostgreSQL (tests that must not
 # touch the shared catalogue): HFC_AIRFLOW_CATALOGUE_DB=<name>, created if missing.
 CATALOGUE_DB = os.environ.get("HFC_AIRFLOW_CATALOGUE_DB") or None
@@ -53,8 +54,27 @@ def instance_components() -> dict[str, list[str]]:
     comps.update(COMPONENTS)
     for i in range(1, CELERY_WORKERS + 1):
         comps[f"worker{i}"] = ["celery", "worker", "--celery-hostname", f"worker{i}@%h",
-                               "--concurrency", "4", "--skip-serve-logs", "--without-mingle"]
+                               "--concurrency", str(CELERY_CONCURRENCY), "--skip-serve-logs", "--without-mingle"]
     return comps
+
+
+def worker_hostname() -> str:
+    """``[core] hostname_callable`` of the Celery workers of an instance: ``worker1@<host>``...
+
+    Several workers on one machine would otherwise all record the same host name in their task
+    instances; with this, the UI and the API say which worker ran each task.
+    """
+    import socket
+
+    name = os.environ.get("HFC_WORKER_NAME")
+    return f"{name}@{socket.getfqdn()}" if name else socket.getfqdn()
+
+
+def _component_env(name: str, env: dict[str, str]) -> dict[str, str]:
+    if not name.startswith("worker"):
+        return env
+    return {**env, "HFC_WORKER_NAME": name,
+            "AIRFLOW__CORE__HOSTNAME_CALLABLE": "hfc_tasks.airflow_stack.worker_hostname"}
 
 
 def _command(name: str, args: list[str], run_dir: Path) -> list[str]:
@@ -113,7 +133,7 @@ def stack_env() -> dict[str, str]:
                 "AIRFLOW__CELERY__BROKER_URL": f"redis://127.0.0.1:{REDIS_PORT}/0",
                 "AIRFLOW__CELERY__RESULT_BACKEND": "db+"
                 + env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].replace("+psycopg2", ""),
-                "AIRFLOW__CELERY__WORKER_CONCURRENCY": "4",
+                "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(CELERY_CONCURRENCY),
                 # Tasks must be picked up at once in tests and demos (no prefetch of a whole batch).
                 "AIRFLOW__CELERY__WORKER_PREFETCH_MULTIPLIER": "1",
             }
@@ -198,7 +218,8 @@ def up(wait: float = 120.0, verbose: bool = True) -> dict[str, int]:
         if pid is None:
             cmd = _command(name, args, run_dir)
             log = open(run_dir / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
-            proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            proc = subprocess.Popen(cmd, env=_component_env(name, env), stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
             (run_dir / f"{name}.pid").write_text(str(proc.pid))
             pid = proc.pid
             say(f"[hfc-airflow] {name}: started (pid {pid}, log {run_dir / (name + '.log')})")
