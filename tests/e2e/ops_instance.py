@@ -58,6 +58,19 @@ frcs:
 """
 
 
+def ensure_packages() -> None:
+    """Debian packages the operations tests need: redis-server (the broker) and chromium (the
+    browser test). Installed with apt-get when missing (the machine may be new)."""
+    import shutil
+
+    missing = [pkg for pkg, binary in (("redis-server", "redis-server"), ("chromium", "chromium"))
+               if shutil.which(binary) is None]
+    if missing:
+        subprocess.run(["apt-get", "update", "-qq"], check=True, capture_output=True)
+        subprocess.run(["apt-get", "install", "-y", "-qq", *missing], check=True, capture_output=True,
+                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+
+
 def env() -> dict[str, str]:
     from hfc_tasks.localsite import state_dir
 
