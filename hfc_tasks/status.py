@@ -451,7 +451,11 @@ class Gap:
 
 
 def find_gaps(heatmap: Heatmap, states: Sequence[str] = ("missing", "failed")) -> list[Gap]:
-    """Runs of consecutive nights where at least one FRC is ``missing`` or ``failed``.
+    """Runs of consecutive nights where the same FRCs are ``missing`` or ``failed``.
+
+    A night where an FRC is running belongs to no gap (it is being done). Nights with a
+    different set of FRCs to redo start a new gap, so that each backfill runs exactly the FRCs
+    its nights lack (``frcs`` of the DAG's params).
 
     A backfill works on whole nights of the DAG; ``reprocess_behavior`` is ``none`` when none
     of the nights has a finished run, ``failed`` when the only finished runs failed, and
@@ -472,13 +476,17 @@ def find_gaps(heatmap: Heatmap, states: Sequence[str] = ("missing", "failed")) -
                         frcs=sorted({c.frc for c in bad}), reprocess_behavior=behaviour))
         current.clear()
 
+    current_frcs: set[str] = set()
     for night in heatmap.nights:
-        states_of_night = {heatmap.cells[(f, night)].state for f in heatmap.frcs}
-        if states_of_night & set(states) and "running" not in states_of_night:
+        cells = [heatmap.cells[(f, night)] for f in heatmap.frcs]
+        bad_frcs = {c.frc for c in cells if c.state in states}
+        if bad_frcs and not any(c.state == "running" for c in cells):
             day = dt.date.fromisoformat(night)
-            if current and day - dt.date.fromisoformat(current[-1]) != dt.timedelta(days=1):
+            if current and (bad_frcs != current_frcs
+                            or day - dt.date.fromisoformat(current[-1]) != dt.timedelta(days=1)):
                 close()
             current.append(night)
+            current_frcs = bad_frcs
         else:
             close()
     close()

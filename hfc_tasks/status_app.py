@@ -27,7 +27,7 @@ import posixpath
 import re
 from urllib.parse import quote, urlencode
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Body, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 
 from hfc_tasks import products, status
@@ -100,7 +100,7 @@ table.hm td.c a{{color:#fff;text-decoration:none;display:block}} table.hm th{{fo
 th.n{{writing-mode:vertical-rl;transform:rotate(180deg);height:70px}} .legend span{{padding:2px 8px;
 border-radius:3px;color:#fff;margin-right:4px}} .problem{{background:#fde2e1;padding:6px 10px;border-radius:4px}}
 .gallery{{display:flex;flex-wrap:wrap;gap:10px}} .gallery figure{{margin:0;width:260px}}
-.gallery img{{width:256px;height:256px;border:1px solid #888;background:#000}} figcaption{{font-size:12px}}
+.gallery img{{width:256px;height:256px;border:1px solid #888;background:#000}} figcaption{{font-size:12px;overflow-wrap:anywhere}}
 table.t td,table.t th{{border-bottom:1px solid #ddd;padding:2px 8px;text-align:left;font-size:12px}}
 button{{cursor:pointer}} .msg{{margin-left:8px;font-weight:600}} code{{font-size:12px}}
 </style></head><body>{body}</body></html>""")
@@ -179,7 +179,7 @@ def create_app() -> FastAPI:
         bf_items = "".join(
             f'<li class="active-backfill">#{b["id"]} {b["from_date"][:10]} → {b["to_date"][:10]} '
             f'({"paused" if b.get("is_paused") else "running"}, '
-            f'by {html.escape(str(b.get("triggering_user_name")))})</li>'
+            f'conf {html.escape(json.dumps(b.get("dag_run_conf") or {}))})</li>'
             for b in backfills
         )
         problem_html = "".join(f'<p class="problem">{html.escape(p)}</p>' for p in problems)
@@ -219,9 +219,10 @@ document.querySelectorAll('button.backfill').forEach(b => b.addEventListener('cl
         return {"gaps": [g.to_dict() for g in status.find_gaps(heat)], "problems": problems}
 
     @app.post("/api/backfill")
-    async def api_backfill(request: Request):
+    def api_backfill(request: Request, body: dict = Body(...)):  # noqa: B008 - FastAPI's idiom
+        # A plain (sync) route: it runs in the thread pool, so its call back into this same
+        # api-server (the REST API) never blocks the event loop that must answer it.
         try:
-            body = await request.json()
             first, last = _night(str(body["first"])), _night(str(body["last"]))
         except (KeyError, ValueError, TypeError) as exc:
             raise HTTPException(400, f"body must be {{first, last[, frcs, reprocess_behavior]}}: {exc}") from None
