@@ -100,7 +100,8 @@ table.hm td.c a{{color:#fff;text-decoration:none;display:block}} table.hm th{{fo
 th.n{{writing-mode:vertical-rl;transform:rotate(180deg);height:70px}} .legend span{{padding:2px 8px;
 border-radius:3px;color:#fff;margin-right:4px}} .problem{{background:#fde2e1;padding:6px 10px;border-radius:4px}}
 .gallery{{display:flex;flex-wrap:wrap;gap:10px}} .gallery figure{{margin:0;width:260px}}
-.gallery img{{width:256px;height:256px;border:1px solid #888;background:#000}} figcaption{{font-size:12px;overflow-wrap:anywhere}}
+.gallery img{{width:256px;height:256px;border:1px solid #888;background:#000}}
+figcaption{{font-size:12px;overflow-wrap:anywhere}}
 table.t td,table.t th{{border-bottom:1px solid #ddd;padding:2px 8px;text-align:left;font-size:12px}}
 button{{cursor:pointer}} .msg{{margin-left:8px;font-weight:600}} code{{font-size:12px}}
 </style></head><body>{body}</body></html>""")
