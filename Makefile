@@ -9,7 +9,7 @@ NIGHT ?= 2024-03-01
 STAMP := $(VENV)/.installed
 SITE_ENV = set -a; eval "$$($(BIN)/hfc site env)"; set +a
 
-.PHONY: demo test venv site site-down airflow-db lint clean-site ui
+.PHONY: demo test venv site site-down airflow-db lint clean-site ui ops-debs
 
 $(STAMP): requirements.txt constraints.txt pyproject.toml
 	@command -v $(PY) >/dev/null || { apt-get update -qq && apt-get install -y -qq python3 python3-venv python3-dev; }
@@ -40,7 +40,14 @@ demo: airflow-db
 	  echo "== summary (full Airflow log: $$HFC_SITE_DIR/demo-$(NIGHT).log)"; \
 	  $(BIN)/hfc summary --night "$(NIGHT)"
 
-test: airflow-db
+# Debian tools of the operations tests: the Celery broker (redis-server), the browser of the
+# status-page test (chromium, driven by Playwright; no browser is ever downloaded) and the
+# validator of docker-compose.yaml (docker-compose 1.29, no engine needed).
+ops-debs:
+	@missing=""; for b in redis-server chromium docker-compose; do command -v $$b >/dev/null || missing="$$missing $$b"; done; \
+	  if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
+
+test: airflow-db ops-debs
 	@$(SITE_ENV); export PATH="$(CURDIR)/$(BIN):$$PATH"; \
 	  $(BIN)/ruff check .; \
 	  rc=0; $(BIN)/pytest $(PYTEST_ARGS) || rc=$$?; \

@@ -1,0 +1,135 @@
+"""docker-compose.yaml: the production stack, checked without a Docker engine.
+
+Structure (PyYAML, anchors resolved): Airflow's official shape with the CeleryExecutor, the HFC
+catalogue database, SSH keys and known_hosts in the workers *and* the triggerer, the example
+SLURM head/compute nodes and SFTP archive; every published port on 127.0.0.1. Then
+``docker-compose config -q`` (Debian's docker-compose 1.29) validates it against the compose
+schema, when the tool is installed (``make test`` installs it).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+COMPOSE = REPO / "docker-compose.yaml"
+AIRFLOW_SERVICES = {"airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer",
+                    "airflow-worker", "airflow-init"}
+SSH_SERVICES = {"airflow-worker", "airflow-triggerer", "airflow-apiserver"}
+SITE_SERVICES = {"slurm-head", "slurm-compute", "sftp-archive"}
+ENV = {"AIRFLOW_JWT_SECRET": "x" * 32, "AIRFLOW_CONN_HFC_CLUSTER": "ssh://cluster@slurm-head",
+       "AIRFLOW_CONN_HFC_ARCHIVE": "sftp://archive@sftp-archive"}
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+def _target(mount: str) -> str:
+    """The container path of a short-syntax mount (the source may be ``${VAR:-default}/x``)."""
+    source_end = mount.index("}") + 1 if mount.startswith("${") else 0
+    return mount[source_end:].split(":")[1]
+
+
+def _env(service: dict) -> dict:
+    env = service.get("environment") or {}
+    return env if isinstance(env, dict) else dict(item.split("=", 1) for item in env)
+
+
+def test_official_shape_with_celery_redis_postgres(compose):
+    services = compose["services"]
+    assert AIRFLOW_SERVICES | {"postgres", "redis", "catalogue-db"} <= set(services)
+    for name in AIRFLOW_SERVICES:
+        svc = services[name]
+        env = _env(svc)
+        assert svc["image"].startswith("${HFC_AIRFLOW_IMAGE:-hfc-airflow"), name
+        assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor", name
+        assert env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://") and "@redis:6379" in env[
+            "AIRFLOW__CELERY__BROKER_URL"], name
+        assert "@postgres/airflow" in env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"], name
+        assert env["AIRFLOW__API_AUTH__JWT_SECRET"].startswith("${AIRFLOW_JWT_SECRET:?"), name
+        assert "catalogue-db" in env["AIRFLOW_CONN_HFC_CATALOGUE"], name
+    commands = {n: services[n].get("command") for n in AIRFLOW_SERVICES - {"airflow-init"}}
+    assert commands == {"airflow-apiserver": "api-server", "airflow-scheduler": "scheduler",
+                        "airflow-dag-processor": "dag-processor", "airflow-triggerer": "triggerer",
+                        "airflow-worker": "celery worker"}
+    init = "\n".join(services["airflow-init"]["command"])
+    assert "airflow db migrate" in init and "hfc db upgrade" in init and "pools set hfc_cluster" in init
+    assert services["airflow-worker"]["deploy"]["replicas"] not in (0, 1, "1")
+
+
+def test_health_and_start_order(compose):
+    services = compose["services"]
+    for name in ("postgres", "redis", "catalogue-db", "airflow-apiserver", "airflow-scheduler",
+                 "airflow-worker", "airflow-triggerer", "airflow-dag-processor", "slurm-head"):
+        assert "healthcheck" in services[name], name
+    for name, svc in services.items():
+        for dep, cond in (svc.get("depends_on") or {}).items():
+            assert dep in services, f"{name} depends on unknown {dep}"
+            assert cond["condition"] in ("service_healthy", "service_completed_successfully", "service_started")
+    for name in AIRFLOW_SERVICES - {"airflow-init"}:
+        assert services[name]["depends_on"]["airflow-init"]["condition"] == "service_completed_successfully"
+
+
+def test_ssh_keys_and_known_hosts_in_workers_and_triggerer(compose):
+    services = compose["services"]
+    for name in SSH_SERVICES:
+        mounts = services[name]["volumes"]
+        targets = {_target(m): m for m in mounts}
+        assert "/opt/airflow/ssh" in targets and targets["/opt/airflow/ssh"].endswith(":ro"), name
+        assert "/home/airflow/.ssh/known_hosts" in targets, name
+        assert targets["/home/airflow/.ssh/known_hosts"].endswith(":ro"), name
+    # ...and nowhere else: the scheduler and the dag-processor never open SSH sessions.
+    for name in ("airflow-scheduler", "airflow-dag-processor"):
+        assert not any("/opt/airflow/ssh" in m for m in services[name]["volumes"]), name
+
+
+def test_example_site_services(compose):
+    services = compose["services"]
+    assert SITE_SERVICES <= set(services)
+    for name in SITE_SERVICES:
+        assert services[name].get("profiles") == ["site"], name
+    roles = {n: services[n]["command"] for n in SITE_SERVICES}
+    assert roles == {"slurm-head": ["head"], "slurm-compute": ["compute"], "sftp-archive": ["archive"]}
+    # Head and compute nodes share the munge key and the products file system.
+    head = {_target(m) for m in services["slurm-head"]["volumes"]}
+    compute = {_target(m) for m in services["slurm-compute"]["volumes"]}
+    assert {"/etc/munge", "/data/hfc/products"} <= head & compute
+    site_dir = REPO / services["slurm-head"]["build"]
+    for name in ("Dockerfile", "entrypoint.sh", "slurm.conf", "slurmdbd.conf", "sshd_config", "make-secrets.sh"):
+        assert (site_dir / name).exists(), name
+    slurm_conf = (site_dir / "slurm.conf").read_text()
+    assert "SlurmctldHost=slurm-head" in slurm_conf and "NodeName=slurm-compute" in slurm_conf
+    assert "accounting_storage/slurmdbd" in slurm_conf  # sacct needs slurmdbd
+    # The production site of the registry uses the example site's paths.
+    registry = yaml.safe_load((REPO / "config" / "registry.yaml").read_text())
+    prod = registry["sites"]["production"]
+    assert prod["products_root"] == "/data/hfc/products" and prod["archive_root"] == "/pub/hfc"
+    assert prod["frc_root"] == "/opt/hfc/frcs"
+
+
+def test_published_ports_are_loopback_only(compose):
+    for name, svc in compose["services"].items():
+        for port in svc.get("ports") or []:
+            assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} on every interface"
+
+
+def test_image_installs_the_package():
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert dockerfile.startswith("# ") and "FROM apache/airflow:3.3.2-python3.11" in dockerfile
+    assert "constraints.txt" in dockerfile and "/opt/hfc" in dockerfile
+
+
+@pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose not installed")
+def test_docker_compose_config_validates():
+    for profile in ([], ["--profile", "site"]):
+        proc = subprocess.run(["docker-compose", "-f", str(COMPOSE), *profile, "config", "-q"],
+                              cwd=REPO, env={**os.environ, **ENV}, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
