@@ -870,6 +870,7 @@ def _resolve_by_name(ctx: _Ctx, spec: KindSpec, rows: Rows, col, problem) -> np.
 
 _LINE = re.compile(r"line (\d+)")
 _COLUMN = re.compile(r"column (\w+)")
+_KEY = re.compile(r"Key \((\w+)\)=")
 
 
 def _copy_rows(conn, spec: KindSpec, rows: Rows, columns: list[str], options: str, lines: list[str]):
@@ -878,17 +879,24 @@ def _copy_rows(conn, spec: KindSpec, rows: Rows, columns: list[str], options: st
     try:
         with conn.transaction(), conn.cursor() as cur:
             _copy_lines(cur, spec.table, columns, options, lines)
-    except (psycopg.errors.DataError, psycopg.errors.NotNullViolation, psycopg.errors.CheckViolation) as exc:
+    except (
+        psycopg.errors.DataError,
+        psycopg.errors.NotNullViolation,
+        psycopg.errors.CheckViolation,
+        psycopg.errors.UniqueViolation,  # e.g. a PR_LOCFNAME another night already loaded
+    ) as exc:
         context = exc.diag.context or ""
         m = _LINE.search(context)
         if not m:
             raise
         r = int(m.group(1)) - 1
         i_file = int(rows.file_idx[r])
-        col = _COLUMN.search(context)
+        col = _COLUMN.search(context) or _KEY.search(exc.diag.message_detail or "")
         column = col.group(1) if col else getattr(exc.diag, "column_name", None)
         header = next((c.name for c in spec.columns if c.target == column), column)
         reason = (exc.diag.message_primary or str(exc)).strip()
+        if exc.diag.message_detail and isinstance(exc, psycopg.errors.UniqueViolation):
+            reason += f" ({exc.diag.message_detail.strip()})"
         return rows.names[i_file], Problem(rows.names[i_file], int(rows.lines[r]), header and header.upper(), reason)
     return None
 

@@ -274,3 +274,17 @@ def test_rabat3_observatory_first_names_and_real_metadata(conn):
     assert got[0][:5] == ("RABAT3", "2.0.3", "WIND", "RAD1", "RADIO")
     assert got[0][5:] == (1709251200.5, None, dt.datetime(2024, 3, 1))
     assert q(conn, "select count(*) from hfc.view_t3_gui") == [(4,)]
+
+
+def test_sosoft_pre_processed_image_already_loaded_by_another_night_is_a_located_rejection(conn):
+    assert sosoft_night(N1).load(conn).ok
+    other = sosoft_night(N2)
+    for e in list(other.entries):  # the same pre-processed image name as the night before
+        data = other.data_of(e["name"]).replace(b"mh240302.083000.pr.fits", b"mh240301.083000.pr.fits")
+        other.replace(e["name"], data)
+    report = other.load(conn)
+    pp = "SoSoFT_10_20240302_meu1_pp.csv"
+    assert [(r.file, r.line, r.column) for r in report.rejected][:1] == [(pp, 2, "PR_LOCFNAME")]
+    assert "pr_locfname" in report.rejected[0].reason and "already exists" in report.rejected[0].reason
+    assert "SoSoFT_10_20240302_meu1_feat.csv" in report.rejected_files  # its features depend on it
+    assert q(conn, "select count(*) from hfc.pp_output") == [(1,)]
