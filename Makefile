@@ -9,7 +9,7 @@ NIGHT ?= 2024-03-01
 STAMP := $(VENV)/.installed
 SITE_ENV = set -a; eval "$$($(BIN)/hfc site env)"; set +a
 
-.PHONY: demo test venv site site-down airflow-db lint clean-site ui ops-debs
+.PHONY: demo test venv site site-down airflow-db lint clean-site ui up down ops-debs
 
 $(STAMP): requirements.txt constraints.txt pyproject.toml
 	@command -v $(PY) >/dev/null || { apt-get update -qq && apt-get install -y -qq python3 python3-venv python3-dev; }
@@ -62,3 +62,11 @@ ui: airflow-db
 	@$(SITE_ENV); export PATH="$(CURDIR)/$(BIN):$$PATH"; \
 	  echo "Airflow UI: http://127.0.0.1:8080  user admin, password: $$(python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))["admin"])' "$$AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE")"; \
 	  exec $(BIN)/airflow standalone
+
+# The real scheduler stack on the local site (api-server on 127.0.0.1:8080, scheduler,
+# dag-processor, triggerer; LocalExecutor; metadata in the site's PostgreSQL).
+up: site
+	$(BIN)/hfc airflow up
+
+down: venv
+	$(BIN)/hfc airflow down

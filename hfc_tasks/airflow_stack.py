@@ -229,7 +229,11 @@ def up(wait: float = 120.0, verbose: bool = True) -> dict[str, int]:
     while time.monotonic() < deadline:
         last = health()
         components = ("metadatabase", "scheduler", "triggerer", "dag_processor")
-        if last and all(last.get(k, {}).get("status") == "healthy" for k in components) and _workers_ready(run_dir):
+        # "healthy" must come from our own api-server: another stack may hold the port.
+        ours = all(_pid(run_dir, name) is not None for name in COMPONENTS)
+        if ours and last and all(last.get(k, {}).get("status") == "healthy" for k in components) and _workers_ready(
+            run_dir
+        ):
             say(f"[hfc-airflow] healthy: http://127.0.0.1:{PORT} (user admin, password in "
                 f"{env['AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE']})")
             return pids
