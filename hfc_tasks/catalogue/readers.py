@@ -367,7 +367,6 @@ KNOWN = load_formats()
 KINDS = KNOWN.kinds
 # product_format -> file kind -> spec, in load order (the presets of formats.yaml).
 FORMATS: dict[str, dict[str, KindSpec]] = {fmt: KNOWN.resolve(fmt) for fmt in KNOWN.formats}
-METADATA_KINDS = ("observatory", "frc_info")
 FRC_INFO = KINDS["frc_info"]
 OBSERVATORY = KINDS["observatory"]
 SDOSS_INIT = KINDS["init"]
