@@ -26,8 +26,14 @@ if REGISTRY:
             # HFC_TEST_RESCHEDULE=1: the fallback for sites without a triggerer.
             mode = {"deferrable": False, "mode": "reschedule", "poke_interval": 1} if os.environ.get(
                 "HFC_TEST_RESCHEDULE") else {}
+            notify = {}
+            if os.environ.get("HFC_TEST_NOTIFY"):
+                from hfc_tasks.notifiers import HfcFailureNotifier
+
+                notify = {"on_failure_callback": HfcFailureNotifier(conn_id=os.environ["HFC_TEST_NOTIFY"])}
             wait = SlurmJobSensor(
                 **mode,
+                **notify,
                 task_id="wait",
                 frc=frc.name,
                 registry_path=REGISTRY,

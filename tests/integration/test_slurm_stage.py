@@ -230,3 +230,37 @@ def test_submissions_are_staggered(registry):
         submitted.append(third[1])
     finally:
         hook.close()
+
+
+def test_failure_notification_reaches_the_webhook(registry, test_airflow_db):
+    """A failed task posts a notice to the chat webhook named by an Airflow connection."""
+    import http.server
+    import threading
+
+    received: list[dict] = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's name
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append({"path": self.path, "body": json.loads(body)})
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    env, db = test_airflow_db
+    conn = {"conn_type": "http", "host": "127.0.0.1", "port": server.server_port, "schema": "http",
+            "extra": {"path": "/hooks/hfc"}}
+    try:
+        the_night = night()
+        r = run("t-exit3", the_night, registry, ({**env, "AIRFLOW_CONN_HFC_NOTIFY": json.dumps(conn)}, db),
+                notify="hfc_notify")
+    finally:
+        server.shutdown()
+    assert r.states == {"submit": "success", "wait": "failed"}
+    assert len(received) == 1 and received[0]["path"] == "/hooks/hfc"
+    text = received[0]["body"]["text"]
+    assert f"task wait FAILED for night {the_night}" in text and "exit code 3" in text
