@@ -36,7 +36,7 @@ class SlurmJobSensor(BaseSensorOperator):
         registry_path: str | None = None,
         deferrable: bool = True,
         poll_interval: float = 5.0,
-        max_poll_interval: float = 60.0,
+        max_poll_interval: float = 15.0,
         missing_timeout: float = 300.0,
         tail_lines: int = 50,
         **kwargs,
