@@ -104,7 +104,10 @@ class SlurmHook(BaseHook):
         found = slurm.parse_sacct(self.check(slurm.sacct_command(job_ids), what="sacct"))
         missing = [j for j in job_ids if j not in found]
         if missing:
-            found.update(slurm.parse_squeue(self.run(slurm.squeue_command(missing))[1]))
+            for job_id, status in slurm.parse_squeue(self.run(slurm.squeue_command(missing))[1]).items():
+                if status.is_final:  # accounting lags: the exit code comes from the controller
+                    status = slurm.with_scontrol_exit(status, self.run(slurm.scontrol_command(job_id))[1])
+                found[job_id] = status
         return found
 
     def cancel(self, job_id: str) -> None:

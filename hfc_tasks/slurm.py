@@ -268,6 +268,19 @@ def parse_squeue(stdout: str) -> dict[str, JobStatus]:
     return jobs
 
 
+def scontrol_command(job_id: str) -> str:
+    return f"scontrol -o show job {check_job_id(job_id)}"
+
+
+def with_scontrol_exit(status: JobStatus, stdout: str) -> JobStatus:
+    """Complete a final state that only squeue knew (no exit code there) from ``scontrol``."""
+    m = re.search(r"\bExitCode=(\d+):(\d+)", stdout)
+    if not m:
+        return status
+    return JobStatus(**{**status.to_dict(), "exit_code": int(m.group(1)), "signal": int(m.group(2)),
+                        "source": "squeue+scontrol"})
+
+
 def steps_command(job_id: str) -> str:
     """Per-step accounting of one job (MaxRSS lives on the steps, not the allocation)."""
     return f"sacct -n -P -j {check_job_id(job_id)} -o JobID,MaxRSS,Elapsed,TotalCPU"

@@ -127,7 +127,10 @@ class SacctPoller:
             self.stats["sacct_calls"] += 1
         missing = [j for j in ids if j not in found]
         if missing:
-            found.update(slurm.parse_squeue(await self._command(slurm.squeue_command(missing))))
+            for job_id, status in slurm.parse_squeue(await self._command(slurm.squeue_command(missing))).items():
+                if status.is_final:  # accounting lags: the exit code comes from the controller
+                    status = slurm.with_scontrol_exit(status, await self._command(slurm.scontrol_command(job_id)))
+                found[job_id] = status
             self.stats["squeue_calls"] += 1
         self.stats["polls"] += 1
         changed = False

@@ -99,3 +99,10 @@ def test_submit_script_quotes_and_parses():
 def test_max_rss_picks_largest_step():
     assert slurm.max_rss("12||00:00:01|\n12.batch|125432K|00:00:01|\n12.0|2M|00:00:01|\n") == "125432K"
     assert slurm.max_rss("12||00:00:01|\n") == ""
+
+
+def test_scontrol_completes_a_squeue_final_state():
+    st = slurm.parse_squeue("31|hfc.a.20240301|FAILED|NonZeroExitCode|0:01\n")["31"]
+    assert st.exit_code is None
+    done = slurm.with_scontrol_exit(st, "JobId=31 JobName=hfc.a JobState=FAILED Reason=NonZeroExitCode ExitCode=3:0")
+    assert done.exit_code == 3 and done.state == "FAILED" and "exit code 3" in done.describe()
