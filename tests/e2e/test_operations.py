@@ -152,7 +152,8 @@ def test_backfill_three_nights(api, site):
 def test_scheduler_and_triggerer_restart_while_jobs_wait(api, site):
     env = {"SLURM_CONF": str(slurm_conf_path()), "PATH": "/usr/bin:/bin"}
     # Fill the node so the night's job stays PENDING while the components restart.
-    blocker = subprocess.run(["sbatch", "--parsable", "-c", "8", "--mem=100M", "--wrap", "sleep 45"],
+    blocker = subprocess.run(["sbatch", "--parsable", "-c", "8", "--mem=100M", "--output=/dev/null",
+                              "--wrap", "sleep 45"],
                              capture_output=True, text=True, check=True, env=env).stdout.strip()
     try:
         night = a_night(2071)
