@@ -64,9 +64,6 @@ class SlurmHook(BaseHook):
             )
         return out
 
-    def live_jobs(self, job_name: str) -> list[str]:
-        return slurm.parse_job_ids(self.check(slurm.live_jobs_command(job_name), what="squeue"))
-
     def submit(
         self,
         *,

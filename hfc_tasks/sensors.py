@@ -8,6 +8,7 @@ exit code, the elapsed time and the tail of the job's output file.
 
 from __future__ import annotations
 
+import datetime as dt
 import posixpath
 import time
 from collections.abc import Sequence
@@ -83,9 +84,7 @@ class SlurmJobSensor(BaseSensorOperator):
             hook.close()
         if status is None:
             # Missing from sacct and squeue: pending for a bounded time, then a loud failure.
-            first = getattr(self, "_first_missing", None) or time.monotonic()
-            self._first_missing = first
-            if time.monotonic() - first > self.missing_timeout:
+            if self._missing_for(context) > self.missing_timeout:
                 raise AirflowException(
                     f"SLURM job {self.job_id} is unknown to sacct and squeue after {self.missing_timeout:.0f} s"
                 )
@@ -94,6 +93,15 @@ class SlurmJobSensor(BaseSensorOperator):
             return False
         self._finish(context, status)
         return True
+
+    def _missing_for(self, context) -> float:
+        # Poke mode keeps this object between pokes; reschedule mode builds a new one for each
+        # poke, so there the clock is the date the wait was first rescheduled.
+        if self.reschedule:
+            first = context["ti"].get_first_reschedule_date(context)
+            return 0.0 if first is None else (dt.datetime.now(dt.UTC) - first).total_seconds()
+        self._first_missing = getattr(self, "_first_missing", None) or time.monotonic()
+        return time.monotonic() - self._first_missing
 
     def execute_complete(self, context, event: dict[str, Any]) -> dict[str, Any]:
         if event.get("status") != "final":

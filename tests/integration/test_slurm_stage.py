@@ -157,6 +157,12 @@ def test_reschedule_mode_without_triggerer(registry, test_airflow_db):
     assert f"SLURM job {r.job_id}, state FAILED, exit code 3" in r.log
 
 
+def test_job_missing_from_accounting_fails_in_reschedule_mode_too(registry, test_airflow_db):
+    r = run("t-ok", night(), registry, test_airflow_db, job_id="99999998", missing_timeout=3, reschedule=1)
+    assert r.states == {"wait": "failed"}
+    assert "SLURM job 99999998 is unknown to sacct and squeue after 3 s" in r.log
+
+
 def test_job_missing_from_accounting_fails_loudly(registry, test_airflow_db):
     r = run("t-ok", night(), registry, test_airflow_db, job_id="99999999", missing_timeout=3)
     assert r.states == {"wait": "failed"}
