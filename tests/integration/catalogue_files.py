@@ -68,16 +68,18 @@ def header_of(spec: readers.KindSpec, *, drop: tuple[str, ...] = ()) -> list[str
 class Archive:
     """A night of one FRC: ``files`` (archive path -> bytes) and its ``manifest``."""
 
-    def __init__(self, frc: str, night: dt.date, product_format: str, *, folder: str | None = None):
+    def __init__(self, frc: str, night: dt.date, product_format: str, *, folder: str | None = None,
+                 instrument_path: str = "OBS/INST"):
         self.frc, self.night, self.product_format = frc, night, product_format
         self.folder = folder or frc
+        self.instrument_path = instrument_path
         self.files: dict[str, bytes] = {}
         self.entries: list[dict] = []
         self.extra: dict = {}
 
     def add(self, name: str, kind: str, data: bytes, *, sha: str | None = None) -> str:
         year = f"{self.night:%Y}"
-        sub = f"images/full/OBS/INST/{year}" if kind == "quicklook" else f"results/{year}"
+        sub = f"images/full/{self.instrument_path}/{year}" if kind == "quicklook" else f"results/{year}"
         path = f"{self.folder}/{sub}/{name}"
         self.entries = [e for e in self.entries if e["name"] != name]
         self.files[path] = data

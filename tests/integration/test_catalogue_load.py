@@ -9,17 +9,15 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import threading
-from pathlib import Path
 
 import psycopg
 import pytest
+from catalogue_files import ARCHIVE_URL, SAMPLES, Archive
 
 from hfc_tasks.catalogue import load_night, loader, readers, schema, upgrade
 
 pytestmark = pytest.mark.site
 
-SAMPLES = Path(__file__).parents[1] / "data" / "hfc_samples"
-ARCHIVE_URL = "file:///archive"
 FRC = "sdoss"
 
 INIT_COLUMNS = (
@@ -114,15 +112,19 @@ def feat_csv(rows: list[dict], columns=None) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
-class Night:
-    """A night of products: ``files`` (archive path -> bytes) and its ``manifest``."""
+class Night(Archive):
+    """An SDOSS night: metadata samples, init + feat + quicklook per observation."""
 
     def __init__(self, night: dt.date, spots=(3, 2)):
-        self.night = night
-        self.files: dict[str, bytes] = {}
-        self.entries: list[dict] = []
-        self.add("sdoss_106_frc_info.csv", "frc_info", (SAMPLES / "sdoss_106_frc_info.csv").read_bytes())
-        self.add("sdoss_106_observatory.csv", "observatory", (SAMPLES / "sdoss_106_observatory.csv").read_bytes())
+        super().__init__(FRC, night, "sdoss", instrument_path="SDO/HMI")
+        self.extra = {
+            "frc_version": "1.0.6",
+            "slurm_job_id": "4242",
+            "archive_root": "/archive",
+            "created": f"{night + dt.timedelta(days=1)}T00:05:00Z",
+        }
+        self.sample("sdoss_106_frc_info.csv", "frc_info")
+        self.sample("sdoss_106_observatory.csv", "observatory")
         for i, n in enumerate(spots):
             t = dt.datetime.combine(night, dt.time(2 * i))
             stem = f"sdoss_106_{_stamp(t)}_sdo"
@@ -130,52 +132,8 @@ class Night:
             self.add(f"{stem}_feat.csv", "feat", feat_csv(feat_values(t, n, f"{stem}_feat.csv")))
             self.add(quicklook_name(t), "quicklook", b"\xff\xd8 jpeg " + stem.encode())
 
-    def path_of(self, name: str) -> str:
-        return next(e["archive_path"] for e in self.entries if e["name"] == name)
-
-    def add(self, name: str, kind: str, data: bytes, sha: str | None = None) -> None:
-        year = f"{self.night:%Y}"
-        folder = f"{FRC}/images/full/SDO/HMI/{year}" if kind == "quicklook" else f"{FRC}/results/{year}"
-        path = f"{folder}/{name}"
-        self.entries = [e for e in self.entries if e["name"] != name]
-        self.files[path] = data
-        self.entries.append(
-            {
-                "name": name,
-                "kind": kind,
-                "size": len(data),
-                "sha256": sha or hashlib.sha256(data).hexdigest(),
-                "archive_path": path,
-                "url_base": f"{ARCHIVE_URL}/{folder}",
-            }
-        )
-
-    def replace(self, name: str, data: bytes, *, keep_sha: bool = False) -> None:
-        """Change a file's bytes (keep_sha: the manifest still has the old checksum)."""
-        entry = next(e for e in self.entries if e["name"] == name)
-        self.add(name, entry["kind"], data, sha=entry["sha256"] if keep_sha else None)
-
-    @property
-    def manifest(self) -> dict:
-        return {
-            "format": "hfc-manifest/1",
-            "frc": FRC,
-            "night": self.night.isoformat(),
-            "product_format": "sdoss",
-            "frc_version": "1.0.6",
-            "slurm_job_id": "4242",
-            "archive_root": "/archive",
-            "created": f"{self.night + dt.timedelta(days=1)}T00:05:00Z",
-            "files": list(self.entries),
-        }
-
-    def read(self, path: str) -> bytes:
-        try:
-            return self.files[path]
-        except KeyError:
-            raise FileNotFoundError(path) from None
-
     def load(self, conn, **kw):
+        # No commit here, unlike Archive.load: these tests look at the connection's own state.
         return load_night(conn, self.manifest, self.read, **kw)
 
 
