@@ -9,7 +9,7 @@ import time
 
 from . import postgres, slurm, ssh
 from ._util import SiteError, ensure_dir, file_lock
-from .layout import ARCHIVE_USER, CLUSTER_USER, Layout, parents_are_safe, repo_root, state_dir
+from .layout import ARCHIVE_USER, CLUSTER_USER, Layout, parents_are_safe, repo_root
 from .system import ensure_packages, is_root
 
 SERVICES = ("postgres", "sshd", "munged", "mariadb", "slurmdbd", "slurmctld", "slurmd")
@@ -142,16 +142,3 @@ def _single_quote(value: str) -> str:
 def slurm_conf_path() -> str:
     """Where this site's slurm.conf is (for root's own sinfo/sacct: `SLURM_CONF=... sinfo`)."""
     return str(Layout.current().slurm_conf)
-
-
-__all__ = [
-    "SERVICES",
-    "SiteError",
-    "down",
-    "env_lines",
-    "env_vars",
-    "slurm_conf_path",
-    "state_dir",
-    "status",
-    "up",
-]
