@@ -26,15 +26,16 @@ def airflow_env(state: Path) -> dict[str, str]:
     """Airflow settings for running the project on the local site (all on 127.0.0.1)."""
     home = state / "airflow"
     home.mkdir(parents=True, exist_ok=True)
+    # Secrets are created mode 0600 from their first byte (never written 0644, chmod-ed after).
+    from hfc_tasks.localsite._util import write_secret
+
     secret_file = home / "jwt_secret"
     if not secret_file.exists():
-        secret_file.write_text(secrets.token_urlsafe(32))
-        secret_file.chmod(0o600)
+        write_secret(secret_file, secrets.token_urlsafe(32), replace=False)
     # The UI login of the local site: user admin, a password generated once (not in code or logs).
     passwords = home / "passwords.json"
     if not passwords.exists():
-        passwords.write_text(json.dumps({"admin": secrets.token_urlsafe(12)}))
-        passwords.chmod(0o600)
+        write_secret(passwords, json.dumps({"admin": secrets.token_urlsafe(12)}), replace=False)
     return {
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
@@ -45,7 +46,8 @@ def airflow_env(state: Path) -> dict[str, str]:
         "AIRFLOW__API__HOST": "127.0.0.1",
         "AIRFLOW__API__PORT": "8080",
         "AIRFLOW__API_AUTH__JWT_SECRET": secret_file.read_text().strip(),
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",  # user admin, role admin
+        # User admin, role admin; a test instance may add users ("viewer:viewer,...").
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": os.environ.get("HFC_AIRFLOW_USERS") or "admin:admin",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
     }
 
@@ -231,7 +233,7 @@ def _ingest_cmd(args) -> int:
 
     import psycopg
 
-    from hfc_tasks.catalogue import load_night
+    from hfc_tasks.catalogue import ArchiveReadError, load_night
 
     path = Path(args.path)
     if not path.exists():
@@ -256,9 +258,13 @@ def _ingest_cmd(args) -> int:
         return (root / archive_path).read_bytes()
 
     with psycopg.connect(_catalogue_dsn(args)) as conn:
-        report = load_night(conn, manifest, read_file, products=products or None,
-                            manifest_sha256=hashlib.sha256(raw).hexdigest() if raw else None,
-                            dag_run_id=args.run_id)
+        try:
+            report = load_night(conn, manifest, read_file, products=products or None,
+                                manifest_sha256=hashlib.sha256(raw).hexdigest() if raw else None,
+                                dag_run_id=args.run_id)
+        except ArchiveReadError as exc:  # nothing loaded, the previous batch kept: exit 3
+            print(f"hfc: {exc.message(str(root / exc.path))}", file=sys.stderr)
+            return 3
     if args.json:
         print(json.dumps(report.to_dict(), indent=1))
     else:
@@ -326,7 +332,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dsn", help="catalogue database (default: $HFC_CATALOGUE_DSN)")
     p.set_defaults(func=_db_cmd)
 
-    p = sub.add_parser("ingest", help="load a night's manifest, or a folder of product files, into the catalogue")
+    p = sub.add_parser("ingest", help="load a night's manifest, or a folder of product files, into the catalogue "
+                       "(exit 0: loaded; 1: some files rejected; 3: a file unreadable or not the manifest's, "
+                       "nothing loaded)")
     p.add_argument("path", help="a manifest <root>/<frc>/manifests/<night>.json, or a folder of product files")
     p.add_argument("--root", help="archive root the manifest's paths are relative to (default: 3 levels up)")
     p.add_argument("--frc", help="folder: the FRC (default: the code in the file names)")

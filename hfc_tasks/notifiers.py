@@ -2,8 +2,11 @@
 connection (the site's ``notify_conn_id``), off when the site names none.
 
 - connection type ``smtp`` (or ``email``): a mail; extras ``to`` (comma-separated) and
-  ``from``; host/port/login/password of the mail relay; ``starttls`` extra (default true
-  unless port 25).
+  ``from``; host/port/login/password of the mail relay. TLS: implicit TLS on port 465 (or extra
+  ``ssl: true``), else STARTTLS; the server's certificate and host name are always verified
+  (the system's CA store, or the ``ca_file`` extra). Credentials are never sent without TLS:
+  a relay that offers no STARTTLS fails the notice with the reason. Only a relay without
+  login may be used in clear (extra ``starttls: false``, for a relay on the same host).
 - connection type ``http``/``https``: a JSON POST ``{"text": ...}`` to
   ``<schema>://<host>:<port>/<path extra>`` (Mattermost, Slack and Rocket.Chat webhooks take it).
 
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import json
 import smtplib
+import ssl
 import urllib.request
 from email.message import EmailMessage
 
@@ -57,13 +61,7 @@ class HfcFailureNotifier(BaseNotifier):
             msg["From"] = extra.get("from") or conn.login or "hfc-pipeline@localhost"
             msg["To"] = extra.get("to", "")
             msg.set_content(text)
-            port = conn.port or 25
-            with smtplib.SMTP(conn.host, port, timeout=30) as smtp:
-                if str(extra.get("starttls", port != 25)).lower() == "true":
-                    smtp.starttls()
-                if conn.login:
-                    smtp.login(conn.login, conn.password or "")
-                smtp.send_message(msg)
+            send_mail(self.conn_id, conn, extra, msg)
         elif kind in ("http", "https"):
             scheme = conn.schema or kind
             port = f":{conn.port}" if conn.port else ""
@@ -74,3 +72,43 @@ class HfcFailureNotifier(BaseNotifier):
                 resp.read()
         else:
             raise ValueError(f"connection {self.conn_id}: type {kind!r} is not smtp, email, http or https")
+
+
+class NotifyError(RuntimeError):
+    """The notice could not be sent; the message names the connection and the cause."""
+
+
+def send_mail(conn_id: str, conn, extra: dict, msg: EmailMessage) -> None:
+    """Send ``msg`` through the relay of connection ``conn_id``: TLS with a verified certificate
+    whenever credentials are involved; never an AUTH over a clear channel."""
+    implicit = str(extra.get("ssl", conn.port == 465)).lower() == "true"
+    port = conn.port or (465 if implicit else 587)
+    starttls = str(extra.get("starttls", "true")).lower() != "false"
+    where = f"connection {conn_id} (SMTP {conn.host}:{port})"
+    if conn.login and not (implicit or starttls):
+        raise NotifyError(f"{where}: refusing to send the login of {conn.login!r} without TLS "
+                          "(extra starttls is false): enable STARTTLS or implicit TLS (extra ssl: true)")
+    context = ssl.create_default_context(cafile=extra.get("ca_file") or None)
+    try:
+        if implicit:
+            smtp = smtplib.SMTP_SSL(conn.host, port, timeout=30, context=context)
+        else:
+            smtp = smtplib.SMTP(conn.host, port, timeout=30)
+        with smtp:
+            if not implicit and starttls:
+                smtp.ehlo()
+                if not smtp.has_extn("starttls"):
+                    raise NotifyError(f"{where}: the server offers no STARTTLS; refusing to send "
+                                      "credentials or mail in clear (use a relay with TLS)")
+                smtp.starttls(context=context)
+                smtp.ehlo()
+            if conn.login:
+                smtp.login(conn.login, conn.password or "")
+            smtp.send_message(msg)
+    except ssl.SSLCertVerificationError as exc:
+        raise NotifyError(f"{where}: TLS certificate verification failed: {exc.verify_message}; "
+                          "install the relay's CA (extra ca_file) or fix its certificate") from exc
+    except ssl.SSLError as exc:
+        raise NotifyError(f"{where}: TLS failed: {exc}") from exc
+    except smtplib.SMTPException as exc:
+        raise NotifyError(f"{where}: {exc}") from exc

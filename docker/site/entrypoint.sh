@@ -19,7 +19,8 @@ start_sshd() {
   install -m 600 "$secrets/ssh_host_ed25519_key" /etc/ssh/ssh_host_ed25519_key
   mkdir -p /etc/ssh/authorized_keys
   for user in "$@"; do
-    install -m 644 "$secrets/authorized_keys" "/etc/ssh/authorized_keys/$user"
+    # Each account its own key (make-secrets.sh): authorized_keys_cluster, authorized_keys_archive.
+    install -m 644 "$secrets/authorized_keys_$user" "/etc/ssh/authorized_keys/$user"
   done
   /usr/sbin/sshd -t && exec /usr/sbin/sshd -D -e
 }

@@ -1,23 +1,57 @@
 #!/bin/bash
 # Keys, known_hosts and .env for `docker compose --profile site up` (the example site).
-# Writes ./secrets/{ssh,site,airflow} and ./.env; never overwrites an existing key.
+# Writes ./secrets/{ssh,site,airflow} and ./.env; never overwrites an existing key or secret.
+#
+# - Every secret is created mode 0600 (umask 077 from the start, never chmod-ed down after):
+#   the containers run as AIRFLOW_UID, the owner of these files (.env sets it to `id -u`).
+# - One client key per account: secrets/ssh/cluster_ed25519 for the SLURM `cluster` account,
+#   secrets/ssh/archive_ed25519 for the SFTP `archive` account; each account's authorized_keys
+#   (secrets/site/authorized_keys_<account>) lists its own key only.
+# - The connections in .env carry the site's host key (extra `host_key`): host keys are always
+#   verified. An existing .env keeps its other lines (JWT secret...); its two connections are
+#   rewritten to this layout.
 set -euo pipefail
+umask 077
 cd "$(dirname "$0")/../.."
+py=${PYTHON:-python3}
 mkdir -p secrets/ssh secrets/site secrets/airflow
-[ -f secrets/ssh/id_ed25519 ] || ssh-keygen -q -t ed25519 -N '' -C hfc-airflow -f secrets/ssh/id_ed25519
+for account in cluster archive; do
+  [ -f "secrets/ssh/${account}_ed25519" ] ||
+    ssh-keygen -q -t ed25519 -N '' -C "hfc-airflow-$account" -f "secrets/ssh/${account}_ed25519"
+  cut -d' ' -f1,2 "secrets/ssh/${account}_ed25519.pub" > "secrets/site/authorized_keys_$account.tmp"
+  mv "secrets/site/authorized_keys_$account.tmp" "secrets/site/authorized_keys_$account"
+done
 [ -f secrets/site/ssh_host_ed25519_key ] || ssh-keygen -q -t ed25519 -N '' -C hfc-site -f secrets/site/ssh_host_ed25519_key
-cp secrets/ssh/id_ed25519.pub secrets/site/authorized_keys
 hostkey=$(cut -d' ' -f1,2 secrets/site/ssh_host_ed25519_key.pub)
 printf '%s %s\n' slurm-head "$hostkey" sftp-archive "$hostkey" > secrets/ssh/known_hosts
-[ -f secrets/airflow/passwords.json ] || python3 -c 'import json,secrets;print(json.dumps({"admin":secrets.token_urlsafe(12)}))' > secrets/airflow/passwords.json
-chmod 644 secrets/ssh/id_ed25519 secrets/airflow/passwords.json  # read by the airflow user (uid 50000)
-if [ ! -f .env ]; then
-  cat > .env <<ENV
-AIRFLOW_UID=$(id -u)
-AIRFLOW_JWT_SECRET=$(python3 -c 'import secrets;print(secrets.token_urlsafe(32))')
-HFC_SITE=production
-AIRFLOW_CONN_HFC_CLUSTER={"conn_type":"ssh","host":"slurm-head","port":22,"login":"cluster","extra":{"key_file":"/opt/airflow/ssh/id_ed25519"}}
-AIRFLOW_CONN_HFC_ARCHIVE={"conn_type":"sftp","host":"sftp-archive","port":22,"login":"archive","extra":{"key_file":"/opt/airflow/ssh/id_ed25519"}}
-ENV
-fi
-echo "secrets/ and .env ready: docker compose --profile site up -d; UI login admin / $(python3 -c 'import json;print(json.load(open("secrets/airflow/passwords.json"))["admin"])')"
+[ -f secrets/airflow/passwords.json ] ||
+  "$py" -c 'import json,secrets;print(json.dumps({"admin":secrets.token_urlsafe(12)}))' > secrets/airflow/passwords.json
+HOSTKEY="$hostkey" "$py" - <<'PY'
+import json, os, secrets
+
+host_key = os.environ["HOSTKEY"]
+conns = {
+    f"AIRFLOW_CONN_HFC_{account.upper()}": json.dumps({
+        "conn_type": conn_type, "host": host, "port": 22, "login": account,
+        "extra": {"key_file": f"/opt/airflow/ssh/{account}_ed25519", "host_key": host_key},
+    }, separators=(",", ":"))
+    for account, conn_type, host in (("cluster", "ssh", "slurm-head"), ("archive", "sftp", "sftp-archive"))
+}
+try:
+    with open(".env") as fh:
+        lines = fh.read().splitlines()
+except FileNotFoundError:
+    lines = [f"AIRFLOW_UID={os.getuid()}", f"AIRFLOW_JWT_SECRET={secrets.token_urlsafe(32)}", "HFC_SITE=production"]
+out = [line for line in lines if line.split("=", 1)[0] not in conns]
+out += [f"{name}={value}" for name, value in conns.items()]
+text = "\n".join(out) + "\n"
+if not os.path.exists(".env") or open(".env").read() != text or os.stat(".env").st_mode & 0o077:
+    if os.path.exists(".env.tmp"):
+        os.unlink(".env.tmp")
+    fd = os.open(".env.tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(".env.tmp", ".env")
+PY
+rm -f secrets/ssh/id_ed25519 secrets/ssh/id_ed25519.pub secrets/site/authorized_keys  # the old shared key
+echo "secrets/ and .env ready: docker compose --profile site up -d; UI login admin, password in secrets/airflow/passwords.json"

@@ -27,8 +27,14 @@ def run(
     timeout: float = 120,
     what: str = "",
     log: Path | None = None,
+    secrets: Sequence[str] = (),
 ) -> subprocess.CompletedProcess[str]:
-    """Run a command, capturing its output; on failure raise SiteError with the output and log path."""
+    """Run a command, capturing its output; on failure raise SiteError with the output and log path.
+
+    Passwords never go in ``cmd`` (every user of the machine can read a process's argv): give
+    them through ``input`` or ``env``, and list them in ``secrets`` so that an error message
+    (a client echoing the failing statement) shows ``***`` instead.
+    """
     full_env = None
     if env:
         full_env = dict(os.environ)
@@ -45,13 +51,47 @@ def run(
             stdin=None if input is not None else subprocess.DEVNULL,
         )
     except subprocess.TimeoutExpired as exc:
-        raise SiteError(_describe(what, cmd, f"timed out after {timeout:.0f} s", log)) from exc
+        raise SiteError(redact(_describe(what, cmd, f"timed out after {timeout:.0f} s", log), secrets)) from exc
     except FileNotFoundError as exc:
         raise SiteError(_describe(what, cmd, f"program not found: {exc.filename}", log)) from exc
     if check and proc.returncode != 0:
         detail = f"exit {proc.returncode}\n{proc.stdout.strip()}\n{proc.stderr.strip()}".strip()
-        raise SiteError(_describe(what, cmd, detail, log))
+        raise SiteError(redact(_describe(what, cmd, detail, log), secrets))
     return proc
+
+
+def redact(text: str, secrets: Sequence[str]) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+def write_secret(path: Path, data: str | bytes, owner: str | None = None, mode: int = 0o600,
+                 replace: bool = True) -> None:
+    """Create a secret file private from its first byte: written to a temporary file opened
+    with ``mode`` (0600) and renamed into place; never written wider and chmod-ed after.
+
+    ``replace=False``: keep a file that another process created meanwhile (first one wins).
+    """
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode & 0o600)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data.encode() if isinstance(data, str) else data)
+        if owner is not None:
+            pw = pwd.getpwnam(owner)
+            os.chown(tmp, pw.pw_uid, pw.pw_gid)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            with contextlib.suppress(FileExistsError):
+                os.link(tmp, path)
+            tmp.unlink()
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _describe(what: str, cmd: Sequence[str], detail: str, log: Path | None) -> str:

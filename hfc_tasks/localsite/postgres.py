@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import secrets
 
-from ._util import SiteError, clear_stale_pid, ensure_dir, pidfile_alive, run, wait_for, write_file
+from ._util import (
+    SiteError,
+    clear_stale_pid,
+    ensure_dir,
+    pidfile_alive,
+    run,
+    wait_for,
+    write_file,
+    write_secret,
+)
 from .layout import PG_BIN, Layout
 from .system import ensure_system_user
 
@@ -49,11 +58,13 @@ def _settings(lay: Layout) -> str:
     )
 
 
-def _psql(lay: Layout, sql: str, database: str = "postgres") -> str:
+def _psql(lay: Layout, sql: str, database: str = "postgres", secrets: tuple[str, ...] = ()) -> str:
+    # The SQL goes through stdin, never argv: a password in it would be readable by every user
+    # of the machine in /proc/<pid>/cmdline while psql runs.
     proc = _as_postgres(
         [str(PG_BIN / "psql"), "-h", str(lay.pg_run), "-p", str(lay.pg_port), "-d", database,
-         "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql],
-        what="postgres: psql", log=lay.pg_log,
+         "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-f", "-"],
+        input=sql, what="postgres: psql", log=lay.pg_log, secrets=secrets,
     )
     return proc.stdout.strip()
 
@@ -62,15 +73,22 @@ def _quote_literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+def ensure_password(lay: Layout) -> None:
+    """The role's password file, generated once, created 0600 (root only).
+
+    The role's password is reset to it on every start so that they cannot drift.
+    """
+    if not lay.pg_password_file.exists():
+        write_secret(lay.pg_password_file, secrets.token_urlsafe(24) + "\n", "root")
+    else:
+        write_file(lay.pg_password_file, lay.pg_password_file.read_text(), "root", 0o600)
+
+
 def up(lay: Layout, log=print) -> None:
     ensure_system_user("postgres", "/var/lib/postgresql")
     ensure_dir(lay.pg_dir, "root", 0o755)
     ensure_dir(lay.pg_run, "postgres", 0o700)
-    if not lay.pg_password_file.exists():
-        # Generated once; the role's password is reset to it on every start so they cannot drift.
-        write_file(lay.pg_password_file, secrets.token_urlsafe(24) + "\n", "root", 0o600)
-    else:
-        write_file(lay.pg_password_file, lay.pg_password_file.read_text(), "root", 0o600)
+    ensure_password(lay)
 
     if not (lay.pg_data / "PG_VERSION").exists():
         log("postgres: initdb")
@@ -115,16 +133,27 @@ def up(lay: Layout, log=print) -> None:
 
 
 def _ensure_role(lay: Layout) -> None:
-    pw = _quote_literal(password(lay))
     _psql(
         lay,
         "DO $$BEGIN "
         f"IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{ROLE}') THEN "
-        f"CREATE ROLE {ROLE} LOGIN CREATEDB; END IF; END$$; "
-        f"ALTER ROLE {ROLE} LOGIN CREATEDB PASSWORD {pw};",
+        f"CREATE ROLE {ROLE} LOGIN CREATEDB; END IF; END$$;",
     )
+    set_role_password(lay, ROLE, password(lay))
     if _psql(lay, f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'") != "1":
         _psql(lay, f"CREATE DATABASE {DATABASE} OWNER {ROLE}")
+
+
+def set_role_password(lay: Layout, role: str, pw: str, _suffix: str = "") -> None:
+    """ALTER ROLE ... PASSWORD through psql's stdin; an error message shows *** for the password.
+
+    ``_suffix`` only lets a test make the statement fail the way a bad one would.
+    """
+    # log_min_error_statement: a failing statement would otherwise be copied, password and all,
+    # into the server's log.
+    _psql(lay, "SET log_min_error_statement = panic;\n"
+          f'ALTER ROLE "{role}" LOGIN CREATEDB PASSWORD {_quote_literal(pw)}{_suffix};',
+          secrets=(pw, _quote_literal(pw)))
 
 
 def stop(lay: Layout) -> bool:

@@ -25,6 +25,7 @@ from ._util import (
     stop_pid,
     wait_for,
     write_file,
+    write_secret,
 )
 from .layout import Layout
 from .system import ensure_system_user
@@ -87,21 +88,40 @@ def mariadb_running(lay: Layout) -> bool:
     return pidfile_alive(lay.mysql_pid, "mariadbd")
 
 
-def _mysql(lay: Layout, sql: str) -> str:
+def _mysql(lay: Layout, sql: str, secrets: tuple[str, ...] = ()) -> str:
     # Debian's MariaDB root authenticates by unix socket: root needs no password on our socket.
+    # The SQL goes through stdin, never argv (a password in it would show in /proc/<pid>/cmdline).
     proc = run(
-        ["mariadb", "--no-defaults", "-uroot", f"--socket={lay.mysql_socket}", "-N", "-B", "-e", sql],
-        what="mariadb: client", log=lay.mysql_log,
+        ["mariadb", "--no-defaults", "-uroot", f"--socket={lay.mysql_socket}", "-N", "-B"],
+        input=sql, what="mariadb: client", log=lay.mysql_log, secrets=secrets,
     )
     return proc.stdout.strip()
+
+
+def ensure_slurmdb_password(lay: Layout) -> None:
+    """slurmdbd's database password, generated once, created 0600 (root only)."""
+    if not lay.slurmdb_password_file.exists():
+        write_secret(lay.slurmdb_password_file, secrets.token_hex(16) + "\n", "root")
+
+
+def ensure_slurmdb_user(lay: Layout) -> None:
+    """The MariaDB account of slurmdbd, with the password of the state folder (re-applied)."""
+    pw = lay.slurmdb_password_file.read_text().strip()
+    stmts = []
+    for host in ("127.0.0.1", "localhost"):
+        stmts += [
+            f"CREATE USER IF NOT EXISTS 'slurm'@'{host}' IDENTIFIED BY '{pw}'",
+            f"ALTER USER 'slurm'@'{host}' IDENTIFIED BY '{pw}'",
+            f"GRANT ALL ON slurm_acct_db.* TO 'slurm'@'{host}'",
+        ]
+    _mysql(lay, ";\n".join(stmts) + ";\n", secrets=(pw,))
 
 
 def _mariadb_up(lay: Layout, log) -> bool:
     """Returns True if MariaDB was (re)started by this call."""
     ensure_system_user("mysql")
     ensure_dir(lay.mysql_dir, "mysql", 0o755)
-    if not lay.slurmdb_password_file.exists():
-        write_file(lay.slurmdb_password_file, secrets.token_hex(16) + "\n", "root", 0o600)
+    ensure_slurmdb_password(lay)
     if not (lay.mysql_data / "mysql").is_dir():
         log("mariadb: initialising the data folder")
         ensure_dir(lay.mysql_data, "mysql", 0o700)
@@ -135,15 +155,7 @@ def _mariadb_up(lay: Layout, log) -> bool:
 
     if not wait_for(ready, 60, 0.1):
         raise SiteError(f"mariadb did not start; read the log: {lay.mysql_log}")
-    pw = lay.slurmdb_password_file.read_text().strip()
-    stmts = []
-    for host in ("127.0.0.1", "localhost"):
-        stmts += [
-            f"CREATE USER IF NOT EXISTS 'slurm'@'{host}' IDENTIFIED BY '{pw}'",
-            f"ALTER USER 'slurm'@'{host}' IDENTIFIED BY '{pw}'",
-            f"GRANT ALL ON slurm_acct_db.* TO 'slurm'@'{host}'",
-        ]
-    _mysql(lay, "; ".join(stmts))
+    ensure_slurmdb_user(lay)
     return True
 
 

@@ -103,14 +103,24 @@ def _sync_frcs(lay: Layout) -> None:
     chown_tree(dst, CLUSTER_USER)
 
 
-def _prepare(lay: Layout) -> None:
-    ensure_dir(lay.ssh_dir, "root", 0o755)
-    ensure_dir(lay.log_dir, "root", 0o755)
+def ensure_keys(lay: Layout) -> None:
+    """The host key and one client key per account (cluster, archive), generated once.
+
+    ssh-keygen creates private keys mode 0600 itself (readable by root, the runner, only); each
+    account's authorized_keys lists its own key only (``_home``), so the archive key cannot
+    open a shell on the cluster account and the cluster key cannot reach the archive.
+    """
     _keygen(lay.host_key, "hfc-local-site-host")
     for user in (CLUSTER_USER, ARCHIVE_USER):
         _keygen(lay.client_key(user), f"hfc-local-site-{user}")
-        # The runner is root: private keys readable by root only.
-        os.chmod(lay.client_key(user), 0o600)
+        if lay.client_key(user).stat().st_mode & 0o077:  # an older site's key: tighten it
+            os.chmod(lay.client_key(user), 0o600)
+
+
+def _prepare(lay: Layout) -> None:
+    ensure_dir(lay.ssh_dir, "root", 0o755)
+    ensure_dir(lay.log_dir, "root", 0o755)
+    ensure_keys(lay)
     write_file(lay.known_hosts, known_hosts_line(lay), "root", 0o644)
 
     _home(lay, CLUSTER_USER, "/bin/bash")
