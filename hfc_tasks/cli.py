@@ -104,7 +104,7 @@ def _summary_cmd(args) -> int:
 
     from hfc_tasks import products
     from hfc_tasks.hooks import SlurmHook, sftp_session
-    from hfc_tasks.transfer import read_manifest, sha256_of
+    from hfc_tasks.transfer import find_manifest, sha256_of
 
     reg = load_registry(args.registry)
     site = reg.site(args.site)
@@ -129,9 +129,10 @@ def _summary_cmd(args) -> int:
             print(f"   cluster run folder {run_dir}: {len(left)} product file(s) left")
         finally:
             hook.close()
-        manifest_path = posixpath.join(site.archive_root, products.manifest_relpath(frc.archive_dir, night))
         with sftp_session(site.archive_conn_id) as sftp:
-            manifest = read_manifest(sftp, manifest_path)
+            # The FRC's own manifest, also where FRCs share an archive folder (a tracker beside its detector).
+            manifest_path, raw = find_manifest(sftp, site.archive_root, frc.name, frc.archive_dir, night)
+            manifest = None if raw is None else json.loads(raw)
             if manifest is None:
                 print(f"   archive: no manifest at {manifest_path}")
                 ok = False
@@ -144,6 +145,14 @@ def _summary_cmd(args) -> int:
         print(f"   archive: {len(manifest['files'])} files {kinds}, sha256 "
               f"{'all match the manifest' if not bad else 'MISMATCH: ' + ', '.join(bad)}")
         print(f"   manifest: {manifest_path}")
+        if manifest.get("no_data"):
+            print("   no data: the job ran and wrote no product")
+        if manifest.get("unmatched"):
+            odd = ", ".join(map(repr, manifest["unmatched"]))
+            print(f"   NOT CLEAN: not product names, left on the cluster: {odd}")
+        if manifest.get("stale"):
+            print(f"   NOT CLEAN: stale (an earlier job's, kept on the archive, not loaded): "
+                  f"{', '.join(e.get('name', '?') for e in manifest['stale'])}")
         ok = ok and not bad
         dsn = os.environ.get("HFC_CATALOGUE_DSN")
         if dsn:
@@ -248,8 +257,11 @@ def _ingest_cmd(args) -> int:
     else:
         raw = path.read_bytes()
         manifest = json.loads(raw)
-        # <root>/<frc>/manifests/<night>.json: the archive paths are relative to <root>.
-        root = Path(args.root) if args.root else path.resolve().parents[2]
+        # <root>/<folder>/manifests/<frc>/<night>.json (before issue 16: <root>/<frc>/manifests/<night>.json):
+        # the archive paths are relative to <root>.
+        resolved = path.resolve()
+        per_frc = resolved.parent.parent.name == "manifests"
+        root = Path(args.root) if args.root else resolved.parents[3 if per_frc else 2]
     products = dict(args.products or [])
     if not products and reg is not None and any(f.name == manifest.get("frc") for f in reg.frcs):
         products = dict(reg.frc(manifest["frc"]).products)
@@ -335,8 +347,9 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("ingest", help="load a night's manifest, or a folder of product files, into the catalogue "
                        "(exit 0: loaded; 1: some files rejected; 3: a file unreadable or not the manifest's, "
                        "nothing loaded)")
-    p.add_argument("path", help="a manifest <root>/<frc>/manifests/<night>.json, or a folder of product files")
-    p.add_argument("--root", help="archive root the manifest's paths are relative to (default: 3 levels up)")
+    p.add_argument("path", help="a manifest <root>/<folder>/manifests/<frc>/<night>.json, or a folder of product files")
+    p.add_argument("--root", help="archive root the manifest's paths are relative to (default: the root of "
+                   "<root>/<folder>/manifests/<frc>/<night>.json)")
     p.add_argument("--frc", help="folder: the FRC (default: the code in the file names)")
     p.add_argument("--night", help="folder: the night (default: the earliest date in the file names)")
     p.add_argument("--product-format", help="folder: formats.yaml format (default: the registry's, else --frc)")

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowException, AirflowSkipException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
 from hfc_tasks import products
 from hfc_tasks.links import HFC_LINKS
@@ -154,11 +154,12 @@ class ArchiveProductsOperator(_FrcStage):
             product_format=frc.product_format,
             frc_version=frc.version,
             slurm_job_id=str(self.slurm_job_id) if self.slurm_job_id not in (None, "", "None") else None,
+            unknown_files=frc.unknown_files,
         )
         try:
             summary, manifest = archive_night(
                 ssh_endpoint(site.cluster_conn_id), ssh_endpoint(site.archive_conn_id), target,
-                progress=self.log.info, verify=self.verify, concurrency=self.concurrency,
+                progress=self.log.info, warn=self.log.warning, verify=self.verify, concurrency=self.concurrency,
             )
         except TransferError as exc:
             raise AirflowException(str(exc)) from exc
@@ -169,6 +170,9 @@ class ArchiveProductsOperator(_FrcStage):
             summary.verification or "none needed", summary.manifest_path,
             "written" if summary.manifest_written else "unchanged",
         )
+        if summary.no_data:
+            self.log.info("%s %s: the job ran and wrote no product: a night without data (\"no_data\": true)",
+                          frc.name, night)
         return {**summary.to_dict(), "files_in_manifest": len(manifest["files"])}
 
 
@@ -186,18 +190,24 @@ class CatalogueLoadOperator(_FrcStage):
     def execute(self, context) -> dict[str, Any]:
         from hfc_tasks.catalogue import load_night
         from hfc_tasks.hooks import catalogue_connect, sftp_session
-        from hfc_tasks.transfer import read_manifest_bytes
+        from hfc_tasks.transfer import find_manifest
 
         _, frc, site = self.resolve()
         night = night_of(context)
-        manifest_path = posixpath.join(site.archive_root, products.manifest_relpath(frc.archive_dir, night))
+        manifest_path = posixpath.join(site.archive_root, products.manifest_relpath(frc.archive_dir, frc.name, night))
         with sftp_session(site.archive_conn_id) as sftp:
-            raw = read_manifest_bytes(sftp, manifest_path)
+            # This FRC's own manifest only, never another's in a shared folder (issue 16 item 1).
+            manifest_path, raw = find_manifest(sftp, site.archive_root, frc.name, frc.archive_dir, night)
             if raw is None:
                 raise AirflowException(
                     f"no manifest at {manifest_path} on the archive: run (or clear) the 'archive' task first"
                 )
             manifest = json.loads(raw)
+            if manifest.get("frc") != frc.name:
+                raise AirflowFailException(
+                    f"{frc.name} {night}: the manifest {manifest_path} is {manifest.get('frc')!r}'s, not this FRC's: "
+                    "nothing loaded, the previous batch is kept; re-run the night's 'archive' task"
+                )
 
             def read_file(archive_path: str) -> bytes:
                 full = posixpath.join(site.archive_root, archive_path)

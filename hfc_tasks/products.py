@@ -14,9 +14,14 @@ The archive keeps the public HFC FTP tree, which the HFC clients already know::
     <root>/<frc>/results/<YYYY>/<csv files>
     <root>/<frc>/images/full/<observatory>/<instrument>/<YYYY>/<quicklooks>
 
-and our own per-night manifest beside it (never inside ``results/``)::
+and our own manifest of each (FRC, night) beside it (never inside ``results/``), in a folder
+per FRC: FRCs that share an archive folder (a tracker beside its detector: ``archive_name``)
+each have their own manifest and never read or rewrite another FRC's::
 
-    <root>/<frc>/manifests/<YYYYMMDD>.json
+    <root>/<archive_name>/manifests/<frc>/<YYYYMMDD>.json
+
+(Before issue 16 it was ``<root>/<archive_name>/manifests/<YYYYMMDD>.json``, one per folder:
+see :func:`legacy_manifest_relpath`.)
 """
 
 from __future__ import annotations
@@ -134,7 +139,18 @@ def job_name(frc: str, night: dt.date) -> str:
     return f"hfc.{frc}.{night_key(night)}"
 
 
-def manifest_relpath(archive_name: str, night: dt.date) -> str:
+def manifest_relpath(archive_name: str, frc: str, night: dt.date) -> str:
+    """The manifest of one (FRC, night), relative to the archive root:
+    ``<archive_name>/manifests/<frc>/<YYYYMMDD>.json``, whatever folder the FRC archives into."""
+    return posixpath.join(archive_name, "manifests", frc, f"{night_key(night)}.json")
+
+
+def legacy_manifest_relpath(archive_name: str, frc: str, night: dt.date) -> str | None:
+    """Where the manifest of (FRC, night) was before it had a folder per FRC, when it may still
+    be read there: only for an FRC that archives into its own folder (``archive_name`` is its
+    name). In a shared folder the old file may hold another FRC's entries: never read."""
+    if archive_name != frc:
+        return None
     return posixpath.join(archive_name, "manifests", f"{night_key(night)}.json")
 
 

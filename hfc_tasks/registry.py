@@ -16,6 +16,7 @@ import os
 import re
 import shlex
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -162,6 +163,10 @@ class Frc(_Strict):
     lag_nights: int = Field(default=0, ge=0, le=366)
     after: list[str] = Field(default_factory=list)
     rewrites: bool = False
+    # Files of the run folder that are not HFC product names (a typo, .csv.gz, a space...): they
+    # stay on the cluster and are listed in the manifest; "fail" fails the archive task naming
+    # them (the default), "warn" logs a warning per file and lets the night go on.
+    unknown_files: Literal["fail", "warn"] = "fail"
     enabled: bool = True
     # Sites that run this FRC (None: every site). The HFC V12 codes run in production only.
     sites: list[str] | None = None

@@ -332,7 +332,7 @@ document.querySelectorAll('button.backfill').forEach(b => b.addEventListener('cl
         reg, site = _registry()
         _check_frc(reg, frc)
         day = _night(night)
-        rel = products.manifest_relpath(reg.frc(frc).archive_dir, day)
+        rel = products.manifest_relpath(reg.frc(frc).archive_dir, frc, day)
         with sftp_session(site.archive_conn_id) as sftp:
             manifest = read_manifest(sftp, posixpath.join(site.archive_root, rel))
         if manifest is None:

@@ -10,9 +10,19 @@ The promise of the old ``hfc_upload`` script, kept and made checkable:
 * a file already on the archive with the same sha256 is skipped; with another sha256 it is
   replaced only when the FRC rewrites its files (tracking codes), otherwise the run fails
   naming it and keeps its source;
-* the night's manifest (JSON, beside the HFC tree) is written **before** any cluster file is
-  deleted, and a cluster file is deleted only when the manifest lists its verified copy. A
-  crash at any point therefore leaves either the source or a listed, verified copy.
+* the manifest of the (FRC, night) (JSON, ``<archive_name>/manifests/<frc>/<YYYYMMDD>.json``,
+  one per FRC even where FRCs share a folder) is written **before** any cluster file is
+  deleted, atomically (a ``.part`` of this writer's own, then a rename: it is always valid
+  JSON, also with two writers at once), and a cluster file is deleted only when the manifest
+  lists its verified copy **and its sha256 on the cluster is still the verified one**. A crash
+  at any point therefore leaves either the source or a listed, verified copy;
+* the manifest holds exactly the files of the job that ran (``slurm_job_id``): a retry of the
+  same job merges with its earlier manifest (its sources may be deleted already); a new job
+  replaces it, and the earlier job's files it did not produce are listed under ``stale`` (kept
+  on the archive). Files of the run folder that are not product names stay on the cluster, are
+  listed under ``unmatched`` and fail the run (or warn: the FRC's ``unknown_files``). A job
+  that ran (its SLURM output is there) and wrote no product gives a manifest with no files and
+  ``"no_data": true``: a night without data is a success.
 
 Engine: asyncssh on one connection per endpoint, with many SFTP requests in flight. A
 sequential client is round-trip bound on small files (paramiko's ``get`` ~160 files/s here,
@@ -39,6 +49,7 @@ import json
 import logging
 import posixpath
 import random
+import secrets
 import shlex
 import stat
 import time
@@ -51,6 +62,8 @@ from hfc_tasks.products import (
     QUICKLOOK,
     ProductNameError,
     archive_relpath,
+    job_name,
+    legacy_manifest_relpath,
     manifest_relpath,
     parse_product_name,
     url_join,
@@ -65,6 +78,7 @@ VERIFY_BATCH = 128  # files per remote `sha256sum` command
 DELETE_BATCH = 500  # cluster files removed per command
 VERIFY_DELAY = 0.003  # seconds a verification request waits for others to share its command
 NOT_PRODUCTS = (".out", ".err", ".tmp", ".part")  # SLURM output, half-written files: stay on the cluster
+UNKNOWN_FAIL, UNKNOWN_WARN = "fail", "warn"  # what files that are not product names do to the run
 log = logging.getLogger(__name__)
 
 VERIFY_AUTO, VERIFY_SHA256SUM, VERIFY_READBACK = "auto", "sha256sum", "readback"
@@ -116,6 +130,7 @@ class ArchiveTarget:
     product_format: str = "sdoss"
     frc_version: str = ""
     slurm_job_id: str | None = None
+    unknown_files: str = UNKNOWN_FAIL  # the FRC's registry setting: fail | warn
 
 
 @dataclass
@@ -131,7 +146,10 @@ class ArchiveSummary:
     manifest_written: bool = False
     verification: str = ""
     reconnects: int = 0
-    ignored: list[str] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)  # expected non-products (SLURM output, folders...)
+    unmatched: list[str] = field(default_factory=list)  # files that are not product names: left on the cluster
+    stale: list[str] = field(default_factory=list)  # an earlier job's files this job did not produce
+    no_data: bool = False
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -232,12 +250,17 @@ def _transient(exc: BaseException) -> bool:
 # ---------------------------------------------------------------------------- run folder listing
 
 
-def classify_names(entries: list[tuple[str, int, int]], run_dir: str) -> tuple[list[tuple[str, int]], list[str]]:
-    """(products with sizes, ignored names) from (name, st_mode, size) of a run folder.
+def classify_names(
+    entries: list[tuple[str, int, int]], run_dir: str
+) -> tuple[list[tuple[str, int]], list[str], list[str]]:
+    """(products with sizes, ignored names, unmatched names) from (name, st_mode, size) of a run folder.
 
-    Hostile names (path separators, ``..``, control characters) are refused: nothing is copied.
+    Ignored: what a run folder is expected to hold beside products (SLURM output and other
+    ``NOT_PRODUCTS``, folders, symlinks). Unmatched: regular files whose name is no product name
+    (``_feats.csv``, ``.csv.gz``, ``a b.csv``...): the FRC wrote something the pipeline cannot
+    file. Hostile names (path separators, ``..``, control characters) are refused: nothing is copied.
     """
-    products, ignored, refused = [], [], []
+    products, ignored, unmatched, refused = [], [], [], []
     for name, mode, size in sorted(entries):
         if name in (".", ".."):
             continue
@@ -253,7 +276,7 @@ def classify_names(entries: list[tuple[str, int, int]], run_dir: str) -> tuple[l
         try:
             parse_product_name(name)
         except ProductNameError:
-            ignored.append(name)
+            unmatched.append(name)
             continue
         products.append((name, size or 0))
     if refused:
@@ -261,7 +284,7 @@ def classify_names(entries: list[tuple[str, int, int]], run_dir: str) -> tuple[l
             f"run folder {run_dir} holds files with names that are not allowed; nothing was copied:\n  "
             + "\n  ".join(refused)
         )
-    return products, ignored
+    return products, ignored, unmatched
 
 
 def _inside(root: str, path: str) -> str:
@@ -414,11 +437,18 @@ class _Night:
         self.now = now or (lambda: dt.datetime.now(dt.UTC))
         self.summary = ArchiveSummary()
         self.t0 = time.monotonic()
-        self.manifest_path = _inside(
-            target.archive_root, posixpath.join(target.archive_root, manifest_relpath(target.archive_dir, target.night))
-        )
-        self.old: dict | None = None
+        self.manifest_path = _inside(target.archive_root, posixpath.join(
+            target.archive_root, manifest_relpath(target.archive_dir, target.frc, target.night)))
+        legacy = legacy_manifest_relpath(target.archive_dir, target.frc, target.night)
+        self.legacy_path = _inside(target.archive_root, posixpath.join(target.archive_root, legacy)) if legacy else None
+        self.old: dict | None = None  # the manifest found on the archive before this run
+        self.old_path: str | None = None  # where it was read (the legacy path for an FRC's own folder)
         self.old_loaded = False
+        # This writer's .part names: two runs at once never write (or rename) each other's files.
+        self.token = secrets.token_hex(6)
+        self.run_dir_exists = True
+        self.output_found = False  # the SLURM output of the job: it ran
+        self.unmatched: list[str] = []  # files that are not product names: left on the cluster
         self.products: list[tuple[str, int]] | None = None
         self.done: dict[str, dict] = {}  # name -> manifest entry, verified under its real name
         self.problems: dict[str, str] = {}  # name -> why its source is kept
@@ -440,26 +470,61 @@ class _Night:
         self.say(f"files {n}/{total}, {self.bytes_done / 1e6:.1f} MB, {self.bytes_done / 1e6 / el:.1f} MB/s, "
                  f"{n / el:.0f} files/s ({self.summary.copied} copied, {self.summary.skipped} skipped)")
 
+    def same_job(self) -> bool:
+        """Whether the manifest found is this job's own (a retried archive: merge with it).
+
+        Without a job id (the CLI, tests) a run is taken as a retry of the manifest's job.
+        """
+        if self.old is None:
+            return False
+        return self.t.slurm_job_id is None or str(self.old.get("slurm_job_id")) == self.t.slurm_job_id
+
+    def _job_ran(self, ignored: list[str]) -> bool:
+        """The job's SLURM output file is in the run folder (``<job name>.<job id>.out``)."""
+        prefix = job_name(self.t.frc, self.t.night) + "."
+        if self.t.slurm_job_id:
+            return f"{prefix}{self.t.slurm_job_id}.out" in ignored
+        return any(n.startswith(prefix) and n.endswith(".out") for n in ignored)
+
+    def _did_it_run(self) -> str:
+        t = self.t
+        out = f"{job_name(t.frc, t.night)}.{t.slurm_job_id or '<job id>'}.out"
+        where = (f"the run folder {t.run_dir} does not exist on the cluster" if not self.run_dir_exists
+                 else f"no products and no SLURM output {out} in {t.run_dir} on the cluster")
+        return (f"{t.frc} night {t.night}: {where}, and no manifest of this job at {self.manifest_path}: "
+                "did the FRC job run for this night? Clear the 'submit' task to run it again.")
+
     # -- one attempt on open connections --------------------------------------------------
     async def attempt(self, cconn, aconn) -> None:
         async with cconn.start_sftp_client() as src, aconn.start_sftp_client() as dst:
             t = self.t
             if not self.old_loaded:
                 self.old = await _read_manifest_async(dst, self.manifest_path)
+                self.old_path = self.manifest_path if self.old is not None else None
+                if self.old is None and self.legacy_path:
+                    legacy = await _read_manifest_async(dst, self.legacy_path)
+                    if legacy is not None and legacy.get("frc") == t.frc:
+                        self.old, self.old_path = legacy, self.legacy_path
                 self.old_loaded = True
             if self.products is None:
                 try:
                     names = await src.readdir(t.run_dir)
                 except asyncssh.SFTPNoSuchFile:
-                    names = []
+                    names, self.run_dir_exists = [], False
                 entries = [(n.filename, n.attrs.permissions or 0, n.attrs.size or 0) for n in names]
-                self.products, self.summary.ignored = classify_names(entries, t.run_dir)
+                self.products, self.summary.ignored, self.unmatched = classify_names(entries, t.run_dir)
+                self.output_found = self._job_ran(self.summary.ignored)
                 self.summary.files_total = len(self.products)
                 if self.summary.ignored:
                     self.say(f"left on the cluster (not products): {', '.join(self.summary.ignored)}")
+                if self.unmatched:
+                    self.say(f"left on the cluster (NOT product names): {', '.join(map(repr, self.unmatched))}")
                 self.say(f"{len(self.products)} product files, {sum(s for _, s in self.products) / 1e6:.1f} MB "
                          f"in {t.run_dir}")
             if not self.products:
+                if not self.same_job() and not (self.run_dir_exists and self.output_found):
+                    raise TransferError(self._did_it_run())
+                await self._write_manifest(dst)  # a retry (unchanged) or a night without data
                 return
             self.verifier = _Verifier(aconn, dst, self.verify_mode, self.say,
                                       remote_ok=self.verifier.remote_ok if self.verifier else None)
@@ -469,6 +534,7 @@ class _Night:
                     return
                 await self._write_manifest(dst)
                 await self._delete_sources(src, cconn)
+                await self._clean_parts(dst)
             finally:
                 await self.verifier.aclose()
             self.summary.verification = self.verifier.method
@@ -514,7 +580,7 @@ class _Night:
         rel = archive_relpath(t.archive_dir, product, t.night, observatory=t.observatory, instrument=t.instrument)
         dest = _inside(t.archive_root, posixpath.join(t.archive_root, rel))
         source = posixpath.join(t.run_dir, name)
-        part = dest + ".part"
+        part = f"{dest}.{self.token}.part"  # this writer's own: a run at once never truncates it
         try:
             await makedirs(posixpath.dirname(dest))
             # No stat of the destination first: the copy goes to .part and a plain SFTP rename
@@ -572,6 +638,15 @@ class _Night:
             with contextlib.suppress(asyncssh.SFTPError, OSError, asyncssh.Error):
                 await dst.remove(part)
 
+    async def _clean_parts(self, dst) -> None:
+        if self.problems:
+            return
+        root = self.t.archive_root
+        folders = {posixpath.dirname(posixpath.join(root, e["archive_path"])) for e in self.done.values()}
+        removed = await _clean_parts_in(dst, folders, set(self.done), self.token)
+        if removed:
+            self.say(f"removed {removed} half copies (.part) an earlier interrupted run left on the archive")
+
     async def _after_write(self, part: str) -> None:
         """Between writing a copy and verifying it. Nothing happens here; tests replace it."""
 
@@ -592,9 +667,28 @@ class _Night:
         self.bytes_done += nbytes
 
     async def _write_manifest(self, dst) -> None:
+        """Exactly this job's files: merged with the old manifest when it is the same job's (a
+        retry whose sources may be gone already), else only what this run verified, the old
+        job's other files listed as ``stale`` (they stay on the archive). Written to a .part
+        of this writer's own, then renamed over the manifest: always a whole JSON file."""
         t = self.t
-        entries = {e["name"]: e for e in (self.old or {}).get("files", [])}
+        old = self.old or {}
+        stale = {e["name"]: e for e in old.get("stale", []) if isinstance(e, dict) and e.get("name")}
+        if self.same_job():
+            entries = {e["name"]: e for e in old.get("files", [])}
+        else:
+            entries = {}
+            for e in old.get("files", []):
+                stale[e["name"]] = {"name": e["name"], "kind": e.get("kind"), "archive_path": e.get("archive_path"),
+                                    "sha256": e.get("sha256"), "slurm_job_id": old.get("slurm_job_id")}
         entries.update(self.done)
+        for name in entries:
+            stale.pop(name, None)
+        new_stale = sorted(set(stale) - {e["name"] for e in old.get("stale", []) if isinstance(e, dict)})
+        for name in new_stale:
+            self.say(f"stale: {name} ({stale[name].get('archive_path')}) of job {stale[name].get('slurm_job_id')} "
+                     f"was not produced by job {t.slurm_job_id}: kept on the archive, no longer in the manifest's "
+                     "files (listed under 'stale')")
         manifest = {
             "format": MANIFEST_FORMAT,
             "frc": t.frc,
@@ -607,37 +701,54 @@ class _Night:
             "created": self.now().strftime("%Y-%m-%dT%H:%M:%SZ"),
             "files": sorted(entries.values(), key=lambda e: (e["kind"] == QUICKLOOK, e["name"])),
         }
-        if _same_manifest(self.old, manifest):
+        if not manifest["files"]:
+            manifest["no_data"] = True  # the job ran and wrote no product: a night without data
+        if stale:
+            manifest["stale"] = [stale[n] for n in sorted(stale)]
+        if self.unmatched:
+            manifest["unmatched"] = sorted(self.unmatched)
+        if _same_manifest(self.old, manifest) and self.old_path == self.manifest_path:
             manifest = self.old  # nothing new: the manifest (and its sha256) stays as it is
         else:
             data = _manifest_bytes(manifest)
             await dst.makedirs(posixpath.dirname(self.manifest_path), exist_ok=True)
-            async with dst.open(self.manifest_path + ".part", "wb") as f:
-                await f.write(data, 0)
-            await dst.posix_rename(self.manifest_path + ".part", self.manifest_path)
+            part = f"{self.manifest_path}.{self.token}.part"
+            try:
+                async with dst.open(part, "wb") as f:
+                    await f.write(data, 0)
+                await dst.posix_rename(part, self.manifest_path)  # atomic: readers see old or new
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await dst.remove(part)
+                raise
             self.summary.manifest_written = True
-            self.old = manifest
+            self.old, self.old_path = manifest, self.manifest_path
         self.manifest = manifest
 
     async def _delete_sources(self, src, cconn) -> None:
         """Every copy is verified and listed in the manifest: only now may the cluster copies go.
 
-        Batched: per DELETE_BATCH files one ``stat`` and one ``rm`` on the cluster; a file whose
-        size is no longer the one copied is kept and reported. Where the cluster account cannot
-        run commands, one SFTP remove per file.
+        A cluster file goes only if its sha256, computed now on the cluster, is still the
+        verified copy's (a file rewritten after its copy, even to the same size, stays and is
+        reported). Batched: per DELETE_BATCH files one ``sha256sum`` and one ``rm`` on the
+        cluster. Where the cluster account cannot run commands, each file is read back over
+        SFTP and hashed here, then removed.
         """
-        listed = {e["name"]: e["size"] for e in (self.manifest or {}).get("files", [])}
+        listed = {e["name"]: e["sha256"] for e in (self.manifest or {}).get("files", [])}
         todo = [n for n in self.done if n in listed and n not in self.deleted]
         cd = f"cd -- {shlex.quote(self.t.run_dir)} || exit 3; "
         for i in range(0, len(todo), DELETE_BATCH):
             batch = todo[i:i + DELETE_BATCH]
             names = " ".join(shlex.quote(n) for n in batch)
-            sizes = await _run(cconn, cd + f"stat -c '%s %n' -- {names}")
-            if sizes is None:  # no shell on the cluster account: SFTP, one request per file
-                await self._delete_by_sftp(src, batch)
+            sums = await _run(cconn, cd + f"sha256sum -- {names}")
+            if sums is None:  # no shell on the cluster account: SFTP read-back, then remove
+                await self._delete_by_sftp(src, batch, listed)
                 continue
-            now = {name: int(size) for size, _, name in (ln.partition(" ") for ln in sizes.splitlines())
-                   if size.isdigit()}
+            now = {}
+            for line in sums.splitlines():
+                digest, sep, name = line.partition("  ")
+                if sep and len(digest) == 64:
+                    now[name] = digest
             same = [n for n in batch if now.get(n) == listed[n]]
             if same and await _run(cconn, cd + "rm -f -- " + " ".join(shlex.quote(n) for n in same)) is None:
                 raise TransferError(f"cannot remove files in {self.t.run_dir} on the cluster")
@@ -645,16 +756,28 @@ class _Night:
                 if name in same or name not in now:  # not there: removed by an attempt cut before it answered
                     self.deleted.add(name)
                 else:
-                    self.problems[name] = (f"{name}: changed on the cluster after its copy was verified "
-                                           f"(size {now[name]}, copied {listed[name]}); kept there")
+                    self.problems[name] = self._changed(name, now[name], listed[name])
 
-    async def _delete_by_sftp(self, src, names: list[str]) -> None:
-        gate = asyncio.Semaphore(64)
+    def _changed(self, name: str, now: str, verified: str) -> str:
+        return (f"{name}: changed on the cluster after its copy was verified (sha256 {now} there, "
+                f"{verified} archived and listed in the manifest); kept there")
+
+    async def _delete_by_sftp(self, src, names: list[str], listed: dict[str, str]) -> None:
+        gate = asyncio.Semaphore(16)  # files read back at once (a few chunks of memory each)
 
         async def rm(name: str) -> None:
+            path = posixpath.join(self.t.run_dir, name)
             async with gate:
+                try:
+                    digest, _ = await _hash_source(src, path)
+                except asyncssh.SFTPNoSuchFile:  # removed by an attempt cut before it answered
+                    self.deleted.add(name)
+                    return
+                if digest != listed[name]:
+                    self.problems[name] = self._changed(name, digest, listed[name])
+                    return
                 with contextlib.suppress(asyncssh.SFTPNoSuchFile):  # a reply lost with a cut connection
-                    await src.remove(posixpath.join(self.t.run_dir, name))
+                    await src.remove(path)
             self.deleted.add(name)
 
         try:
@@ -663,6 +786,28 @@ class _Night:
                     tg.create_task(rm(name))
         except BaseExceptionGroup as group:
             raise _first(group) from None
+
+
+async def _clean_parts_in(dst, folders: set[str], names: set[str], token: str) -> int:
+    """Remove the .part files other writers left for these product names (a crashed earlier
+    run): ``<name>.part`` or ``<name>.<12 hex>.part``. Never a file under a real name."""
+    removed = 0
+    for folder in sorted(folders):
+        try:
+            listing = await dst.listdir(folder)
+        except asyncssh.SFTPError:
+            continue
+        for fn in listing:
+            if not fn.endswith(".part"):
+                continue
+            base = fn[: -len(".part")]
+            stem, _, tok = base.rpartition(".")
+            ours = base in names or (stem in names and len(tok) == 12 and all(c in "0123456789abcdef" for c in tok))
+            if ours and tok != token:
+                with contextlib.suppress(asyncssh.SFTPNoSuchFile):
+                    await dst.remove(posixpath.join(folder, fn))
+                removed += 1
+    return removed
 
 
 async def _run(conn, command: str) -> str | None:
@@ -707,7 +852,14 @@ async def _read_manifest_async(sftp, path: str) -> dict | None:
             raw = await f.read()
     except asyncssh.SFTPNoSuchFile:
         return None
-    return json.loads(raw.decode("utf-8"))
+    try:
+        manifest = json.loads(raw.decode("utf-8"))
+    except ValueError as exc:
+        raise TransferError(f"the manifest {path} on the archive is not valid JSON ({exc}); it was not "
+                            "written by this pipeline's atomic writer: move it aside and run the task again") from None
+    if not isinstance(manifest, dict):
+        raise TransferError(f"the manifest {path} on the archive is not a JSON object: move it aside and run again")
+    return manifest
 
 
 async def _chunks(f, size: int = -1):
@@ -805,6 +957,7 @@ async def archive_night_async(
     target: ArchiveTarget,
     *,
     progress: Callable[[str], None] | None = None,
+    warn: Callable[[str], None] | None = None,
     verify: str = VERIFY_AUTO,
     concurrency: int = 64,
     attempts: int = 5,
@@ -813,8 +966,10 @@ async def archive_night_async(
 ) -> tuple[ArchiveSummary, dict]:
     """See :func:`archive_night`. ``attempts``: connections tried before giving up (a lost
     connection resumes from what is verified); ``retry_pause``: first pause between them (s),
-    growing linearly up to ten times that, with jitter."""
+    growing linearly up to ten times that, with jitter. ``warn``: where the warnings of an FRC
+    with ``unknown_files: warn`` go (default: this module's logger)."""
     say = progress or log.info
+    warn = warn or log.warning
     # asyncssh's parallel reader can leave sibling block requests behind (past the end of a
     # file, or when a connection drops); their "exception was never retrieved" is noise: the end
     # of file is expected and a lost connection is handled (retried) here.
@@ -851,28 +1006,52 @@ async def archive_night_async(
     s.manifest_path = night.manifest_path
     s.deleted = len(night.deleted)
     s.seconds = time.monotonic() - night.t0
+    where = f"{target.frc} night {target.night}: "
+    if night.problems and night.manifest is not None:  # at the deletion: the copies are verified and listed
+        raise TransferError(
+            f"{where}every copy is verified and listed in the manifest {night.manifest_path}, but "
+            f"{len(night.problems)} source file(s) were kept in {target.run_dir} on the cluster:\n  "
+            + "\n  ".join(night.problems[n] for n in sorted(night.problems))
+            + "\nIf the FRC rewrote them on purpose, clear the 'submit' task to run the night again."
+        )
     if night.problems:
         raise TransferError(
-            f"the archive stage kept all {len(night.products or [])} source files on the cluster and did not "
+            f"{where}the archive stage kept all {len(night.products or [])} source files on the cluster and did not "
             f"update the manifest; {len(night.problems)} file(s) could not be archived:\n  "
             + "\n  ".join(night.problems[n] for n in sorted(night.problems))
             + (f"\nstopped early: {night.fatal}" if night.fatal else "")
             + ("\n(a FRC that does not rewrite files: remove the archive copy by hand if the new one is right)"
                if any("does not rewrite" in p for p in night.problems.values()) else "")
         )
-    if not night.products:
-        if night.old is None:
-            raise TransferError(
-                f"no products in {target.run_dir} on the cluster and no manifest at {night.manifest_path}: "
-                "did the FRC job run for this night? Clear the 'submit' task to run it again."
-            )
+    manifest = night.manifest
+    if not night.products and not s.manifest_written:
         say(f"nothing to do: no products left in {target.run_dir}, and the manifest {night.manifest_path} "
-            f"already lists {len(night.old.get('files', []))} files; nothing was changed")
-        night.manifest = night.old
+            f"already lists {len(manifest.get('files', []))} files; nothing was changed")
+    elif not night.products:
+        say(f"{where}the job ran and wrote no product: manifest {night.manifest_path} written with no files "
+            "(\"no_data\": true): a night without data")
     else:
         night.report(force=True)
-    s.manifest_sha256 = hashlib.sha256(_manifest_bytes(night.manifest)).hexdigest()
-    return s, night.manifest
+    s.manifest_sha256 = hashlib.sha256(_manifest_bytes(manifest)).hexdigest()
+    s.unmatched = sorted(night.unmatched)
+    s.stale = [e["name"] for e in manifest.get("stale", [])]
+    s.no_data = not manifest.get("files")
+    if night.unmatched:
+        if target.unknown_files == UNKNOWN_WARN:
+            for name in s.unmatched:
+                warn(f"{where}{name!r} in the run folder {target.run_dir} is not an HFC product name: left on "
+                     f"the cluster, not archived (listed under 'unmatched' in {night.manifest_path}; "
+                     "the FRC's unknown_files is 'warn')")
+        else:
+            raise TransferError(
+                f"{where}{len(s.unmatched)} file(s) in the run folder {target.run_dir} on the cluster are not "
+                f"HFC product names; they were left there, not archived (the products were, and the manifest "
+                f"{night.manifest_path} lists these under 'unmatched'):\n  "
+                + "\n  ".join(repr(n) for n in s.unmatched)
+                + "\nRename (to a product name) or remove them on the cluster and clear the 'archive' task, "
+                "or set 'unknown_files: warn' for this FRC in the registry."
+            )
+    return s, manifest
 
 
 def archive_night(cluster: Endpoint, archive: Endpoint, target: ArchiveTarget, **kwargs) -> tuple[ArchiveSummary, dict]:
@@ -919,3 +1098,24 @@ def read_manifest_bytes(sftp, path: str) -> bytes | None:
 def read_manifest(sftp, path: str) -> dict | None:
     raw = read_manifest_bytes(sftp, path)
     return None if raw is None else json.loads(raw.decode("utf-8"))
+
+
+def find_manifest(sftp, archive_root: str, frc: str, archive_dir: str, night: dt.date) -> tuple[str, bytes | None]:
+    """(full path, bytes as stored) of the manifest of (FRC, night), or (its path, None).
+
+    ``<archive_dir>/manifests/<frc>/<YYYYMMDD>.json``. For an FRC that archives into its own
+    folder only, a manifest written before there was a folder per FRC
+    (``<frc>/manifests/<YYYYMMDD>.json``) is read when the new one does not exist and it names
+    this FRC. In a shared folder the old file may be another FRC's: never read.
+    """
+    path = posixpath.join(archive_root, manifest_relpath(archive_dir, frc, night))
+    raw = read_manifest_bytes(sftp, path)
+    legacy = legacy_manifest_relpath(archive_dir, frc, night)
+    if raw is None and legacy:
+        old_path = posixpath.join(archive_root, legacy)
+        old = read_manifest_bytes(sftp, old_path)
+        if old is not None:
+            with contextlib.suppress(ValueError, AttributeError):
+                if json.loads(old.decode("utf-8")).get("frc") == frc:
+                    return old_path, old
+    return path, raw

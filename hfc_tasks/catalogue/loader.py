@@ -70,6 +70,8 @@ class LoadReport:
     metadata_new: dict[str, int] = field(default_factory=dict)  # shared rows inserted, per table
     migrations: list[str] = field(default_factory=list)  # schema versions applied by this load
     seconds: float = 0.0
+    status: str = "loaded"  # hfc.batch.status: loaded | partial | no_data
+    issues: list[dict] = field(default_factory=list)  # hfc.batch.issues: the manifest's unmatched/stale notes
 
     @property
     def ok(self) -> bool:
@@ -94,6 +96,8 @@ class LoadReport:
             "metadata_new": dict(self.metadata_new),
             "migrations": list(self.migrations),
             "seconds": round(self.seconds, 3),
+            "status": self.status,
+            "issues": list(self.issues),
         }
 
     def summary(self) -> str:
@@ -102,6 +106,10 @@ class LoadReport:
             f"batch {self.batch_id} ({self.frc} {self.night}): {rows}; "
             f"{len(self.files_loaded)} file(s) loaded in {self.seconds:.2f}s"
         )
+        if self.status == "no_data":
+            text += "; no data: the job ran and wrote no product"
+        if self.issues:
+            text += "; NOT CLEAN: " + "; ".join(_issue_text(i) for i in self.issues)
         if self.rejected:
             text += f"; {len(self.rejected_files)} file(s) REJECTED:\n  " + "\n  ".join(str(r) for r in self.rejected)
         return text
@@ -173,6 +181,28 @@ def _parse_manifest(manifest: dict) -> tuple[str, dt.date, str, list[_Entry]]:
         )
     entries.sort(key=lambda e: e.name)  # deterministic load order and ids
     return manifest["frc"], night, fmt, entries
+
+
+def manifest_issues(manifest: dict) -> list[dict]:
+    """What the archive stage noted beside the files (issue 16), as ``hfc.batch.issues``:
+    ``{"issue": "unmatched", "name"}`` for a run-folder file that is no product name (left on the
+    cluster), ``{"issue": "stale", "name", "archive_path", "slurm_job_id"}`` for an earlier job's
+    file this job did not produce (kept on the archive, not loaded). Empty: a clean night."""
+    unmatched, stale = manifest.get("unmatched", []), manifest.get("stale", [])
+    if not isinstance(unmatched, list) or not all(isinstance(n, str) for n in unmatched):
+        raise ManifestError("manifest 'unmatched' is not a list of file names")
+    if not isinstance(stale, list) or not all(isinstance(e, dict) and isinstance(e.get("name"), str) for e in stale):
+        raise ManifestError("manifest 'stale' is not a list of files")
+    issues = [{"issue": "unmatched", "name": n} for n in unmatched]
+    issues += [{"issue": "stale", "name": e["name"], "archive_path": _opt_str(e.get("archive_path")),
+                "slurm_job_id": _opt_str(e.get("slurm_job_id"))} for e in stale]
+    return issues
+
+
+def _issue_text(issue: dict) -> str:
+    if issue.get("issue") == "unmatched":
+        return f"{issue['name']!r} is not a product name (left on the cluster)"
+    return f"{issue['name']} of job {issue.get('slurm_job_id')} is stale (kept on the archive, not loaded)"
 
 
 def _stem(product: products_mod.ProductName) -> tuple:
@@ -370,6 +400,7 @@ def load_night(
     """
     t0 = time.monotonic()
     frc, night, fmt, entries = _parse_manifest(manifest)
+    issues = manifest_issues(manifest)
     specs = readers.KNOWN.resolve(fmt, products)
     manifest_sha = (
         manifest_sha256
@@ -426,9 +457,12 @@ def load_night(
             with cur.copy("copy hfc.rejected_file (batch_id, file, line, column_name, reason) from stdin") as copy:
                 for r in report_rejected:
                     copy.write_row((batch_id, r.file, r.line, r.column, r.reason))
+        # A manifest without files: the job ran and wrote nothing, a night without data (issue 16).
+        status = "partial" if report_rejected else "loaded" if entries else "no_data"
         cur.execute(
-            "update hfc.batch set row_counts = %s::jsonb, finished_at = clock_timestamp(), status = %s where id = %s",
-            (json.dumps(ctx.rows), "partial" if report_rejected else "loaded", batch_id),
+            "update hfc.batch set row_counts = %s::jsonb, finished_at = clock_timestamp(), status = %s, "
+            "issues = %s::jsonb where id = %s",
+            (json.dumps(ctx.rows), status, json.dumps(issues), batch_id),
         )
 
     report = LoadReport(
@@ -442,6 +476,8 @@ def load_night(
         metadata_new=ctx.metadata_new,
         migrations=applied,
         seconds=time.monotonic() - t0,
+        status=status,
+        issues=issues,
     )
     log.info("%s", report.summary())
     return report

@@ -6,7 +6,9 @@ library. It reads what the detector PUBLISHED in the HFC archive (never the dete
 which the pipeline empties after archiving) and writes one SDOSS-format track file for the night:
 
 1. for each night from (night - HISTORY_NIGHTS) to the night, read the detector's manifest
-   ``<URL>/<detector>/manifests/<YYYYMMDD>.json``; the current night's is required (exit 3 when
+   ``<URL>/<detector folder>/manifests/<detector>/<YYYYMMDD>.json`` (one manifest per FRC and
+   night, in the detector's archive folder; the folder is the detector's name unless
+   ``--detector-folder`` says otherwise); the current night's is required (exit 3 when
    missing: the detector has not published yet), earlier nights are optional;
 2. download the ``feat`` files listed there (and their ``init`` files, for DATE_OBS), check each
    against the manifest's sha256 (exit 4 on a mismatch) and read the spots by header name;
@@ -149,12 +151,13 @@ def url_join(base: str, relpath: str) -> str:
     return base.rstrip("/") + "/" + relpath.lstrip("/")
 
 
-def manifest_url(archive_url: str, detector: str, night: dt.date) -> str:
-    return url_join(archive_url, f"{detector}/manifests/{night:%Y%m%d}.json")
+def manifest_url(archive_url: str, detector: str, night: dt.date, folder: str | None = None) -> str:
+    """The detector's own manifest of the night: ``<folder>/manifests/<detector>/<YYYYMMDD>.json``."""
+    return url_join(archive_url, f"{folder or detector}/manifests/{detector}/{night:%Y%m%d}.json")
 
 
-def read_manifest(archive_url: str, detector: str, night: dt.date) -> dict | None:
-    url = manifest_url(archive_url, detector, night)
+def read_manifest(archive_url: str, detector: str, night: dt.date, folder: str | None = None) -> dict | None:
+    url = manifest_url(archive_url, detector, night, folder)
     raw = fetch(url)
     if raw is None:
         return None
@@ -522,7 +525,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="public base URL of the archive tree (file://, https://, ftp://)",
     )
     parser.add_argument(
-        "--detector", default="demo-sunspots", type=parse_frc_name, help="archive name of the detector FRC"
+        "--detector", default="demo-sunspots", type=parse_frc_name, help="name of the detector FRC"
+    )
+    parser.add_argument(
+        "--detector-folder", default=None, type=parse_frc_name,
+        help="the detector's folder in the archive (its archive_name; default: --detector)",
     )
     parser.add_argument(
         "--history-nights", default=1, type=parse_history, help="earlier nights read to continue tracks (default 1)"
@@ -536,8 +543,8 @@ def run(args: argparse.Namespace) -> int:
     observations: list[Observation] = []
     notes = []
     for each in nights:
-        manifest = read_manifest(args.archive_url, args.detector, each)
-        where = manifest_url(args.archive_url, args.detector, each)
+        manifest = read_manifest(args.archive_url, args.detector, each, args.detector_folder)
+        where = manifest_url(args.archive_url, args.detector, each, args.detector_folder)
         if manifest is None:
             if each == night:
                 raise TrackerError(

@@ -65,7 +65,7 @@ def test_one_night_end_to_end_and_rerun(site, airflow_db):
     run_dag(NIGHT)
 
     # Archive: every manifest file exists with the manifest's sha256.
-    manifest_path = Path(site_cfg.archive_root) / products.manifest_relpath(frc.archive_dir, night)
+    manifest_path = Path(site_cfg.archive_root) / products.manifest_relpath(frc.archive_dir, frc.name, night)
     manifest = json.loads(manifest_path.read_text())
     kinds = [f["kind"] for f in manifest["files"]]
     assert kinds.count("init") == 6 and kinds.count("quicklook") >= 6

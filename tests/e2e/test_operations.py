@@ -44,7 +44,8 @@ def catalogue(dsn: str, frc: str, night: str) -> dict:
 def manifest_feat_rows(frc: str, night: str) -> int:
     reg = load_registry()
     site = reg.site()
-    path = Path(site.archive_root) / products.manifest_relpath(reg.frc(frc).archive_dir, products.parse_night(night))
+    path = Path(site.archive_root) / products.manifest_relpath(reg.frc(frc).archive_dir, frc,
+                                                              products.parse_night(night))
     manifest = json.loads(path.read_text())
     total = 0
     for entry in manifest["files"]:

@@ -16,9 +16,11 @@ import pwd
 import random
 import shutil
 import subprocess
+import threading
 import uuid
 from pathlib import Path
 
+import asyncssh
 import pytest
 
 from hfc_tasks import transfer
@@ -89,7 +91,11 @@ class Night:
 
     @property
     def manifest(self) -> Path:
-        return self.archive_root / FRC_DIR / "manifests/20240301.json"
+        return self.manifest_of("test-frc")
+
+    def manifest_of(self, frc: str) -> Path:
+        """One manifest per (FRC, night), in a folder of the FRC's own (issue 16 item 1)."""
+        return self.archive_root / FRC_DIR / "manifests" / frc / "20240301.json"
 
     def parts(self) -> list[Path]:
         return sorted(self.archive_root.rglob("*.part"))
@@ -227,7 +233,7 @@ def test_checksum_mismatch_keeps_the_source(site, night, monkeypatch):
     victim = sorted(night.files)[2]
 
     async def tamper(self, part: str) -> None:
-        if os.path.basename(part) == victim + ".part":
+        if os.path.basename(part).startswith(victim + ".") and part.endswith(".part"):
             with open(part, "r+b") as fh:  # the archive copy altered between write and verification
                 fh.seek(100)
                 fh.write(b"X")
@@ -417,3 +423,181 @@ def test_archive_account_runs_sha256sum_in_its_tree_only(site, night):
     for cmd, (status, stdout, stderr) in out.items():
         if cmd != f"sha256sum -- {inside}":
             assert status == 126 and stdout == "" and "refused" in stderr, cmd
+
+
+# ---------------------------------------------------------------------------- issue 16
+
+
+def test_frcs_sharing_an_archive_folder_keep_their_own_manifests(site):
+    """Item 1: a detector and its tracker archive into the same folder (archive_name): each
+    FRC's manifest lists exactly the files its own job produced, and neither run touches the
+    other's manifest, also when run again."""
+    det = Night(site)
+    trk = Night(site, root_name=det.archive_root.name)
+    try:
+        det.add_set(n_csv=3, n_jpg=1)
+        trk.add("trk_10_20240301T000000_SDO_track.csv", b"TRACK_ID;ID_SUNSPOT\n1;1\n")
+        trk.add("trk_10_frc_info.csv", b"CODE;VERSION\ntrk;10\n")
+        _, m_det = run(site, det, t={"frc": "det-frc", "slurm_job_id": "11"})
+        _, m_trk = run(site, trk, t={"frc": "trk-frc", "slurm_job_id": "12", "rewrites": True})
+        assert sorted(f["name"] for f in m_det["files"]) == sorted(det.files)
+        assert sorted(f["name"] for f in m_trk["files"]) == sorted(trk.files)
+        on_disk = {frc: det.manifest_of(frc) for frc in ("det-frc", "trk-frc")}
+        for frc, night in (("det-frc", det), ("trk-frc", trk)):
+            stored = json.loads(on_disk[frc].read_text())
+            assert stored["frc"] == frc
+            assert sorted(f["name"] for f in stored["files"]) == sorted(night.files)
+        assert not (det.archive_root / FRC_DIR / "manifests" / "20240301.json").exists()
+        before = {frc: path.read_bytes() for frc, path in on_disk.items()}
+        run(site, trk, t={"frc": "trk-frc", "slurm_job_id": "12", "rewrites": True})
+        run(site, det, t={"frc": "det-frc", "slurm_job_id": "11"})
+        assert {frc: path.read_bytes() for frc, path in on_disk.items()} == before
+    finally:
+        det.cleanup()
+        trk.cleanup()
+
+
+def test_two_archives_of_one_night_at_once_leave_one_valid_manifest(site, night, monkeypatch):
+    """Item 2 (archive part): two archive runs of the same (FRC, night) at once. The second
+    starts while the first holds its manifest written and not yet renamed into place; both
+    then rename at once. Each writer has its own .part: both succeed, the manifest is valid
+    JSON listing every file, and no half file is left."""
+    night.add_set(n_csv=20, n_jpg=2)
+    first_waiting = threading.Event()
+    both = threading.Barrier(2, timeout=120)
+    real_rename = asyncssh.SFTPClient.posix_rename
+
+    async def rename(self, old, new):
+        if new.endswith(".json"):
+            first_waiting.set()
+            both.wait()  # blocks this run's own event loop (its own thread) until the other arrives
+        return await real_rename(self, old, new)
+
+    monkeypatch.setattr(asyncssh.SFTPClient, "posix_rename", rename)
+    results: dict[str, object] = {}
+
+    def archive(which: str) -> None:
+        try:
+            results[which] = run(site, night, progress=lambda msg: None, t={"slurm_job_id": "21"})
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            results[which] = exc
+
+    one = threading.Thread(target=archive, args=("first",))
+    one.start()
+    assert first_waiting.wait(120), "the first run never reached its manifest"
+    two = threading.Thread(target=archive, args=("second",))
+    two.start()
+    one.join(180)
+    two.join(180)
+    assert all(isinstance(r, tuple) for r in results.values()) and len(results) == 2, results
+    manifest = json.loads(night.manifest.read_text())
+    assert sorted(f["name"] for f in manifest["files"]) == sorted(night.files)
+    assert [p.name for p in night.manifest.parent.iterdir()] == [night.manifest.name]
+    night.assert_all_archived()
+
+
+def test_a_source_changed_after_verification_is_kept_even_with_the_same_size(site, night, monkeypatch):
+    """Item 2 (archive part): a cluster file is deleted only if its sha256, not its size,
+    still equals the verified archive copy's."""
+    night.add_set(n_csv=4, n_jpg=1)
+    victim = sorted(night.files)[1]
+    real_write = transfer._Night._write_manifest
+
+    async def write_then_tamper(self, dst) -> None:
+        await real_write(self, dst)
+        path = night.run_dir / victim
+        data = bytearray(path.read_bytes())
+        data[10] ^= 0xFF  # the FRC rewrote the file after its copy was verified: same size
+        path.write_bytes(bytes(data))
+
+    monkeypatch.setattr(transfer._Night, "_write_manifest", write_then_tamper)
+    with pytest.raises(TransferError, match=rf"{victim}: changed on the cluster after its copy was verified"):
+        run(site, night)
+    assert (night.run_dir / victim).exists(), "a changed source must stay on the cluster"
+    assert night.archived(victim).read_bytes() == night.files[victim]
+    assert sorted(p.name for p in night.run_dir.iterdir()) == [victim]
+
+
+def test_files_that_are_not_products_fail_the_night_and_stay_on_the_cluster(site, night):
+    """Item 5: names that match no product pattern fail the task (registry default), naming
+    each file and the run folder; the real products are archived; the others stay."""
+    night.add_set(n_csv=3, n_jpg=1)
+    odd = ["test_10_20240301T000000_SDO_feats.csv", "test_10_20240301T000000_SDO_feat.csv.gz",
+           "a b.csv", "café.jpg"]
+    for name in odd:
+        path = night.run_dir / name
+        path.write_bytes(b"x")
+        _chown(path, "cluster")
+    (night.run_dir / "hfc.test.20240301.42.out").write_text("slurm output\n")
+    with pytest.raises(TransferError) as err:
+        run(site, night)
+    for name in odd:
+        assert repr(name) in str(err.value)
+    assert str(night.run_dir) in str(err.value) and "test-frc" in str(err.value)
+    assert sorted(p.name for p in night.run_dir.iterdir()) == sorted([*odd, "hfc.test.20240301.42.out"])
+    manifest = json.loads(night.manifest.read_text())
+    assert sorted(f["name"] for f in manifest["files"]) == sorted(night.files)
+    assert manifest["unmatched"] == sorted(odd)
+    for name, data in night.files.items():
+        assert night.archived(name).read_bytes() == data
+
+
+def test_files_that_are_not_products_warn_when_the_frc_says_so(site, night, caplog):
+    night.add_set(n_csv=2, n_jpg=0)
+    (night.run_dir / "notes.txt").write_text("x")
+    warnings: list[str] = []
+    summary, manifest = run(site, night, t={"unknown_files": "warn"}, warn=warnings.append)
+    assert manifest["unmatched"] == ["notes.txt"]
+    assert len(warnings) == 1 and "'notes.txt'" in warnings[0] and str(night.run_dir) in warnings[0]
+    assert sorted(p.name for p in night.run_dir.iterdir()) == ["notes.txt"]
+    assert summary.unmatched == ["notes.txt"]
+
+
+def test_a_job_that_wrote_nothing_is_a_no_data_night(site, night):
+    """Item 6: the run folder and the job's SLURM output exist, no product: success, an
+    empty manifest that says so. Without the job's output (or its folder) it still fails."""
+    with pytest.raises(TransferError, match="did the FRC job run"):
+        run(site, night, t={"slurm_job_id": "42"})  # the folder exists but holds nothing
+    night.run_dir.rmdir()
+    with pytest.raises(TransferError, match="did the FRC job run"):
+        run(site, night, t={"slurm_job_id": "42"})
+    night.run_dir.mkdir()
+    _chown(night.run_dir, "cluster")
+    (night.run_dir / "hfc.test-frc.20240301.42.out").write_text("no observation this night\n")
+    summary, manifest = run(site, night, t={"slurm_job_id": "42"})
+    assert manifest["files"] == [] and manifest["no_data"] is True and manifest["slurm_job_id"] == "42"
+    assert json.loads(night.manifest.read_text()) == manifest
+    before = night.manifest.read_bytes()
+    summary2, _ = run(site, night, t={"slurm_job_id": "42"})
+    assert not summary2.manifest_written and night.manifest.read_bytes() == before
+
+
+def test_a_rerun_that_produces_fewer_files_lists_only_its_own(site, night, capsys):
+    """Item 7: a new job's manifest holds exactly the files it produced; those of the earlier
+    job it did not produce are reported, recorded as stale and kept on the archive. A retry of
+    the same job merges (its sources may be gone already); a second run changes nothing."""
+    night.add_set(n_csv=5, n_jpg=1)
+    first = dict(night.files)
+    _, m1 = run(site, night, t={"slurm_job_id": "100"})
+    assert len(m1["files"]) == 6
+    dropped = sorted(first)[:2]
+    for name in sorted(first)[2:]:
+        night.add(name, first[name])  # the new job writes the same files but two
+    capsys.readouterr()
+    _, m2 = run(site, night, t={"slurm_job_id": "101"})
+    assert sorted(f["name"] for f in m2["files"]) == sorted(first)[2:]
+    assert [s["name"] for s in m2["stale"]] == dropped
+    assert all(s["slurm_job_id"] == "100" for s in m2["stale"])
+    out = capsys.readouterr().out
+    assert all(name in out for name in dropped) and "stale" in out
+    for name in dropped:
+        assert night.archived(name).read_bytes() == first[name], "stale files stay on the archive"
+    before = night.manifest.read_bytes()
+    summary, _ = run(site, night, t={"slurm_job_id": "101"})
+    assert not summary.manifest_written and night.manifest.read_bytes() == before
+    # The same job retried with one more file (an archive cut after some deletions): merged.
+    late = "test_10_20240301T235959_SDO_feat.csv"
+    night.add(late, b"late")
+    _, m3 = run(site, night, t={"slurm_job_id": "101"})
+    assert sorted(f["name"] for f in m3["files"]) == sorted([*sorted(first)[2:], late])
+    assert [s["name"] for s in m3["stale"]] == dropped

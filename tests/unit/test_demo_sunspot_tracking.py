@@ -118,7 +118,7 @@ def publish(root: Path, frc: str, night: dt.date, files: dict[str, bytes]) -> No
         "created": "2024-01-09T06:00:00Z",
         "files": sorted(entries, key=lambda e: (e["kind"] == "quicklook", e["name"])),
     }
-    path = root / products.manifest_relpath(frc, night)
+    path = root / products.manifest_relpath(frc, frc, night)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
 
@@ -453,7 +453,7 @@ def test_missing_manifest_of_the_night_exits_3(archive, tmp_path):
     out = tmp_path / "out"
     proc = track(archive, out, dt.date(2024, 1, 6))
     assert proc.returncode == 3
-    url = f"{archive.as_uri()}/demo-sunspots/manifests/20240106.json"
+    url = f"{archive.as_uri()}/demo-sunspots/manifests/demo-sunspots/20240106.json"
     assert f"detector demo-sunspots has not published night 2024-01-06 (no manifest at {url})" in proc.stderr
     assert not list(out.glob("*.csv"))
 
@@ -462,16 +462,16 @@ def test_other_detector_name_is_used_in_the_paths(archive, tmp_path):
     proc = track(archive, tmp_path, dt.date(2024, 1, 7), "--detector", "demo-sunspots-v2")
     assert proc.returncode == 3
     assert "detector demo-sunspots-v2 has not published night 2024-01-07" in proc.stderr
-    assert "/demo-sunspots-v2/manifests/20240107.json" in proc.stderr
+    assert "/demo-sunspots-v2/manifests/demo-sunspots-v2/20240107.json" in proc.stderr
 
 
 def test_sha256_mismatch_exits_4_naming_the_file(archive, tmp_path):
     copy = tmp_path / "hfc"
     shutil.copytree(archive, copy)
-    manifest = json.loads((copy / "demo-sunspots" / "manifests" / "20240107.json").read_text())
+    manifest = json.loads((copy / "demo-sunspots" / "manifests" / "demo-sunspots" / "20240107.json").read_text())
     for entry in manifest["files"]:
         entry["url_base"] = entry["url_base"].replace(archive.as_uri(), copy.as_uri())
-    (copy / "demo-sunspots" / "manifests" / "20240107.json").write_text(json.dumps(manifest))
+    (copy / "demo-sunspots" / "manifests" / "demo-sunspots" / "20240107.json").write_text(json.dumps(manifest))
     victim = "demosunspots_100_20240107T080000_sdo_feat.csv"
     path = copy / "demo-sunspots" / "results" / "2024" / victim
     path.write_bytes(path.read_bytes().replace(b";1;1;2;", b";1;1;3;", 1))  # same size, other bytes
@@ -529,3 +529,10 @@ def test_runs_with_debian_python_like_on_the_cluster(archive, night8, tmp_path):
     assert proc.returncode == 0, proc.stderr
     for name in (FRC_INFO_NAME, track_name(dt.date(2024, 1, 8))):
         assert (tmp_path / name).read_bytes() == (night8 / name).read_bytes()
+
+
+def test_detector_folder_names_the_detectors_archive_folder(archive, tmp_path):
+    """The detector's manifest is its own, in its archive folder: <folder>/manifests/<detector>/."""
+    proc = track(archive, tmp_path, dt.date(2024, 1, 7), "--detector", "x-det", "--detector-folder", "shared")
+    assert proc.returncode == 3
+    assert "/shared/manifests/x-det/20240107.json" in proc.stderr

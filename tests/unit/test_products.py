@@ -39,7 +39,11 @@ def test_layout():
     assert products.archive_relpath("demo", ql, night, observatory="SDO", instrument="HMI").startswith(
         "demo/images/full/SDO/HMI/2024/"
     )
-    assert products.manifest_relpath("demo", night) == "demo/manifests/20240301.json"
+    assert products.manifest_relpath("demo", "demo", night) == "demo/manifests/demo/20240301.json"
+    # A tracker archiving beside its detector has a manifest of its own.
+    assert products.manifest_relpath("demo", "demo-tracking", night) == "demo/manifests/demo-tracking/20240301.json"
+    assert products.legacy_manifest_relpath("demo", "demo", night) == "demo/manifests/20240301.json"
+    assert products.legacy_manifest_relpath("demo", "demo-tracking", night) is None
     assert products.job_name("demo", night) == "hfc.demo.20240301"
 
 

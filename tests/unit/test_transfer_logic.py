@@ -14,8 +14,8 @@ from hfc_tasks.transfer import TransferError, classify_names, copy_file
 REG = stat.S_IFREG | 0o644
 
 
-def test_classify_keeps_products_ignores_the_rest():
-    products, ignored = classify_names([
+def test_classify_keeps_products_ignores_the_expected_rest_and_names_the_unmatched():
+    products, ignored, unmatched = classify_names([
         ("sdoss_20_20240301T000000_SDO_feat.csv", REG, 10),
         ("hmi_20240301.jpg", REG, 20),
         ("hfc.x.20240301.7.out", REG, 1),
@@ -25,8 +25,19 @@ def test_classify_keeps_products_ignores_the_rest():
         ("link.csv", stat.S_IFLNK | 0o777, 0),
     ], "/run")
     assert products == [("hmi_20240301.jpg", 20), ("sdoss_20_20240301T000000_SDO_feat.csv", 10)]
-    assert ignored == ["hfc.x.20240301.7.out", "link.csv", "notes.txt",
-                       "sdoss_20_20240301T000000_SDO_feat.csv.part", "subdir"]
+    assert ignored == ["hfc.x.20240301.7.out", "link.csv", "sdoss_20_20240301T000000_SDO_feat.csv.part", "subdir"]
+    assert unmatched == ["notes.txt"]
+
+
+def test_unmatched_are_the_files_that_match_no_product_name():
+    """Issue 16 item 5: a typo in the kind, a compressed table, a space, a non-ASCII letter."""
+    odd = ["sdoss_20_20240301T000000_SDO_feats.csv", "sdoss_20_20240301T000000_SDO_feat.csv.gz",
+           "a b.csv", "café.jpg"]
+    products, ignored, unmatched = classify_names(
+        [(n, REG, 1) for n in [*odd, "sdoss_20_20240301T000000_SDO_feat.csv", "hfc.x.20240301.7.out"]], "/run")
+    assert products == [("sdoss_20_20240301T000000_SDO_feat.csv", 1)]
+    assert ignored == ["hfc.x.20240301.7.out"]
+    assert unmatched == sorted(odd)
 
 
 @pytest.mark.parametrize("bad", ["..x_feat.csv", "a\\b.csv", "x..jpg", "tab\there.csv"])
