@@ -56,8 +56,8 @@ class SlurmHook(BaseHook):
         err = chan_err.read().decode("utf-8", "replace")
         return chan_out.channel.recv_exit_status(), out, err
 
-    def check(self, command: str, *, stdin: str | None = None, what: str = "") -> str:
-        rc, out, err = self.run(command, stdin=stdin)
+    def check(self, command: str, *, stdin: str | None = None, what: str = "", timeout: float | None = None) -> str:
+        rc, out, err = self.run(command, stdin=stdin, timeout=timeout)
         if rc != 0:
             raise slurm.SlurmError(
                 f"{what or command.split()[0]} failed on the cluster (exit {rc}): {err.strip() or out.strip()}"
@@ -74,11 +74,17 @@ class SlurmHook(BaseHook):
         default_partition: str | None = None,
         lock_file: str,
         stagger_seconds: int = 0,
+        attempt: str = "",
+        lock_wait: int = slurm.SUBMIT_LOCK_WAIT,
     ) -> tuple[str, str]:
-        """Adopt the live job with this name, or submit one, or say how long to wait.
+        """Adopt the live job with this name (or the one this ``attempt`` already submitted),
+        or submit one, or say how long to wait.
 
         Returns ``("ADOPT", id)``, ``("SUBMIT", id)`` or ``("WAIT", seconds)``: see
-        :func:`hfc_tasks.slurm.submit_script` (serialised by flock on the cluster).
+        :func:`hfc_tasks.slurm.submit_script` (serialised by flock on the cluster). A failing
+        ``squeue``/``sbatch`` raises :class:`SlurmError` (the try fails, nothing submitted). Our
+        side waits :func:`hfc_tasks.slurm.submit_timeout`, longer than the script's own bounds,
+        whatever ``command_timeout`` says: it never gives up while the cluster may still submit.
         """
         script = slurm.submit_script(
             job_name=job_name,
@@ -87,8 +93,11 @@ class SlurmHook(BaseHook):
             ),
             lock_file=lock_file,
             stagger_seconds=stagger_seconds,
+            attempt=attempt,
+            lock_wait=lock_wait,
         )
-        out = self.check(script, stdin=slurm.batch_script(command, job_name=job_name), what="sbatch")
+        out = self.check(script, stdin=slurm.batch_script(command, job_name=job_name),
+                         what=f"submission of {job_name}", timeout=slurm.submit_timeout(lock_wait))
         return slurm.parse_submit(out)
 
     def job_summary(self, job_id: str) -> str:

@@ -35,6 +35,58 @@ def night_of(context) -> dt.date:
     return start.date()
 
 
+def claim_night(context, site: Site, frc: str, night: dt.date, log) -> None:
+    """Take or check this run's claim on (FRC, night) before a stage changes anything.
+
+    Another run of the same night that is still queued or running holds it: the task fails at
+    once, without retries (:class:`AirflowFailException`), naming that run. A claim left by a
+    run that is no longer active (failed, succeeded, marked, deleted) is taken over. Whether a
+    run is active comes from Airflow through the Task SDK (``get_dr_count``). See
+    :mod:`hfc_tasks.claims`.
+    """
+    from hfc_tasks import claims
+    from hfc_tasks.hooks import catalogue_connect
+
+    ti = context["ti"]
+    me = claims.RunRef(ti.dag_id, ti.run_id)
+
+    def active(run: claims.RunRef) -> bool:
+        return ti.get_dr_count(dag_id=run.dag_id, run_ids=[run.run_id], states=list(claims.ACTIVE_RUN_STATES)) > 0
+
+    with catalogue_connect(site.catalogue_conn_id) as conn:
+        try:
+            previous = claims.claim(conn, frc, night, me, active)
+        except claims.ClaimRefused as exc:
+            raise AirflowFailException(str(exc)) from exc
+    if previous is not None:
+        log.info("night %s of FRC %s: took over the claim of run %s (no longer queued or running)",
+                 night, frc, previous)
+
+
+def release_night(context, site: Site, frc: str, night: dt.date, log) -> None:
+    """The night is done (its catalogue stage succeeded): another run may process it now."""
+    from hfc_tasks import claims
+    from hfc_tasks.hooks import catalogue_connect
+
+    ti = context["ti"]
+    with catalogue_connect(site.catalogue_conn_id) as conn:
+        if not claims.release(conn, frc, night, claims.RunRef(ti.dag_id, ti.run_id)):
+            log.warning("night %s of FRC %s: this run did not hold its claim at the end", night, frc)
+
+
+def submit_attempt(context) -> str:
+    """The key of this submit task's chain of tries: its retries share it, a clear starts a new one.
+
+    Airflow raises ``max_tries`` by the task's retries when a task instance is cleared, so
+    ``max_tries - retries + 1`` is the first try of the current chain (Airflow's own reading,
+    see ``RuntimeTaskInstance.get_first_reschedule_date``). A retry adopts the job an earlier
+    try of the chain submitted even when that try never heard the answer.
+    """
+    ti = context["ti"]
+    first_try = int(ti.max_tries or 0) - int(ti.task.retries or 0) + 1
+    return f"{ti.dag_id}/{ti.run_id}/{ti.task_id}/{first_try}"
+
+
 class _FrcStage(BaseOperator):
     """Shared part of the stages: the FRC and site come from the registry at run time."""
 
@@ -75,6 +127,7 @@ class SlurmSubmitOperator(_FrcStage):
         if selected and frc.name not in selected:
             # A manual run for some FRCs only: this group is skipped (its tasks show as skipped).
             raise AirflowSkipException(f"{frc.name} is not among the FRCs chosen for this run: {selected}")
+        claim_night(context, site, frc.name, night, self.log)
         command = frc.render_command(
             night=night, run_dir=run_dir, frc_root=site.frc_root, archive_url=site.public_url_base
         )
@@ -88,6 +141,7 @@ class SlurmSubmitOperator(_FrcStage):
                 default_partition=site.default_partition,
                 lock_file=posixpath.join(site.products_root, ".hfc-submit.lock"),
                 stagger_seconds=site.stagger_seconds,
+                attempt=submit_attempt(context),
             )
         finally:
             hook.close()
@@ -141,6 +195,7 @@ class ArchiveProductsOperator(_FrcStage):
 
         _, frc, site = self.resolve()
         night = night_of(context)
+        claim_night(context, site, frc.name, night, self.log)
         target = ArchiveTarget(
             frc=frc.name,
             archive_dir=frc.archive_dir,
@@ -194,6 +249,7 @@ class CatalogueLoadOperator(_FrcStage):
 
         _, frc, site = self.resolve()
         night = night_of(context)
+        claim_night(context, site, frc.name, night, self.log)
         manifest_path = posixpath.join(site.archive_root, products.manifest_relpath(frc.archive_dir, frc.name, night))
         with sftp_session(site.archive_conn_id) as sftp:
             # This FRC's own manifest only, never another's in a shared folder (issue 16 item 1).
@@ -235,4 +291,5 @@ class CatalogueLoadOperator(_FrcStage):
                 f"{report.batch_id}; the good files are loaded; details in hfc.rejected_file):\n  "
                 + "\n  ".join(str(r) for r in report.rejected)
             )
+        release_night(context, site, frc.name, night, self.log)
         return report.to_dict()

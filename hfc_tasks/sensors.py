@@ -19,7 +19,7 @@ from airflow.sdk.exceptions import AirflowException
 
 from hfc_tasks import products, slurm
 from hfc_tasks.links import HFC_LINKS
-from hfc_tasks.operators import night_of
+from hfc_tasks.operators import claim_night, night_of
 from hfc_tasks.registry import load_registry
 
 
@@ -58,11 +58,17 @@ class SlurmJobSensor(BaseSensorOperator):
         return load_registry(self.registry_path).site(self.site)
 
     def execute(self, context) -> Any:
+        # Another active run of this night: fail at once, never wait on (or cancel) its job.
+        site = self._site()
+        night = night_of(context)
+        claim_night(context, site, self.frc, night, self.log)
+        ti = context["ti"]
+        self._claim = {"conn_id": site.catalogue_conn_id, "frc": self.frc, "night": night.isoformat(),
+                       "dag_id": ti.dag_id, "run_id": ti.run_id}
         if not self.deferrable:
             return super().execute(context)
         from hfc_tasks.triggers import SlurmJobTrigger  # asyncssh: imported on run, not at DAG parse
 
-        site = self._site()
         self.defer(
             trigger=SlurmJobTrigger(
                 ssh_conn_id=site.cluster_conn_id,
@@ -70,6 +76,7 @@ class SlurmJobSensor(BaseSensorOperator):
                 poll_interval=self.poll_interval,
                 max_poll_interval=self.max_poll_interval,
                 missing_timeout=self.missing_timeout,
+                claim=self._claim,
             ),
             method_name="execute_complete",
         )
@@ -137,8 +144,25 @@ class SlurmJobSensor(BaseSensorOperator):
         # Worker side of "cancel on clear/mark" (non-deferrable mode); the trigger has its own.
         if not self.job_id:
             return
-        from hfc_tasks.hooks import SlurmHook
+        from hfc_tasks.claims import RunRef, holder
+        from hfc_tasks.hooks import SlurmHook, catalogue_connect
 
+        claim = getattr(self, "_claim", None)
+        if claim is None:  # the wait never started: no job of this run to cancel
+            return
+        me = RunRef(claim["dag_id"], claim["run_id"])
+        try:
+            with catalogue_connect(claim["conn_id"]) as conn:
+                owner = holder(conn, claim["frc"], dt.date.fromisoformat(claim["night"]))
+        except Exception as exc:  # noqa: BLE001 - whatever the database says, never cancel blind
+            self.log.error("cannot read the claim on night %s of FRC %s (%s): SLURM job %s NOT cancelled; "
+                           "cancel it by hand if it must stop (scancel %s)", claim["night"], claim["frc"], exc,
+                           self.job_id, self.job_id)
+            return
+        if owner != me:
+            self.log.warning("night %s of FRC %s is held by run %s, not this run: SLURM job %s NOT cancelled",
+                             claim["night"], claim["frc"], owner or "(nobody)", self.job_id)
+            return
         hook = SlurmHook(self._site().cluster_conn_id)
         try:
             hook.cancel(str(self.job_id))

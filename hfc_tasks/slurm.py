@@ -147,40 +147,84 @@ def parse_sbatch(stdout: str) -> str:
     return job_id
 
 
+# Bounds of the remote submit script, and our side's wait for its answer. Ordered so that our
+# side always outlasts the cluster: the channel timeout is longer than the lock wait plus the
+# squeue and sbatch bounds, so a try never gives up while the cluster may still submit (the
+# retry would then submit again). A try whose answer is lost anyway (the connection drops)
+# is covered by the submission record: see :func:`submit_script`.
+SUBMIT_LOCK_WAIT = 120
+SQUEUE_TIMEOUT = 60
+SBATCH_TIMEOUT = 120
+SUBMIT_MARGIN = 60
+
+
+def submit_timeout(lock_wait: int = SUBMIT_LOCK_WAIT) -> float:
+    """Seconds our side waits for the submit script: longer than everything it may do."""
+    return float(lock_wait + SQUEUE_TIMEOUT + SBATCH_TIMEOUT + SUBMIT_MARGIN)
+
+
 def submit_script(
     *,
     job_name: str,
     sbatch: str,
     lock_file: str,
     stagger_seconds: int,
+    attempt: str = "",
+    lock_wait: int = SUBMIT_LOCK_WAIT,
 ) -> str:
     """One remote shell script that adopts or submits, serialised by ``flock`` on the cluster.
 
-    Under the lock: a live job with our name is adopted (prints ``ADOPT <id>``); else, if the
-    last submission (the lock file's mtime) is less than ``stagger_seconds`` ago, it prints
-    ``WAIT <seconds>`` and submits nothing (the operator defers, holding no worker slot);
-    else it runs ``sbatch`` (script on stdin), touches the lock file and prints ``SUBMIT <id>``.
-    The lock makes "at least N seconds apart" and "never two jobs with one name" hold even
-    when several submit tasks reach the login node at once.
+    Under the lock: a live job with our name is adopted (prints ``ADOPT <id>``); else the job
+    that this same ``attempt`` (a submit task's chain of tries: its retries share it, a clear
+    starts a new one) already submitted is adopted whatever its state, from the record
+    ``<lock>.jobs/<job name>`` (a try whose answer was lost after ``sbatch`` succeeded, its
+    job may have ended since); else, if the last submission (the lock file's mtime) is less
+    than ``stagger_seconds`` ago, it prints ``WAIT <seconds>`` and submits nothing (the
+    operator defers, holding no worker slot); else it runs ``sbatch`` (script on stdin),
+    records the job, touches the lock file and prints ``SUBMIT <id>``.
+
+    A failing ``squeue`` or ``sbatch`` fails the script (exit 76 / 77, their error on stderr):
+    an unanswered "is a job live?" never reads as "no". Every step is bounded (``flock -w``,
+    ``timeout``) within :func:`submit_timeout`. The lock makes "at least N seconds apart" and
+    "never two jobs with one name" hold even when several submit tasks reach the login node at once.
     """
     q = shlex.quote
     return "\n".join(
         [
             "set -eu",
             f"lock={q(lock_file)}",
-            'mkdir -p "$(dirname "$lock")"',
+            f"name={q(job_name)}",
+            'record="$lock.jobs/$name"',
+            f"attempt={q(attempt)}",
+            'mkdir -p "$(dirname "$lock")" "$lock.jobs"',
             'exec 9>>"$lock"',
-            'flock -w 120 9 || { echo "cannot lock $lock within 120 s" >&2; exit 75; }',
-            f"live=$({live_jobs_command(job_name)} | head -n 1)",
-            'if [ -n "$live" ]; then echo "ADOPT $live"; exit 0; fi',
+            f'flock -w {int(lock_wait)} 9 || {{ echo "cannot lock $lock within {int(lock_wait)} s '
+            '(another submission holds it): nothing submitted" >&2; exit 75; }',
+            f"if ! live=$(timeout -k 5 {SQUEUE_TIMEOUT} {live_jobs_command(job_name)}); then",
+            '  echo "squeue failed: cannot tell whether job $name is already live; nothing submitted" >&2',
+            "  exit 76",
+            "fi",
+            'if [ -n "$live" ]; then echo "ADOPT ${live%%[!0-9]*}"; exit 0; fi',
+            'if [ -n "$attempt" ] && [ -s "$record" ]; then',
+            '  prev=$(cat "$record")',
+            '  if [ "${prev#* }" = "$attempt" ]; then echo "ADOPT ${prev%% *}"; exit 0; fi',
+            "fi",
             f"stagger={int(stagger_seconds)}",
             'if [ "$stagger" -gt 0 ]; then',
             '  wait=$(( $(stat -c %Y "$lock") + stagger - $(date +%s) ))',
             '  if [ "$wait" -gt 0 ] && [ -s "$lock.stamp" ]; then echo "WAIT $wait"; exit 0; fi',
             "fi",
-            f"out=$({sbatch})",
+            f"if ! out=$(timeout -k 5 {SBATCH_TIMEOUT} sh -c {q(sbatch)}); then",
+            '  echo "sbatch failed: job $name not submitted" >&2',
+            "  exit 77",
+            "fi",
+            'job=$(printf "%s\\n" "$out" | tail -n 1)',
+            "job=${job%%;*}",
+            'case "$job" in ""|*[!0-9]*) echo "sbatch answered \'$out\', not a job id" >&2; exit 77;; esac',
+            # Recorded before anything is printed: a try that never reads the answer is adopted.
+            'printf "%s %s\\n" "$job" "$attempt" > "$record.part" && mv -f "$record.part" "$record"',
             'touch "$lock"; echo stamp > "$lock.stamp"',
-            'echo "SUBMIT $out"',
+            'echo "SUBMIT $job"',
         ]
     )
 

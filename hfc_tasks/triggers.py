@@ -186,6 +186,7 @@ class SlurmJobTrigger(BaseTrigger):
         poll_interval: float = 5.0,
         max_poll_interval: float = 15.0,
         missing_timeout: float = 300.0,
+        claim: dict[str, str] | None = None,
     ) -> None:
         super().__init__()
         self.ssh_conn_id = ssh_conn_id
@@ -193,6 +194,8 @@ class SlurmJobTrigger(BaseTrigger):
         self.poll_interval = poll_interval
         self.max_poll_interval = max_poll_interval
         self.missing_timeout = missing_timeout
+        # The run's claim on its (FRC, night) (hfc_tasks.claims): conn_id, frc, night, dag_id, run_id.
+        self.claim = claim
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -203,6 +206,7 @@ class SlurmJobTrigger(BaseTrigger):
                 "poll_interval": self.poll_interval,
                 "max_poll_interval": self.max_poll_interval,
                 "missing_timeout": self.missing_timeout,
+                "claim": self.claim,
             },
         )
 
@@ -239,10 +243,41 @@ class SlurmJobTrigger(BaseTrigger):
             poller.unsubscribe(self.job_id, queue)
 
     async def on_kill(self) -> None:
-        """The task was cleared or marked while deferred: cancel the job on the cluster."""
+        """The task was cleared or marked while deferred: cancel the job on the cluster, but only
+        while this run holds the claim on its night (never a job another run adopted)."""
+        if self.claim is not None and not await self._holds_claim():
+            return
         conn = await open_cluster_connection(self.ssh_conn_id)
         try:
             await conn.run(slurm.scancel_command(self.job_id), check=False, timeout=60)
             self.log.info("cancelled SLURM job %s (task cleared or marked while waiting)", self.job_id)
         finally:
             conn.close()
+
+    async def _holds_claim(self) -> bool:
+        import datetime as dt
+
+        import psycopg
+        from airflow.sdk import BaseHook
+
+        from hfc_tasks.claims import RunRef, aholder
+
+        claim = self.claim or {}
+        me = RunRef(claim["dag_id"], claim["run_id"])
+        try:
+            conn = await BaseHook.aget_connection(claim["conn_id"])
+            async with await psycopg.AsyncConnection.connect(
+                host=conn.host, port=conn.port or 5432, user=conn.login, password=conn.password,
+                dbname=conn.schema or "hfc", application_name="hfc-triggerer", connect_timeout=30,
+            ) as db:
+                owner = await aholder(db, claim["frc"], dt.date.fromisoformat(claim["night"]))
+        except Exception as exc:  # noqa: BLE001 - whatever the database says, never cancel blind
+            self.log.error("cannot read the claim on night %s of FRC %s (%s): SLURM job %s NOT cancelled; "
+                           "cancel it by hand if it must stop (scancel %s)", claim["night"], claim["frc"], exc,
+                           self.job_id, self.job_id)
+            return False
+        if owner != me:
+            self.log.warning("night %s of FRC %s is held by run %s, not this run: SLURM job %s NOT cancelled",
+                             claim["night"], claim["frc"], owner or "(nobody)", self.job_id)
+            return False
+        return True

@@ -496,9 +496,18 @@ def test_two_archives_of_one_night_at_once_leave_one_valid_manifest(site, night,
     night.assert_all_archived()
 
 
-def test_a_source_changed_after_verification_is_kept_even_with_the_same_size(site, night, monkeypatch):
+@pytest.mark.parametrize("cluster", ["shell", "sftp-only"])
+def test_a_source_changed_after_verification_is_kept_even_with_the_same_size(site, night, monkeypatch, cluster):
     """Item 2 (archive part): a cluster file is deleted only if its sha256, not its size,
-    still equals the verified archive copy's."""
+    still equals the verified archive copy's: by ``sha256sum`` on the cluster, or where the
+    cluster account may not run commands (``sftp-only``: they answer 127) by reading it back."""
+    if cluster == "sftp-only":
+        real_run = transfer._run
+
+        async def no_commands(conn, command):
+            return None if command.startswith("cd -- ") else await real_run(conn, command)
+
+        monkeypatch.setattr(transfer, "_run", no_commands)
     night.add_set(n_csv=4, n_jpg=1)
     victim = sorted(night.files)[1]
     real_write = transfer._Night._write_manifest

@@ -361,7 +361,8 @@ def test_night_without_detections_and_empty_night(conn):
     report = empty.load(conn)
     assert report.ok and report.rows == {"observations": 0, "sunspots": 0}
     assert counts(conn, NIGHT1)["observations"] == 0
-    assert conn.execute("select count(*), min(status) from hfc.batch").fetchone() == (1, "loaded")
+    # A manifest without files: the job ran and wrote nothing, a night without data (issue 16 item 6).
+    assert conn.execute("select count(*), min(status) from hfc.batch").fetchone() == (1, "no_data")
 
 
 def test_metadata_matched_by_content_not_local_id(conn):

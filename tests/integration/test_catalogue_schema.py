@@ -59,9 +59,9 @@ def test_counts_of_tables_and_views(db):
             "select table_type, count(*) from information_schema.tables where table_schema = 'hfc' group by 1"
         ).fetchall()
     )
-    # 21 V12 tables + sunspots_tracking + 4 pipeline tables (batch, batch_file, rejected_file,
-    # schema_migrations); 18 V12 views.
-    assert kinds == {"BASE TABLE": 21 + 1 + 4, "VIEW": 18}
+    # 21 V12 tables + sunspots_tracking + 5 pipeline tables (batch, batch_file, rejected_file,
+    # schema_migrations, night_claim); 18 V12 views.
+    assert kinds == {"BASE TABLE": 21 + 1 + 5, "VIEW": 18}
 
 
 def test_types_are_proper(db):

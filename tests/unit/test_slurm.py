@@ -106,3 +106,26 @@ def test_scontrol_completes_a_squeue_final_state():
     assert st.exit_code is None
     done = slurm.with_scontrol_exit(st, "JobId=31 JobName=hfc.a JobState=FAILED Reason=NonZeroExitCode ExitCode=3:0")
     assert done.exit_code == 3 and done.state == "FAILED" and "exit code 3" in done.describe()
+
+
+def test_submit_timeouts_are_ordered_so_our_side_outlasts_the_cluster():
+    """Issue 16 item 3: our side must never give up while the cluster may still submit."""
+    for lock_wait in (1, slurm.SUBMIT_LOCK_WAIT, 600):
+        script = slurm.submit_script(job_name="hfc.x.20240301", sbatch="sbatch --parsable", lock_file="/p/.lock",
+                                     stagger_seconds=0, lock_wait=lock_wait)
+        assert f"flock -w {lock_wait} 9" in script
+        assert f"timeout -k 5 {slurm.SQUEUE_TIMEOUT} squeue" in script
+        assert f"timeout -k 5 {slurm.SBATCH_TIMEOUT} sh -c" in script
+        # every remote bound, with timeout's kill grace, is inside our wait
+        assert slurm.submit_timeout(lock_wait) > lock_wait + slurm.SQUEUE_TIMEOUT + slurm.SBATCH_TIMEOUT + 2 * 5
+
+
+def test_submit_script_never_reads_a_failing_squeue_as_no_live_job():
+    script = slurm.submit_script(job_name="hfc.x.20240301", sbatch="sbatch --parsable", lock_file="/p/.lock",
+                                 stagger_seconds=0, attempt="d/r/t/1")
+    assert "| head" not in script  # no pipeline hides squeue's exit status
+    assert "if ! live=$(timeout" in script and "exit 76" in script
+    assert "if ! out=$(timeout" in script and "exit 77" in script
+    # the submission is recorded before the answer is printed: a lost answer is adopted on retry
+    assert script.index('mv -f "$record.part" "$record"') < script.index('echo "SUBMIT $job"')
+    assert "attempt=d/r/t/1" in script

@@ -1,0 +1,156 @@
+"""Two runs of the same (FRC, night) at once on the real scheduler (issue 16, item 2): the
+second fails at once, before it submits, archives or loads anything, naming the run that holds
+the night; the first completes with the only SLURM job of that night and its catalogue batch.
+
+Instance ``h3claim`` of its own (metadata database ``airflow_h3claim``, port 8102,
+LocalExecutor, catalogue database ``hfc_h3claim``) with a registry whose one FRC, run folders
+and archive tree are its own: nothing here touches the other instances or the shared catalogue.
+Stopped at the end, pass or fail.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import random
+import subprocess
+import sys
+import urllib.parse
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from hfc_tasks import products
+from hfc_tasks.airflow_api import AirflowAPI
+from hfc_tasks.localsite import slurm_conf_path, state_dir
+
+pytestmark = [pytest.mark.site, pytest.mark.slow]
+REPO = Path(__file__).resolve().parents[2]
+DAG = "hfc_nightly"
+FRC = "h3-claim"
+PORT = 8102
+REGISTRY = """\
+# Registry of the 'h3claim' test instance (written by tests/e2e/test_night_claim.py).
+default_site: local
+sites:
+  local:
+    description: Local site, folders of the h3claim test instance
+    products_root: ${HFC_SITE_DIR}/home/cluster/products/_h3claim
+    frc_root: ${HFC_SITE_DIR}/home/cluster/frcs
+    archive_root: ${HFC_SITE_DIR}/home/archive/hfc/_h3claim
+    public_url_base: file://${HFC_SITE_DIR}/home/archive/hfc/_h3claim
+    default_partition: debug
+    stagger_seconds: 0
+frcs:
+  - name: h3-claim
+    version: 1.0.0
+    feature: SUNSPOTS
+    observatory: SDO
+    instrument: HMI
+    product_format: sdoss
+    # A job of ~30 s: long enough for a second run of its night to start while it runs.
+    command: sleep 30; /usr/bin/python3 {frc_root}/demo_sunspots.py -s {start} -e {end} -c {cadence} -o {run_dir}
+    cadence_seconds: 21600
+    slurm: {time: "00:10:00", mem: 256M, cpus: 1}
+"""
+
+
+def env() -> dict[str, str]:
+    registry = state_dir() / "h3claim" / "registry.yaml"
+    registry.parent.mkdir(parents=True, exist_ok=True)
+    registry.write_text(REGISTRY)
+    return {
+        **os.environ,
+        "HFC_AIRFLOW_INSTANCE": "h3claim",
+        "HFC_AIRFLOW_PORT": str(PORT),
+        "HFC_AIRFLOW_EXECUTOR": "LocalExecutor",
+        "HFC_AIRFLOW_CATALOGUE_DB": "hfc_h3claim",
+        "HFC_REGISTRY": str(registry),
+    }
+
+
+def hfc(*args: str, timeout: float = 400) -> subprocess.CompletedProcess:
+    return subprocess.run([str(Path(sys.executable).with_name("hfc")), *args], env=env(), cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def stack_env() -> dict[str, str]:
+    code = "import json; from hfc_tasks import airflow_stack; print(json.dumps(airflow_stack.stack_env()))"
+    out = subprocess.run([sys.executable, "-c", code], env=env(), capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def instance(site):
+    """The h3claim instance up, its DAG unpaused: (API client, catalogue DSN). Always stopped after."""
+    try:
+        proc = hfc("airflow", "up")
+        assert proc.returncode == 0, f"hfc airflow up (h3claim) failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        senv = stack_env()
+        with open(senv["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]) as f:
+            api = AirflowAPI(f"http://127.0.0.1:{PORT}", "admin", json.load(f)["admin"])
+        api.wait_for_dag(DAG, timeout=180)
+        api.patch(f"/dags/{DAG}", {"is_paused": False})
+        yield api, senv["HFC_CATALOGUE_DSN"]
+        api.patch(f"/dags/{DAG}", {"is_paused": True})
+    finally:
+        down = hfc("airflow", "down", timeout=200)
+        assert down.returncode == 0, down.stderr[-2000:]
+
+
+def jobs_named(name: str) -> set[str]:
+    slurm_env = {"SLURM_CONF": str(slurm_conf_path()), "PATH": "/usr/bin:/bin"}
+    sacct = subprocess.run(["sacct", "-X", "-n", "-P", f"--name={name}", "--starttime=2020-01-01", "-o", "JobIDRaw"],
+                           capture_output=True, text=True, check=True, env=slurm_env).stdout.split()
+    squeue = subprocess.run(["squeue", "-h", "--states=all", f"--name={name}", "-o", "%i"],
+                            capture_output=True, text=True, check=True, env=slurm_env).stdout.split()
+    return set(sacct) | set(squeue)
+
+
+def task_log(api: AirflowAPI, run_id: str, task_id: str, try_number: int) -> str:
+    path = (f"/dags/{DAG}/dagRuns/{urllib.parse.quote(run_id, safe='')}/taskInstances/{task_id}/logs/"
+            f"{try_number}?full_content=true")
+    return json.dumps(api.get(path))
+
+
+def ti(api: AirflowAPI, run_id: str, task_id: str) -> dict:
+    return api.get(f"/dags/{DAG}/dagRuns/{urllib.parse.quote(run_id, safe='')}/taskInstances/{task_id}")
+
+
+def test_second_run_of_a_night_fails_at_once_and_the_first_completes(instance):
+    api, dsn = instance
+    night = (dt.date(2061, 1, 1) + dt.timedelta(days=random.randrange(3000))).isoformat()
+    name = products.job_name(FRC, products.parse_night(night))
+    trigger = {"logical_date": None, "conf": {"night": night}}
+    first = api.post(f"/dags/{DAG}/dagRuns", trigger)["dag_run_id"]
+    api.wait_task(DAG, first, f"{FRC}.submit", ("success", "failed"), timeout=300)
+    assert api.task_states(DAG, first)[f"{FRC}.submit"] == "success"
+    job = ti(api, first, f"{FRC}.submit")
+    assert len(jobs_named(name)) == 1
+
+    # A manual run of the same night while the first one waits for its job.
+    second = api.post(f"/dags/{DAG}/dagRuns", trigger)["dag_run_id"]
+    assert api.wait_run(DAG, second, timeout=300) == "failed"
+    states = api.task_states(DAG, second)
+    assert states[f"{FRC}.submit"] == "failed", states
+    assert {states[f"{FRC}.{t}"] for t in ("wait", "archive", "catalogue")} == {"upstream_failed"}, states
+    refused = ti(api, second, f"{FRC}.submit")
+    assert refused["try_number"] == 1  # failed at once: no retry
+    log = task_log(api, second, f"{FRC}.submit", 1)
+    assert f"night {night} of FRC {FRC} is being processed by run {first}" in log, log[-3000:]
+    assert api.task_states(DAG, first)[f"{FRC}.wait"] in ("deferred", "running", "scheduled", "queued"), \
+        "the second run's refusal must come while the first still waits for its job"
+
+    assert api.wait_run(DAG, first, timeout=600) == "success", api.task_states(DAG, first)
+    assert len(jobs_named(name)) == 1, jobs_named(name)  # exactly one job for the night
+    with psycopg.connect(dsn) as conn:
+        batch = conn.execute(
+            "select dag_run_id, slurm_job_id from hfc.batch where frc = %s and night = %s", (FRC, night)
+        ).fetchall()
+        claims = conn.execute("select run_id from hfc.night_claim where frc = %s and night = %s",
+                              (FRC, night)).fetchall()
+    assert [b[0] for b in batch] == [first]
+    assert str(batch[0][1]) == jobs_named(name).pop() and job["try_number"] == 1
+    assert claims == []  # released by the first run's catalogue stage
