@@ -8,12 +8,17 @@ else that wants the same answer (tests, the CLI):
 * :class:`AirflowREST` reads the DAG runs and task instances from Airflow's public REST API
   *with the caller's own token*, and creates backfills the same way, so Airflow checks the
   user's rights exactly as for its own UI;
-* :func:`build_heatmap` folds both into one cell per (FRC, night): ``loaded``, ``rejected``
-  (loaded, some files refused), ``running``, ``failed`` or ``missing``;
+* :func:`build_heatmap` folds both into one cell per (FRC, night): ``loaded``, ``not_clean``
+  (loaded, but the batch lists ``issues``: files of the FRC left on the cluster, stale files of
+  an earlier run), ``rejected`` (loaded, some files refused), ``no_data`` (batch status
+  ``no_data``: the FRC ran and found no observation, a result and not a gap), ``running``,
+  ``failed`` or ``missing`` (catalogue migration 0005, docs/catalogue.md);
 * :func:`find_gaps` turns the cells into runs of consecutive nights to backfill and
   :func:`backfill_body` into the body of ``POST /api/v2/backfills``;
 * :func:`quicklooks` and :func:`draw_features` give the gallery of one FRC night, with the
-  sunspot contours (chain codes) or positions of the catalogue drawn on the archived images.
+  sunspot contours (chain codes) or positions of the catalogue drawn on the archived images;
+* :func:`query_range` and :func:`archive_file` check what a browser or a manifest gives before
+  it reaches SQL or SFTP (a range of nights; an ``archive_path`` that must stay in the archive).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import posixpath
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -30,7 +36,10 @@ from dataclasses import asdict, dataclass, field
 from hfc_tasks import products
 
 DAG_ID = "hfc_nightly"
-STATES = ("loaded", "rejected", "running", "failed", "missing")
+STATES = ("loaded", "not_clean", "rejected", "no_data", "running", "failed", "missing")
+NO_DATA = "no_data"  # hfc.batch.status of a night where the FRC ran and found no observation
+MAX_NIGHTS = 366  # nights of one page or API call
+FIRST_NIGHT = dt.date(1900, 1, 1)  # no HFC observation is older
 ACTIVE_TI = {"queued", "scheduled", "running", "deferred", "up_for_retry", "up_for_reschedule", "restarting"}
 FAILED_TI = {"failed", "upstream_failed"}
 # Freeman chain-code steps in the image frame of the FRC (+x west, +y north): 0=E ... 7=SE.
@@ -68,6 +77,69 @@ def _date(value) -> dt.date | None:
     return products.parse_night(text)
 
 
+def query_range(first: str | None, last: str | None, today: dt.date | None = None) -> tuple[dt.date, dt.date]:
+    """The nights a page asks for (``first``/``last`` as given, default the last 30 nights);
+    a ValueError names what is wrong (not a date, reversed, in the future, too long)."""
+    today = today or dt.datetime.now(dt.UTC).date()
+    d_first, d_last = default_range(today)
+    f = check_night(first, today) if first else d_first
+    la = check_night(last, today) if last else d_last
+    if la < f:
+        raise ValueError(f"first night {f} is after last night {la}")
+    if (la - f).days + 1 > MAX_NIGHTS:
+        raise ValueError(f"{f}..{la} is {(la - f).days + 1} nights: at most {MAX_NIGHTS} at once")
+    return f, la
+
+
+def check_night(text: str, today: dt.date | None = None) -> dt.date:
+    """A night given by a browser: a date, not before 1900, not after today (UTC)."""
+    today = today or dt.datetime.now(dt.UTC).date()
+    night = products.parse_night(text)
+    if night > today:
+        raise ValueError(f"night {night} is in the future (today is {today} UTC)")
+    if night < FIRST_NIGHT:
+        raise ValueError(f"night {night} is before {FIRST_NIGHT}")
+    return night
+
+
+def archive_file(archive_root: str, archive_path) -> str:
+    """The absolute path of a manifest's or catalogue's ``archive_path`` under ``archive_root``.
+
+    Only a relative path that stays under the root is accepted: an absolute path, any ``..``
+    component, a backslash or NUL is refused (ValueError naming it), so no file outside the
+    archive is ever read or linked, whatever a manifest or a catalogue row says.
+    """
+    if not isinstance(archive_path, str) or not archive_path:
+        raise ValueError(f"archive_path {archive_path!r} is not a path under the archive root")
+    parts = archive_path.split("/")
+    if (archive_path.startswith("/") or "\\" in archive_path or "\x00" in archive_path
+            or any(p in ("..", ".") for p in parts) or not posixpath.normpath(archive_path).strip("./")):
+        raise ValueError(f"archive_path {archive_path!r} is outside the archive root (absolute, '..' or "
+                         "not a plain relative path): refused")
+    return posixpath.join(archive_root, posixpath.normpath(archive_path))
+
+
+ISSUE_MEANING = {
+    "unmatched": "left on the cluster: not an HFC product name",
+    "stale": "produced by an earlier job of the night, not by this one: kept on the archive, not loaded",
+}
+
+
+def issue_text(issue) -> str:
+    """One entry of a batch's ``issues`` (migration 0005: ``{"issue": "unmatched"|"stale",
+    "name": ...}``) as a line of text; any other entry is shown as it is."""
+    if isinstance(issue, dict):
+        what = str(issue.get("issue") or issue.get("kind") or "issue")
+        name = issue.get("name") or issue.get("file")
+        why = issue.get("reason") or ISSUE_MEANING.get(what)
+        if what == "stale" and issue.get("slurm_job_id"):
+            why = f"{why} (job {issue['slurm_job_id']})"
+        if name is None:
+            return f"{what}: {why}" if why else f"{what}: {json.dumps(issue, sort_keys=True)}"
+        return f"{what}: {name} ({why})" if why else f"{what}: {name}"
+    return str(issue)
+
+
 def run_night(run: dict) -> dt.date | None:
     """The night a DAG run works on: its ``night`` conf if given, else its data interval's start
     (the same rule as :func:`hfc_tasks.operators.night_of`)."""
@@ -102,6 +174,15 @@ class Batch:
     dag_run_id: str | None = None
     frc_version: str | None = None
     finished_at: str | None = None
+    issues: list = field(default_factory=list)  # the manifest's: unmatched files, stale files...
+
+
+def _issues(value) -> list:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = json.loads(value or "[]")
+    return list(value) if isinstance(value, list) else [value]
 
 
 def catalogue_batches(conn, first: dt.date, last: dt.date, frcs: Iterable[str] | None = None) -> dict:
@@ -110,7 +191,8 @@ def catalogue_batches(conn, first: dt.date, last: dt.date, frcs: Iterable[str] |
         """
         select b.id, b.frc, b.night, b.status, b.row_counts, b.slurm_job_id, b.dag_run_id, b.frc_version,
                b.finished_at,
-               (select count(distinct r.file) from hfc.rejected_file r where r.batch_id = b.id)
+               (select count(distinct r.file) from hfc.rejected_file r where r.batch_id = b.id),
+               b.issues
         from hfc.batch b
         where b.night between %s and %s
         order by b.frc, b.night
@@ -119,14 +201,14 @@ def catalogue_batches(conn, first: dt.date, last: dt.date, frcs: Iterable[str] |
     ).fetchall()
     wanted = set(frcs) if frcs is not None else None
     out = {}
-    for bid, frc, night, status, counts, job, run_id, version, finished, rejected in rows:
+    for bid, frc, night, status, counts, job, run_id, version, finished, rejected, found in rows:
         if wanted is not None and frc not in wanted:
             continue
         counts = counts if isinstance(counts, dict) else json.loads(counts or "{}")
         out[(frc, night)] = Batch(
             id=bid, frc=frc, night=night, status=status, rows=sum(int(v) for v in counts.values()),
             row_counts=counts, rejected_files=int(rejected), slurm_job_id=job, dag_run_id=run_id,
-            frc_version=version, finished_at=finished.isoformat() if finished else None,
+            frc_version=version, finished_at=finished.isoformat() if finished else None, issues=_issues(found),
         )
     return out
 
@@ -135,14 +217,15 @@ def batch_details(conn, frc: str, night: dt.date) -> dict | None:
     """One batch with its files and rejected files: the provenance of a night's rows."""
     row = conn.execute(
         "select id, status, row_counts, manifest_sha256, slurm_job_id, dag_run_id, task_try, frc_version, "
-        "product_format, started_at, finished_at from hfc.batch where frc = %s and night = %s",
+        "product_format, started_at, finished_at, issues from hfc.batch where frc = %s and night = %s",
         (frc, night),
     ).fetchone()
     if row is None:
         return None
     keys = ("id", "status", "row_counts", "manifest_sha256", "slurm_job_id", "dag_run_id", "task_try",
-            "frc_version", "product_format", "started_at", "finished_at")
+            "frc_version", "product_format", "started_at", "finished_at", "issues")
     batch = dict(zip(keys, row, strict=True))
+    batch["issues"] = _issues(batch["issues"])
     for k in ("started_at", "finished_at"):
         batch[k] = batch[k].isoformat() if batch[k] else None
     batch["files"] = [
@@ -366,6 +449,11 @@ class Cell:
     run_id: str | None = None
     run_state: str | None = None
     tasks: dict = field(default_factory=dict)  # stage -> state, of the newest run of the night
+    issues: list = field(default_factory=list)  # the batch's manifest issues (not clean if any)
+
+    @property
+    def clean(self) -> bool:
+        return not self.issues
 
 
 @dataclass
@@ -385,7 +473,7 @@ class Heatmap:
 
     def to_dict(self) -> dict:
         return {"frcs": self.frcs, "nights": self.nights, "counts": self.counts(),
-                "cells": [asdict(c) for c in self.cells.values()]}
+                "cells": [{**asdict(c), "clean": c.clean} for c in self.cells.values()]}
 
 
 def _run_sort_key(run: dict) -> str:
@@ -397,7 +485,10 @@ def build_heatmap(frcs: Sequence[str], nights: Sequence[dt.date], batches: dict,
     """One cell per (FRC, night).
 
     ``running``: the newest run of the night is active and the FRC's tasks are not all done;
-    else ``loaded`` / ``rejected`` from the batch (rejected = loaded with refused files);
+    else ``no_data`` when the batch says the FRC found no observation;
+    else ``loaded`` / ``not_clean`` / ``rejected`` from the batch (rejected = loaded with refused
+    files; not_clean = loaded, but the manifest reported issues);
+    a cell of any state whose batch has issues is not :attr:`Cell.clean`;
     else ``failed`` if the newest run that covered the FRC has a failed task of it;
     else ``missing``.
     """
@@ -426,12 +517,16 @@ def build_heatmap(frcs: Sequence[str], nights: Sequence[dt.date], batches: dict,
             if batch is not None:
                 cell.rows, cell.rejected_files = batch.rows, batch.rejected_files
                 cell.batch_id, cell.slurm_job_id = batch.id, batch.slurm_job_id
+                cell.issues = list(batch.issues)
             active = bool(newest) and newest.get("state") in ("queued", "running") and (
                 not tasks or any(s in ACTIVE_TI or s is None for s in tasks.values()))
             if active:
                 cell.state = "running"
+            elif batch is not None and batch.status == NO_DATA:
+                cell.state = "no_data"
             elif batch is not None:
-                cell.state = "rejected" if batch.status == "partial" or batch.rejected_files else "loaded"
+                cell.state = ("rejected" if batch.status == "partial" or batch.rejected_files
+                              else "not_clean" if batch.issues else "loaded")
             elif any(s in FAILED_TI for s in tasks.values()) or (newest and newest.get("state") == "failed"):
                 cell.state = "failed"
             cells[key] = cell

@@ -87,6 +87,8 @@ def env() -> dict[str, str]:
         "HFC_CELERY_WORKERS": "2",
         "HFC_AIRFLOW_CATALOGUE_DB": "hfc_ops",
         "HFC_REGISTRY": str(registry),
+        # The status page's permission tests: a read-only user, and one with no role (no right).
+        "HFC_AIRFLOW_USERS": "admin:admin,viewer:viewer,nobody:",
     }
 
 

@@ -14,9 +14,9 @@ FRCS = ["a", "b"]
 NIGHTS = status.night_range(D(2024, 3, 1), D(2024, 3, 6))
 
 
-def batch(frc, night, status_="loaded", rows=10, rejected=0):
+def batch(frc, night, status_="loaded", rows=10, rejected=0, issues=None):
     return status.Batch(id=hash((frc, night)) % 1000, frc=frc, night=night, status=status_, rows=rows,
-                        row_counts={"sunspots": rows}, rejected_files=rejected)
+                        row_counts={"sunspots": rows}, rejected_files=rejected, issues=issues or [])
 
 
 def run(run_id, night=None, state="success", interval=None, frcs=None, after="2024-03-10T00:00:00Z"):
@@ -60,7 +60,8 @@ def test_heatmap_states():
     assert state[("b", "2024-03-03")] == "missing"  # its tasks are done in that run, and no batch
     assert state[("a", "2024-03-04")] == "missing"  # the run succeeded but loaded nothing
     assert heat.cell("b", "2024-03-04").run_id is None  # that run did not cover b
-    assert heat.counts() == {"loaded": 2, "rejected": 1, "running": 1, "failed": 1, "missing": 7}
+    assert heat.counts() == {"loaded": 2, "not_clean": 0, "rejected": 1, "no_data": 0, "running": 1, "failed": 1,
+                            "missing": 7}
 
 
 def test_gaps_split_by_frcs_and_skip_running_nights():
@@ -104,3 +105,62 @@ def test_chain_code_contour_and_drawing():
     assert red and all(4 <= x <= 7 and 52 <= y <= 59 for x, y in red), red  # rows 20..22 -> near the bottom
     yellow = img.getpixel((50, 13))  # the position-only feature at (100, 100): a cross
     assert yellow[0] > 200 and yellow[1] > 150
+
+
+# --------------------------------------------------------------------------- issue 16
+
+def test_no_data_and_not_clean_cells_are_not_gaps():
+    """A night the FRC ran and found nothing is 'no_data' (not a gap); a night whose manifest
+    reported unmatched or stale files is 'not_clean' (not green, not a gap either)."""
+    issues = [{"issue": "unmatched", "name": "a b.csv"},
+              {"issue": "stale", "name": "old_feat.csv", "archive_path": "x/old_feat.csv", "slurm_job_id": "41"}]
+    batches = {("a", D(2024, 3, 1)): batch("a", D(2024, 3, 1), "no_data", rows=0),
+               ("b", D(2024, 3, 1)): batch("b", D(2024, 3, 1), issues=issues),
+               ("a", D(2024, 3, 2)): batch("a", D(2024, 3, 2), "partial", rejected=1, issues=issues),
+               ("b", D(2024, 3, 2)): batch("b", D(2024, 3, 2), "no_data", rows=0, issues=issues[:1])}
+    heat = status.build_heatmap(FRCS, NIGHTS[:3], batches, [], [])
+    state = {k: c.state for k, c in heat.cells.items()}
+    assert state[("a", "2024-03-01")] == "no_data" and heat.cell("a", "2024-03-01").clean
+    assert state[("b", "2024-03-01")] == "not_clean" and not heat.cell("b", "2024-03-01").clean
+    assert heat.cell("b", "2024-03-01").issues == issues
+    assert state[("a", "2024-03-02")] == "rejected" and not heat.cell("a", "2024-03-02").clean
+    assert state[("b", "2024-03-02")] == "no_data" and not heat.cell("b", "2024-03-02").clean
+    assert heat.counts() == {"loaded": 0, "not_clean": 1, "rejected": 1, "no_data": 2, "running": 0,
+                             "failed": 0, "missing": 2}
+    # Only 2024-03-03 (nothing at all) is a gap: no_data and not_clean nights are never backfilled.
+    assert [(g.first, g.last, g.frcs) for g in status.find_gaps(heat)] == [("2024-03-03", "2024-03-03", ["a", "b"])]
+    assert status.issue_text(issues[0]) == "unmatched: a b.csv (left on the cluster: not an HFC product name)"
+    assert status.issue_text(issues[1]) == ("stale: old_feat.csv (produced by an earlier job of the night, not by "
+                                            "this one: kept on the archive, not loaded (job 41))")
+    assert status.issue_text({"issue": "odd"}) == 'odd: {"issue": "odd"}'
+    assert status.issue_text("free text") == "free text"
+
+
+def test_archive_paths_stay_under_the_archive_root():
+    root = "/srv/archive/hfc"
+    assert status.archive_file(root, "demo/2024/a.csv") == "/srv/archive/hfc/demo/2024/a.csv"
+    for bad in ("/etc/passwd", "../../x", "demo/../../x", "demo/../x", "", ".", "a/./../b", "a\x00b",
+                "a\\..\\b", None, 7, ["a"]):
+        try:
+            status.archive_file(root, bad)
+        except ValueError as exc:
+            assert "archive_path" in str(exc) and "archive root" in str(exc), exc
+        else:
+            raise AssertionError(f"{bad!r} accepted")
+
+
+def test_night_range_of_a_query():
+    today = D(2024, 3, 10)
+    assert status.query_range(None, None, today) == (D(2024, 2, 9), D(2024, 3, 9))
+    assert status.query_range("2024-03-01", "20240305", today) == (D(2024, 3, 1), D(2024, 3, 5))
+    bad = [("2024-03-05", "2024-03-01", "after"), (None, "9999-12-31", "future"),
+           ("9999-12-31", "9999-12-31", "future"), ("2024-13-01", None, "not a date"),
+           ("x<script>", None, "not a date"), ("2020-01-01", "2024-03-01", "at most 366"),
+           ("1066-10-14", "1066-10-15", "before")]
+    for first, last, words in bad:
+        try:
+            status.query_range(first, last, today)
+        except ValueError as exc:
+            assert words in str(exc), (first, last, exc)
+        else:
+            raise AssertionError(f"{first}..{last} accepted")
