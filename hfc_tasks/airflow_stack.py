@@ -11,6 +11,7 @@ Plain process management, no Airflow import.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -20,6 +21,8 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+from hfc_tasks.localsite import procs
 
 COMPONENTS = {
     "api-server": ["api-server", "--host", "127.0.0.1", "--port", "{port}"],
@@ -70,11 +73,23 @@ def worker_hostname() -> str:
     return f"{name}@{socket.getfqdn()}" if name else socket.getfqdn()
 
 
-def _component_env(name: str, env: dict[str, str]) -> dict[str, str]:
+def _component_env(name: str, env: dict[str, str], run_dir: Path) -> dict[str, str]:
+    # Markers inherited by the component's children too: `down` and `hfc site status` find every
+    # process of the instance by them, also when a pid file is lost (see localsite.procs).
+    env = {**env, procs.MARK_DIR: str(run_dir), procs.MARK_INSTANCE: INSTANCE, procs.MARK_COMPONENT: name}
     if not name.startswith("worker"):
         return env
     return {**env, "HFC_WORKER_NAME": name,
             "AIRFLOW__CORE__HOSTNAME_CALLABLE": "hfc_tasks.airflow_stack.worker_hostname"}
+
+
+def _component_port(name: str) -> tuple[int, str] | None:
+    """The port a component binds, and the setting that chooses it."""
+    if name == "api-server":
+        return PORT, "HFC_AIRFLOW_PORT"
+    if name == "redis":
+        return REDIS_PORT, "HFC_REDIS_PORT"
+    return None
 
 
 def _command(name: str, args: list[str], run_dir: Path) -> list[str]:
@@ -85,7 +100,7 @@ def _command(name: str, args: list[str], run_dir: Path) -> list[str]:
 
 
 class StackError(RuntimeError):
-    pass
+    """The instance could not be brought up (or down); the message says which component and why."""
 
 
 def _airflow_bin() -> str:
@@ -96,6 +111,11 @@ def _run_dir(env: dict[str, str]) -> Path:
     path = Path(env["AIRFLOW_HOME"]) / ("stack" if INSTANCE == "main" else f"stack-{INSTANCE}")
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def run_dir() -> Path:
+    """This instance's run folder (pid files, logs): its processes run in it (see down)."""
+    return _run_dir(stack_env())
 
 
 def stack_env() -> dict[str, str]:
@@ -122,6 +142,9 @@ def stack_env() -> dict[str, str]:
             "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
         }
     )
+    if env.get("HFC_REGISTRY"):
+        # The components run in their run folder: a relative registry path would not be found.
+        env["HFC_REGISTRY"] = os.path.abspath(env["HFC_REGISTRY"])
     if CATALOGUE_DB:
         env["HFC_CATALOGUE_DSN"] = f"{base}/{CATALOGUE_DB}"
         conn = json.loads(env["AIRFLOW_CONN_HFC_CATALOGUE"])
@@ -212,36 +235,121 @@ def up(wait: float = 120.0, verbose: bool = True) -> dict[str, int]:
         subprocess.run([_airflow_bin(), "db", "migrate"], env=env, check=True, capture_output=True)
         marker.touch()
     _pools(env)
+    comps = instance_components()
+    _check_ports(run_dir, [n for n in comps if _pid(run_dir, n) is None])
+    started: dict[str, subprocess.Popen] = {}
+    try:
+        pids = _start_components(comps, env, run_dir, started, say)
+        _wait_healthy(run_dir, started, wait)
+    except BaseException as exc:
+        # All or nothing: stop what this call started (never what was running before it).
+        stopped = down(tuple(started)) if started else []
+        for proc in started.values():
+            with contextlib.suppress(Exception):
+                proc.wait(5)  # reap our children (a long-lived caller would keep zombies)
+        if isinstance(exc, StackError):
+            what = ", ".join(stopped) if stopped else "nothing was running"
+            raise StackError(f"{exc}\n  stopped what this `up` had started: {what}") from None
+        raise
+    say(f"[hfc-airflow] healthy: http://127.0.0.1:{PORT} (user admin, password in "
+        f"{env['AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE']})")
+    return pids
+
+
+def _check_ports(run_dir: Path, to_start: list[str]) -> None:
+    """Before starting anything: the ports of the components to start must be free."""
+    for name in to_start:
+        port = _component_port(name)
+        if port is None:
+            continue
+        holders = procs.port_holders(port[0])
+        if not holders:
+            continue
+        ours = [h for h in holders if h.environ.get(procs.MARK_DIR) == str(run_dir)]
+        hint = (f"it belongs to this instance ({INSTANCE}) but its pid file is lost: run `hfc airflow down` first"
+                if ours else f"stop that process, or give this instance another port ({port[1]})")
+        raise StackError(f"cannot start {name} of Airflow instance {INSTANCE}: "
+                         f"{procs.describe_holders(port[0])}; {hint}")
+
+
+def _start_components(comps: dict[str, list[str]], env: dict[str, str], run_dir: Path,
+                      started: dict[str, subprocess.Popen], say) -> dict[str, int]:
     pids = {}
-    for name, args in instance_components().items():
+    for name, args in comps.items():
         pid = _pid(run_dir, name)
         if pid is None:
             cmd = _command(name, args, run_dir)
-            log = open(run_dir / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
-            proc = subprocess.Popen(cmd, env=_component_env(name, env), stdout=log, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
+            # cwd: the run folder marks the instance's processes (see localsite.procs).
+            with open(run_dir / f"{name}.log", "ab") as log:
+                proc = subprocess.Popen(cmd, env=_component_env(name, env, run_dir), stdout=log,
+                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                        start_new_session=True, cwd=run_dir)
+            started[name] = proc
             (run_dir / f"{name}.pid").write_text(str(proc.pid))
             pid = proc.pid
             say(f"[hfc-airflow] {name}: started (pid {pid}, log {run_dir / (name + '.log')})")
+            if name == "redis":
+                # The broker must answer before anything that uses it starts.
+                if not _wait(lambda p=proc: p.poll() is not None or _port_is(REDIS_PORT, p.pid), 15):
+                    raise StackError(f"redis of instance {INSTANCE} did not listen on 127.0.0.1:{REDIS_PORT} "
+                                     f"within 15 s; read {run_dir / 'redis.log'}")
+                if proc.poll() is not None:
+                    raise StackError(_exited(name, proc, run_dir))
         pids[name] = pid
+    return pids
+
+
+def _wait_healthy(run_dir: Path, started: dict[str, subprocess.Popen], wait: float) -> None:
     deadline = time.monotonic() + wait
     last = None
+    components = ("metadatabase", "scheduler", "triggerer", "dag_processor")
     while time.monotonic() < deadline:
-        last = health()
-        components = ("metadatabase", "scheduler", "triggerer", "dag_processor")
-        # "healthy" must come from our own api-server: another stack may hold the port.
-        ours = all(_pid(run_dir, name) is not None for name in COMPONENTS)
-        if ours and last and all(last.get(k, {}).get("status") == "healthy" for k in components) and _workers_ready(
-            run_dir
-        ):
-            say(f"[hfc-airflow] healthy: http://127.0.0.1:{PORT} (user admin, password in "
-                f"{env['AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE']})")
-            return pids
+        for name, proc in started.items():
+            if proc.poll() is not None:
+                raise StackError(_exited(name, proc, run_dir))
         for name in instance_components():
-            if _pid(run_dir, name) is None:
-                raise StackError(f"{name} exited: read {run_dir / (name + '.log')}")
+            if name not in started and _pid(run_dir, name) is None:
+                raise StackError(f"{name} of instance {INSTANCE} exited: read {run_dir / (name + '.log')}")
+        last = health()
+        if last and all(last.get(k, {}).get("status") == "healthy" for k in components) and _workers_ready(run_dir):
+            return
         time.sleep(1)
-    raise StackError(f"Airflow components not healthy after {wait:.0f} s: {last}; logs in {run_dir}")
+    raise StackError(f"Airflow instance {INSTANCE}: components not healthy after {wait:.0f} s: {last}; "
+                     f"logs in {run_dir}")
+
+
+def _exited(name: str, proc: subprocess.Popen, run_dir: Path) -> str:
+    """Why a component exited during start-up: its exit code, its log's last lines, and the
+    process holding its port if it could not bind."""
+    log = run_dir / f"{name}.log"
+    tail = _tail(log)
+    msg = f"{name} of Airflow instance {INSTANCE} exited during start-up (exit code {proc.returncode})"
+    port = _component_port(name)
+    if port and "in use" in "\n".join(tail).lower():
+        msg += f": {procs.describe_holders(port[0])}"
+    msg += f"\n  last lines of {log}:\n    " + "\n    ".join(tail)
+    return msg
+
+
+def _tail(path: Path, lines: int = 12) -> list[str]:
+    try:
+        data = path.read_bytes()[-6000:]
+    except OSError:
+        return []
+    return [ln for ln in data.decode(errors="replace").splitlines() if ln.strip()][-lines:]
+
+
+def _port_is(port: int, pid: int) -> bool:
+    return any(h.pid == pid for h in procs.port_holders(port))
+
+
+def _wait(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return predicate()
 
 
 def _workers_ready(run_dir: Path) -> bool:
@@ -262,31 +370,67 @@ def health() -> dict | None:
         return None
 
 
-def down(names: tuple[str, ...] | None = None) -> None:
-    """Stop the components (their whole process groups: LocalExecutor workers included).
+def down(names: tuple[str, ...] | None = None) -> list[str]:
+    """Stop the instance: every component whose pid file is in the run folder (whole process
+    groups: LocalExecutor and Celery pool processes included), then every other process of the
+    instance a scan finds (a lost pid file, an `up` killed half-way, another executor setting).
+    ``names``: only those components. Returns what was stopped.
 
     With Celery: workers first, the broker last, so that nothing is left waiting on a dead Redis.
     """
     env = stack_env()
     run_dir = _run_dir(env)
+    everything = names is None
     if names is None:
-        comps = list(instance_components())
-        names = tuple([n for n in comps if n.startswith("worker")] + list(COMPONENTS)
-                      + [n for n in comps if n == "redis"])
+        names = tuple(sorted({p.stem for p in run_dir.glob("*.pid")} | set(instance_components())))
+    names = tuple([n for n in names if n.startswith("worker")]
+                  + [n for n in names if not n.startswith("worker") and n != "redis"]
+                  + [n for n in names if n == "redis"])
+    stopped: list[str] = []
     for name in names:
         pid = _pid(run_dir, name)
-        if pid is None:
-            continue
-        try:
-            os.killpg(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            continue
-        deadline = time.monotonic() + 30
-        while _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if _alive(pid):
-            os.killpg(pid, signal.SIGKILL)
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 30
+            while _alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            if _alive(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
+            stopped.append(name)
         (run_dir / f"{name}.pid").unlink(missing_ok=True)
+    # What the pid files did not name: by the instance's markers (and, for an instance started
+    # before they existed, its metadata database and AIRFLOW_HOME). Broker last again.
+    if everything:
+        found = procs.instance_processes(run_dir, legacy=_legacy_matcher(env))
+        groups = [[p for p in found if procs.component_of(p) != "redis"],
+                  [p for p in found if procs.component_of(p) == "redis"]]
+    else:
+        groups = [[p for n in names if n != "redis" for p in procs.instance_processes(run_dir, component=n)],
+                  [p for p in procs.instance_processes(run_dir, component="redis") if "redis" in names]]
+    for left in groups:
+        if left:
+            procs.terminate(left, timeout=30)
+            stopped += sorted({f"{procs.component_of(p) or 'process'} (pid {p.pid})" for p in left})
+    return stopped
+
+
+def _legacy_matcher(env: dict[str, str]):
+    """Processes of this instance started before the markers: its metadata database and
+    AIRFLOW_HOME in their environment, or (titled processes, whose environ is gone) the
+    api-server or Redis holding this instance's ports."""
+    conn = env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+    home = env["AIRFLOW_HOME"]
+    holders = {p.pid for p in procs.port_holders(PORT) if p.cmdline.startswith("airflow api_server")}
+    if celery():
+        holders |= {p.pid for p in procs.port_holders(REDIS_PORT) if p.cmdline.startswith("redis-server")}
+
+    def match(proc: procs.Proc) -> bool:
+        return proc.pid in holders or (proc.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN") == conn
+                                       and proc.environ.get("AIRFLOW_HOME") == home)
+
+    return match
 
 
 def running_registry() -> str | None:

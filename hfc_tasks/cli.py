@@ -73,9 +73,15 @@ def _airflow_cmd(args) -> int:
     from hfc_tasks import airflow_stack
 
     if args.action == "up":
-        airflow_stack.up()
+        try:
+            airflow_stack.up()
+        except airflow_stack.StackError as exc:
+            print(f"hfc airflow up: {exc}", file=sys.stderr)
+            return 1
     elif args.action == "down":
-        airflow_stack.down()
+        stopped = airflow_stack.down()
+        print(f"[hfc-airflow] instance {airflow_stack.INSTANCE}: "
+              + (f"stopped {', '.join(stopped)}" if stopped else "nothing was running"))
     elif args.action == "status":
         states = airflow_stack.status()
         for name, running in states.items():

@@ -6,9 +6,10 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
-from . import postgres, slurm, ssh
-from ._util import SiteError, ensure_dir, file_lock
+from . import postgres, procs, slurm, ssh
+from ._util import SiteError, ensure_dir, file_lock, read_pid
 from .layout import ARCHIVE_USER, CLUSTER_USER, Layout, parents_are_safe, repo_root
 from .system import ensure_packages, is_root
 
@@ -93,7 +94,37 @@ def status(print_table: bool = True) -> dict[str, bool]:
         print(f"state folder: {lay.root}")
         for name, ok in result.items():
             print(f"  {name:<10} {'running' if ok else 'stopped':<8} {detail[name]}")
+        others = leftovers(lay, result["slurmctld"])
+        print("beyond the site's services:" + (" nothing of the project is running" if not others else ""))
+        for line in others:
+            print(f"  {line}")
     return result
+
+
+def _service_pids(lay: Layout) -> set[int]:
+    files = [lay.pg_data / "postmaster.pid", lay.sshd_pid, lay.munge_pid, lay.mysql_pid,
+             *(lay.slurm_pid(d) for d in ("slurmdbd", "slurmctld", "slurmd"))]
+    return {pid for pid in (read_pid(f) for f in files) if pid}
+
+
+def leftovers(lay: Layout, slurm_up: bool = True) -> list[str]:
+    """One line per thing of the project still running beyond the site's own services: Airflow
+    instances (per component, with pid and command), Redis brokers, Celery workers, test runs
+    and other processes of this checkout's virtualenv, SLURM jobs still queued or running, and
+    network namespaces."""
+    lines = []
+    for item in procs.project_processes(lay.root, repo_root(), _service_pids(lay)):
+        kids = f" (+{item.children} child processes)" if item.children else ""
+        lines.append(f"{item.label:<38} {item.proc.describe(160)}{kids}")
+    if slurm_up:
+        proc = slurm._slurm(lay, ["squeue", "-h", "-o", "%i|%u|%j|%T|%M"], timeout=5, check=False)
+        for row in proc.stdout.splitlines():
+            job_id, user, name, state, elapsed = (row.split("|") + ["?"] * 5)[:5]
+            lines.append(f"{'SLURM job':<38} {job_id} {name} ({user}, {state}, {elapsed})")
+    netns = Path("/run/netns")
+    if netns.is_dir():
+        lines += [f"{'network namespace':<38} {ns.name}" for ns in sorted(netns.iterdir())]
+    return lines
 
 
 def env_vars() -> dict[str, str]:

@@ -104,15 +104,38 @@ def stack_env() -> dict[str, str]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+# Set by up(): the session's finaliser (tests/e2e/conftest.py) then stops the instance.
+_started: list[bool] = []
+
+
 def up() -> tuple[AirflowAPI, float]:
-    """Start the instance (or find it running); returns a logged-in API client and the seconds taken."""
+    """Start the instance (or find it running); returns a logged-in API client and the seconds taken.
+
+    The instance (Redis, Celery workers, Airflow components) is stopped when the test session
+    ends, pass or fail (``stop_if_started``, called by the session finaliser)."""
     t0 = time.monotonic()
+    _started.append(True)
     proc = hfc("airflow", "up", timeout=400)
     assert proc.returncode == 0, f"hfc airflow up (ops) failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     senv = stack_env()
     with open(senv["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]) as f:
         password = json.load(f)["admin"]
     return AirflowAPI(f"http://127.0.0.1:{PORT}", "admin", password), time.monotonic() - t0
+
+
+def down() -> None:
+    """Stop every process of the instance (`hfc airflow down`: pid files and a process scan)."""
+    proc = hfc("airflow", "down", timeout=300)
+    assert proc.returncode == 0, f"hfc airflow down (ops) failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+
+
+def stop_if_started() -> bool:
+    """Stop the instance if this session started it; True if it did."""
+    if not _started:
+        return False
+    _started.clear()
+    down()
+    return True
 
 
 def password() -> str:
