@@ -164,7 +164,9 @@ def _summary_cmd(args) -> int:
         if dsn:
             with psycopg.connect(dsn) as conn:
                 row = conn.execute(
-                    "select b.id, b.row_counts::text from hfc.batch b where b.frc = %s and b.night = %s",
+                    # status and issues (migration 0005) through to_jsonb: also on a database not upgraded yet
+                    "select b.id, b.row_counts::text, to_jsonb(b)->>'status', to_jsonb(b)->'issues' "
+                    "from hfc.batch b where b.frc = %s and b.night = %s",
                     (frc.name, night),
                 ).fetchone()
                 n_spots = conn.execute(
@@ -176,7 +178,9 @@ def _summary_cmd(args) -> int:
                     " where b.frc = %s and b.night = %s and qclk_fname is not null order by date_obs limit 1",
                     (frc.name, night),
                 ).fetchone()
-            print(f"   catalogue: batch {row[0] if row else 'none'}, rows per table {row[1] if row else '-'}")
+            print(f"   catalogue: batch {row[0] if row else 'none'}, rows per table {row[1] if row else '-'}"
+                  + (f", status {row[2]}" if row else "")
+                  + (f", NOT CLEAN: {len(row[3])} issue(s)" if row and row[3] else ""))
             print(f"   VIEW_SP_HQI rows for the night: {n_spots}")
             if ql:
                 print(f"   quicklooks: {ql[0]}  (QCLK_URL + '/' + QCLK_FNAME)")
