@@ -94,9 +94,44 @@ def _component_port(name: str) -> tuple[int, str] | None:
 
 def _command(name: str, args: list[str], run_dir: Path) -> list[str]:
     if name == "redis":
-        return ["redis-server", "--bind", "127.0.0.1", "--port", str(REDIS_PORT), "--save", "",
-                "--appendonly", "no", "--dir", str(run_dir), "--protected-mode", "yes"]
+        # Settings and password in a 0600 file, never in argv (readable by every local user).
+        return ["redis-server", str(_redis_conf(run_dir))]
     return [_airflow_bin(), *[a.format(port=PORT) for a in args]]
+
+
+def _redis_conf(run_dir: Path) -> Path:
+    return run_dir / "redis.conf"
+
+
+def _write_redis_conf(run_dir: Path) -> None:
+    """The broker's configuration with its password (generated once per instance), both 0600.
+
+    Written before Redis starts; a Redis started before this existed runs without a password,
+    and the instance's broker URL then has none either (see _redis_password)."""
+    import secrets
+
+    from hfc_tasks.localsite._util import write_secret
+
+    pw_file = run_dir / "redis.password"
+    if not pw_file.exists():
+        write_secret(pw_file, secrets.token_urlsafe(24) + "\n", replace=False)
+    pw = pw_file.read_text().strip()
+    write_secret(_redis_conf(run_dir), (
+        "# Written by hfc_tasks.airflow_stack when the instance's Redis starts.\n"
+        f"bind 127.0.0.1\nport {REDIS_PORT}\nprotected-mode yes\n"
+        f'dir "{run_dir}"\nsave ""\nappendonly no\n'
+        f"requirepass {pw}\n"))
+
+
+def _redis_password(run_dir: Path) -> str | None:
+    """The password of the instance's Redis if it was started with one (its conf exists)."""
+    try:
+        for line in _redis_conf(run_dir).read_text().splitlines():
+            if line.startswith("requirepass "):
+                return line.split(" ", 1)[1].strip()
+    except OSError:
+        pass
+    return None
 
 
 class StackError(RuntimeError):
@@ -151,9 +186,11 @@ def stack_env() -> dict[str, str]:
         conn["schema"] = CATALOGUE_DB
         env["AIRFLOW_CONN_HFC_CATALOGUE"] = json.dumps(conn)
     if celery():
+        redis_pw = _redis_password(_run_dir(env))
+        auth = f":{redis_pw}@" if redis_pw else ""  # token_urlsafe: nothing to quote
         env.update(
             {
-                "AIRFLOW__CELERY__BROKER_URL": f"redis://127.0.0.1:{REDIS_PORT}/0",
+                "AIRFLOW__CELERY__BROKER_URL": f"redis://{auth}127.0.0.1:{REDIS_PORT}/0",
                 "AIRFLOW__CELERY__RESULT_BACKEND": "db+"
                 + env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].replace("+psycopg2", ""),
                 "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(CELERY_CONCURRENCY),
@@ -224,6 +261,10 @@ def up(wait: float = 120.0, verbose: bool = True) -> dict[str, int]:
 
     say = print if verbose else (lambda *a, **k: None)
     localsite.up(verbose=False)
+    if celery():
+        home_run_dir = _run_dir({"AIRFLOW_HOME": str(localsite.state_dir() / "airflow")})
+        if _pid(home_run_dir, "redis") is None:
+            _write_redis_conf(home_run_dir)  # before stack_env(): the broker URL carries its password
     env = stack_env()
     run_dir = _run_dir(env)
     # Every component must read the same registry: remember which one this stack runs with.

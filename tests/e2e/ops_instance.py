@@ -104,7 +104,8 @@ def stack_env() -> dict[str, str]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-# Set by up(): the session's finaliser (tests/e2e/conftest.py) then stops the instance.
+# Set by up() when it started the instance (it was not already running, e.g. for another test
+# session): the session's finaliser (tests/e2e/conftest.py) then stops it.
 _started: list[bool] = []
 
 
@@ -114,7 +115,8 @@ def up() -> tuple[AirflowAPI, float]:
     The instance (Redis, Celery workers, Airflow components) is stopped when the test session
     ends, pass or fail (``stop_if_started``, called by the session finaliser)."""
     t0 = time.monotonic()
-    _started.append(True)
+    if not _started and hfc("airflow", "status", timeout=120).returncode != 0:
+        _started.append(True)
     proc = hfc("airflow", "up", timeout=400)
     assert proc.returncode == 0, f"hfc airflow up (ops) failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     senv = stack_env()

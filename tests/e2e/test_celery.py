@@ -9,6 +9,7 @@ must have deferred to the triggerer, and the catalogue of the instance must hold
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 
@@ -32,8 +33,13 @@ def ops(site):
 
 def test_night_on_two_celery_workers(ops):
     api = ops
-    redis = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", "6393", "ping"], capture_output=True, text=True)
+    # The broker wants its password (from the instance's 0600 file, given to redis-cli by env).
+    ping = ["redis-cli", "-h", "127.0.0.1", "-p", "6393", "ping"]
+    password = (ops_instance.run_dir() / "redis.password").read_text().strip()
+    redis = subprocess.run(ping, capture_output=True, text=True, env={**os.environ, "REDISCLI_AUTH": password})
     assert redis.stdout.strip() == "PONG", redis
+    anonymous = subprocess.run(ping, capture_output=True, text=True)
+    assert "NOAUTH" in anonymous.stdout + anonymous.stderr, anonymous
     api.patch(f"/dags/{DAG}", {"is_paused": False})
     t0 = time.monotonic()
     try:
@@ -59,7 +65,7 @@ def test_night_on_two_celery_workers(ops):
     # Each worker log shows the Redis broker it consumed from.
     for name in ("worker1", "worker2"):
         log = (ops_instance.run_dir() / f"{name}.log").read_text(errors="replace")
-        assert "redis://127.0.0.1:6393" in log, f"{name} did not connect to the instance's Redis"
+        assert "127.0.0.1:6393/0" in log, f"{name} did not connect to the instance's Redis"
 
     # The catalogue of the instance holds both FRCs' batches of the night, loaded by this run.
     dsn = ops_instance.stack_env()["HFC_CATALOGUE_DSN"]

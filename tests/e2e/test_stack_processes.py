@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -92,6 +93,15 @@ def instance_processes(exclude: set[int] = frozenset()) -> dict[int, str]:
         if mine:
             found[int(proc.name)] = cmd
     return found
+
+
+def _cmdlines() -> dict[int, str]:
+    out = {}
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            with contextlib.suppress(OSError):
+                out[int(proc.name)] = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    return out
 
 
 def _kill_all(exclude: set[int] = frozenset()) -> None:
@@ -194,6 +204,16 @@ def test_site_status_lists_a_running_instance_and_down_stops_all(instance):
         line = next((ln for ln in status.stdout.splitlines() if f"pid {pid} " in ln + " "), None)
         assert line is not None, f"{name} (pid {pid}) of instance {INSTANCE} not listed:\n{status.stdout}"
         assert INSTANCE in line, line
+    # The broker has a password (item 11): in a 0600 file and the components' environment, never
+    # in a command line; a client without it is refused.
+    redis_pw = (run_dir / "redis.password").read_text().strip()
+    for secret in (run_dir / "redis.password", run_dir / "redis.conf"):
+        assert secret.stat().st_mode & 0o077 == 0, secret
+    leaks = {pid: cmd for pid, cmd in _cmdlines().items() if redis_pw in cmd}
+    assert leaks == {}, f"the Redis password is in a command line: {list(leaks)}"
+    with socket.create_connection(("127.0.0.1", REDIS_PORT), timeout=10) as conn:
+        conn.sendall(b"PING\r\n")
+        assert conn.recv(200).startswith(b"-NOAUTH"), "the instance's Redis answers without a password"
     # The worker's pid file is lost (an operator's cleanup, a crashed up): down still stops it.
     (run_dir / "worker1.pid").unlink()
     proc = hfc("airflow", "down", env=_env(HFC_AIRFLOW_EXECUTOR="LocalExecutor"), timeout=120)
