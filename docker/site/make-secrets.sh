@@ -42,6 +42,10 @@ try:
         lines = fh.read().splitlines()
 except FileNotFoundError:
     lines = [f"AIRFLOW_UID={os.getuid()}", f"AIRFLOW_JWT_SECRET={secrets.token_urlsafe(32)}", "HFC_SITE=production"]
+uid = dict(line.split("=", 1) for line in lines if "=" in line).get("AIRFLOW_UID")
+if uid is not None and uid != str(os.getuid()):
+    print(f"warning: .env has AIRFLOW_UID={uid} but the secrets are owned by uid {os.getuid()} "
+          "(mode 0600): the containers could not read them; set AIRFLOW_UID to the owner", file=__import__("sys").stderr)
 out = [line for line in lines if line.split("=", 1)[0] not in conns]
 out += [f"{name}={value}" for name, value in conns.items()]
 text = "\n".join(out) + "\n"

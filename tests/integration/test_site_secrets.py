@@ -40,12 +40,16 @@ sys.addaudithook(_audit)
 
 def _passwords(lay: Layout) -> dict[str, str]:
     home = Path(airflow_env(lay.root)["AIRFLOW_HOME"])
-    return {
+    found = {
         "catalogue role hfc": postgres.password(lay),
         "slurmdbd database": lay.slurmdb_password_file.read_text().strip(),
         "UI admin": json.loads((home / "passwords.json").read_text())["admin"],
         "JWT secret": (home / "jwt_secret").read_text().strip(),
     }
+    # The Redis broker of every Celery instance (hfc airflow up writes one per instance).
+    for pw_file in home.glob("stack*/redis.password"):
+        found[f"Redis of {pw_file.parent.name}"] = pw_file.read_text().strip()
+    return found
 
 
 def _cmdlines() -> dict[int, str]:
