@@ -14,8 +14,10 @@ import datetime as dt
 import json
 import os
 import random
+import secrets
 import subprocess
 import sys
+import time
 import urllib.parse
 from pathlib import Path
 
@@ -54,7 +56,17 @@ frcs:
     command: sleep 30; /usr/bin/python3 {frc_root}/demo_sunspots.py -s {start} -e {end} -c {cadence} -o {run_dir}
     cadence_seconds: 21600
     slurm: {time: "00:10:00", mem: 256M, cpus: 1}
+  - name: h3-held
+    version: 1.0.0
+    feature: SUNSPOTS
+    observatory: SDO
+    instrument: HMI
+    product_format: sdoss
+    # Its job stays PENDING for an hour: its wait is deferred as long as the test needs.
+    command: sleep 1
+    slurm: {time: "00:10:00", mem: 64M, cpus: 1, extra: ["--begin=now+3600"]}
 """
+HELD = "h3-held"
 
 
 def env() -> dict[str, str]:
@@ -97,7 +109,16 @@ def instance(site):
         api.patch(f"/dags/{DAG}", {"is_paused": True})
     finally:
         down = hfc("airflow", "down", timeout=200)
+        for line in slurm("squeue", "-h", "-o", "%i|%j").split():  # held jobs of any run of this instance
+            job_id, name = line.split("|")
+            if name.startswith(f"hfc.{HELD}."):
+                slurm("scancel", job_id)
         assert down.returncode == 0, down.stderr[-2000:]
+
+
+def slurm(*args: str) -> str:
+    return subprocess.run(list(args), capture_output=True, text=True, check=True,
+                          env={"SLURM_CONF": str(slurm_conf_path()), "PATH": "/usr/bin:/bin"}).stdout
 
 
 def jobs_named(name: str) -> set[str]:
@@ -123,7 +144,7 @@ def test_second_run_of_a_night_fails_at_once_and_the_first_completes(instance):
     api, dsn = instance
     night = (dt.date(2061, 1, 1) + dt.timedelta(days=random.randrange(3000))).isoformat()
     name = products.job_name(FRC, products.parse_night(night))
-    trigger = {"logical_date": None, "conf": {"night": night}}
+    trigger = {"logical_date": None, "conf": {"night": night, "frcs": [FRC]}}
     first = api.post(f"/dags/{DAG}/dagRuns", trigger)["dag_run_id"]
     api.wait_task(DAG, first, f"{FRC}.submit", ("success", "failed"), timeout=300)
     assert api.task_states(DAG, first)[f"{FRC}.submit"] == "success"
@@ -154,3 +175,45 @@ def test_second_run_of_a_night_fails_at_once_and_the_first_completes(instance):
     assert [b[0] for b in batch] == [first]
     assert str(batch[0][1]) == jobs_named(name).pop() and job["try_number"] == 1
     assert claims == []  # released by the first run's catalogue stage
+
+
+def test_a_wait_never_cancels_a_job_when_its_run_does_not_hold_the_night(instance):
+    """The cancel-on-clear/mark of a deferred wait (the trigger's on_kill) cancels the job only
+    while the wait's run holds the claim. Run Q's night has been taken over by another run (as
+    after Q was marked failed and a new run of the night adopted the live job): marking Q's wait
+    leaves the job alone. Run P still holds its night: marking P's wait (after Q's) cancels P's
+    job, which shows the triggerer did run the cancellations."""
+    api, dsn = instance
+    base = dt.date(2061, 1, 1) + dt.timedelta(days=secrets.randbelow(3000))
+    runs = {}
+    for key, night in (("P", base + dt.timedelta(days=3001)), ("Q", base)):
+        run_id = api.post(f"/dags/{DAG}/dagRuns",
+                          {"logical_date": None, "conf": {"night": night.isoformat(), "frcs": [HELD]}})["dag_run_id"]
+        runs[key] = (run_id, urllib.parse.quote(run_id, safe=""), night)
+    try:
+        jobs = {}
+        for key, (run_id, _, night) in runs.items():
+            api.wait_task(DAG, run_id, f"{HELD}.wait", {"deferred"}, timeout=300)
+            (jobs[key],) = jobs_named(products.job_name(HELD, night))
+        q_run, q_quoted, q_night = runs["Q"]
+        with psycopg.connect(dsn) as conn:
+            taken = conn.execute(
+                "update hfc.night_claim set run_id = 'manual__another-run' where frc = %s and night = %s "
+                "and run_id = %s", (HELD, q_night, q_run)).rowcount
+        assert taken == 1
+        api.patch(f"/dags/{DAG}/dagRuns/{q_quoted}/taskInstances/{HELD}.wait", {"new_state": "failed"})
+        api.wait_task(DAG, q_run, f"{HELD}.wait", {"failed"}, timeout=60)
+        api.patch(f"/dags/{DAG}/dagRuns/{runs['P'][1]}/taskInstances/{HELD}.wait", {"new_state": "failed"})
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not sacct_state(jobs["P"]).startswith("CANCELLED"):
+            time.sleep(1)
+        assert sacct_state(jobs["P"]).startswith("CANCELLED")  # P held its night: its job is cancelled
+        assert slurm("squeue", "-h", "-j", jobs["Q"], "-o", "%T").strip() == "PENDING"  # Q's is not
+    finally:
+        for _, quoted, _ in runs.values():
+            api.patch(f"/dags/{DAG}/dagRuns/{quoted}", {"state": "failed"})
+
+
+def sacct_state(job_id: str) -> str:
+    out = slurm("sacct", "-X", "-n", "-P", "-j", job_id, "-o", "State").split("\n")
+    return out[0].strip() if out else ""
