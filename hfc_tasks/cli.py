@@ -252,7 +252,7 @@ def _ingest_cmd(args) -> int:
 
     import psycopg
 
-    from hfc_tasks.catalogue import load_night
+    from hfc_tasks.catalogue import ArchiveReadError, load_night
 
     path = Path(args.path)
     if not path.exists():
@@ -280,9 +280,13 @@ def _ingest_cmd(args) -> int:
         return (root / archive_path).read_bytes()
 
     with psycopg.connect(_catalogue_dsn(args)) as conn:
-        report = load_night(conn, manifest, read_file, products=products or None,
-                            manifest_sha256=hashlib.sha256(raw).hexdigest() if raw else None,
-                            dag_run_id=args.run_id)
+        try:
+            report = load_night(conn, manifest, read_file, products=products or None,
+                                manifest_sha256=hashlib.sha256(raw).hexdigest() if raw else None,
+                                dag_run_id=args.run_id)
+        except ArchiveReadError as exc:  # nothing loaded, the previous batch kept: exit 3
+            print(f"hfc: {exc.message(str(root / exc.path))}", file=sys.stderr)
+            return 3
     if args.json:
         print(json.dumps(report.to_dict(), indent=1))
     else:
@@ -350,7 +354,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dsn", help="catalogue database (default: $HFC_CATALOGUE_DSN)")
     p.set_defaults(func=_db_cmd)
 
-    p = sub.add_parser("ingest", help="load a night's manifest, or a folder of product files, into the catalogue")
+    p = sub.add_parser("ingest", help="load a night's manifest, or a folder of product files, into the catalogue "
+                       "(exit 0: loaded; 1: some files rejected; 3: a file unreadable or not the manifest's, "
+                       "nothing loaded)")
     p.add_argument("path", help="a manifest <root>/<folder>/manifests/<frc>/<night>.json, or a folder of product files")
     p.add_argument("--root", help="archive root the manifest's paths are relative to (default: the root of "
                    "<root>/<folder>/manifests/<frc>/<night>.json)")

@@ -231,6 +231,22 @@ class ArchiveProductsOperator(_FrcStage):
         return {**summary.to_dict(), "files_in_manifest": len(manifest["files"])}
 
 
+def _archive_unreadable(frc: str, night: dt.date, site: Site, full_path: str, exc: BaseException) -> BaseException:
+    """The task's failure when the archive cannot be read (issue 16 item 4): FRC, night, the file
+    on the archive, the connection, the cause, what to do. A refusal (permission denied, file or
+    folder missing, bytes not those of the manifest) needs a person: no retry; a lost connection
+    is retried. Any other exception (a bug) is returned as it is."""
+    from hfc_tasks.catalogue.loader import ArchiveReadError, _archive_fault
+
+    if not isinstance(exc, ArchiveReadError):
+        if not _archive_fault(exc):
+            return exc
+        exc = ArchiveReadError.of(full_path, exc)
+    exc.frc, exc.night = frc, night
+    text = exc.message(f"{full_path} (archive connection {site.archive_conn_id})")
+    return AirflowException(text) if exc.transient else AirflowFailException(text)
+
+
 class CatalogueLoadOperator(_FrcStage):
     """Load the night's manifest into the catalogue: replace batch (FRC, night) in one transaction.
 
@@ -243,7 +259,7 @@ class CatalogueLoadOperator(_FrcStage):
     ui_color = "#fdd0a2"
 
     def execute(self, context) -> dict[str, Any]:
-        from hfc_tasks.catalogue import load_night
+        from hfc_tasks.catalogue import ArchiveReadError, load_night
         from hfc_tasks.hooks import catalogue_connect, sftp_session
         from hfc_tasks.transfer import find_manifest
 
@@ -252,8 +268,11 @@ class CatalogueLoadOperator(_FrcStage):
         claim_night(context, site, frc.name, night, self.log)
         manifest_path = posixpath.join(site.archive_root, products.manifest_relpath(frc.archive_dir, frc.name, night))
         with sftp_session(site.archive_conn_id) as sftp:
-            # This FRC's own manifest only, never another's in a shared folder (issue 16 item 1).
-            manifest_path, raw = find_manifest(sftp, site.archive_root, frc.name, frc.archive_dir, night)
+            try:
+                # This FRC's own manifest only, never another's in a shared folder (issue 16 item 1).
+                manifest_path, raw = find_manifest(sftp, site.archive_root, frc.name, frc.archive_dir, night)
+            except Exception as exc:
+                raise _archive_unreadable(frc.name, night, site, manifest_path, exc) from exc
             if raw is None:
                 raise AirflowException(
                     f"no manifest at {manifest_path} on the archive: run (or clear) the 'archive' task first"
@@ -273,15 +292,19 @@ class CatalogueLoadOperator(_FrcStage):
 
             ti = context["ti"]
             with catalogue_connect(site.catalogue_conn_id) as conn:
-                report = load_night(
-                    conn,
-                    manifest,
-                    read_file,
-                    dag_run_id=context["run_id"],
-                    task_try=getattr(ti, "try_number", None),
-                    manifest_sha256=hashlib.sha256(raw).hexdigest(),
-                    products=frc.products or None,
-                )
+                try:
+                    report = load_night(
+                        conn,
+                        manifest,
+                        read_file,
+                        dag_run_id=context["run_id"],
+                        task_try=getattr(ti, "try_number", None),
+                        manifest_sha256=hashlib.sha256(raw).hexdigest(),
+                        products=frc.products or None,
+                    )
+                except ArchiveReadError as exc:  # nothing loaded: the previous batch is kept
+                    full = posixpath.join(site.archive_root, exc.path)
+                    raise _archive_unreadable(frc.name, night, site, full, exc) from exc
         self.log.info("%s", report.summary())
         for warning in report.warnings:
             self.log.warning("%s", warning)

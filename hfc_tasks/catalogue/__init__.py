@@ -3,11 +3,12 @@
 No Airflow here: the operator, the CLI, the tests and the benchmarks call the same code.
 """
 
-from hfc_tasks.catalogue.loader import LoadReport, ManifestError, RejectedFile, load_night
+from hfc_tasks.catalogue.loader import ArchiveReadError, LoadReport, ManifestError, RejectedFile, load_night
 from hfc_tasks.catalogue.readers import ProductFileError, read_product
 from hfc_tasks.catalogue.schema import MigrationError, upgrade
 
 __all__ = [
+    "ArchiveReadError",
     "LoadReport",
     "ManifestError",
     "MigrationError",

@@ -6,14 +6,18 @@ and then, in ONE transaction: upgrades the schema, matches shared metadata (obse
 frc_info) by content, replaces the batch (frc, night) (the old batch's rows go by ON DELETE
 CASCADE) and bulk-loads the new rows with COPY, remapping file-local ids to catalogue ids.
 
-A bad file is rejected (recorded in ``hfc.rejected_file``, listed in the report) and skipped
-together with the files that depend on it; the good files still load. Anything that goes wrong
-in the database rolls the whole transaction back, so the previous good batch stays.
+A file whose *content* is bad (malformed, bad values, not an HFC product name) is rejected
+(recorded in ``hfc.rejected_file``, listed in the report) and skipped together with the files
+that depend on it; the good files still load. An archive that cannot be read (permission
+denied, file or folder missing, connection lost) or a file whose bytes are not the ones the
+manifest recorded raises :class:`ArchiveReadError`; that and anything that goes wrong in the
+database roll the whole transaction back, so the previous batch stays as it was.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import hashlib
 import json
 import logging
@@ -38,13 +42,62 @@ log = logging.getLogger(__name__)
 MANIFEST_FORMAT = "hfc-manifest/1"
 COPY_CHUNK_ROWS = 50_000  # rows per COPY write: bounds memory on big nights
 CHUNK_BYTES = 16 << 20  # files read, checked and COPYed together (bulk path): bounds memory
-# Files that cannot be read for a reason of their own are rejected; any other error while
-# reading (connection lost...) aborts the load before the database is touched.
-_FILE_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+# What the archive answered when a file cannot be opened: the reason, and what to do about it.
+_READ_ERRNOS = {
+    errno.ENOENT: ("no such file", "the file or a folder above it was moved or deleted after the archive stage "
+                   "wrote the manifest: put it back, or re-run the night (clear its 'submit')"),
+    errno.EACCES: ("permission denied", "the archive account may not read the file or a folder above it: "
+                   "restore the permissions, then clear the 'catalogue' task"),
+    errno.EPERM: ("operation not permitted", "restore the archive account's access, then clear 'catalogue'"),
+    errno.EISDIR: ("is a folder", "a folder stands where the manifest lists a file: fix the archive tree"),
+    errno.ENOTDIR: ("a path component is not a folder", "fix the archive tree"),
+}
+
+
+_ERRNO_OF = {FileNotFoundError: errno.ENOENT, PermissionError: errno.EACCES, IsADirectoryError: errno.EISDIR,
+             NotADirectoryError: errno.ENOTDIR}  # an OSError raised without its errno
 
 
 class ManifestError(ValueError):
     """The manifest itself is unusable (not a per-file problem): nothing is loaded."""
+
+
+class ArchiveReadError(RuntimeError):
+    """A file the manifest lists could not be read from the archive, or its bytes are not those
+    the manifest recorded: the archive, not the file's content, is at fault. Nothing is loaded
+    (the transaction rolls back: the previous batch of the night stays as it was).
+
+    ``path``: the manifest's archive path (relative to the archive root; callers that know the
+    root name the full path). ``reason``: what went wrong, ``hint``: what to do. ``transient``:
+    the connection was lost (a retry may succeed); else it needs someone to fix the archive.
+    """
+
+    def __init__(self, path: str, reason: str, hint: str, *, transient: bool, frc: str = "", night=None):
+        self.path, self.reason, self.hint, self.transient = path, reason, hint, transient
+        self.frc, self.night = frc, night
+        super().__init__(path)
+
+    @classmethod
+    def of(cls, path: str, exc: BaseException) -> ArchiveReadError:
+        """From what ``read_file`` raised: a refusal of the archive (errno) or a lost connection."""
+        code = getattr(exc, "errno", None) or next(
+            (c for k, c in _ERRNO_OF.items() if isinstance(exc, k)), None)
+        if code in _READ_ERRNOS:
+            reason, hint = _READ_ERRNOS[code]
+            return cls(path, f"{reason} ({exc})", hint, transient=False)
+        return cls(path, f"connection lost or SFTP failure ({type(exc).__name__}: {exc})",
+                   "the task is retried; if it keeps failing, check the archive host and its connection",
+                   transient=True)
+
+    def message(self, where: str | None = None) -> str:
+        """The operator's message; ``where``: the file's full name on the archive (default: its path)."""
+        who = f"{self.frc} {self.night}: " if self.frc else ""
+        kept = f"the previous batch of {self.frc} {self.night}" if self.frc else "the previous batch"
+        return (f"{who}cannot load from the archive: {where or self.path}: {self.reason}. Nothing was loaded: "
+                f"{kept} is kept unchanged. {self.hint[:1].upper()}{self.hint[1:]}.")
+
+    def __str__(self) -> str:
+        return self.message()
 
 
 @dataclass(frozen=True)
@@ -355,6 +408,8 @@ class _Ctx:
     metadata_new: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     _partners: dict[str, _Partners] = field(default_factory=dict)
+    frc: str = ""  # for messages (ArchiveReadError)
+    night: dt.date | None = None
 
     def partners(self, kind: str) -> _Partners:
         if kind not in self._partners:
@@ -438,7 +493,7 @@ def load_night(
         )
         batch_id = cur.fetchone()[0]
         ctx = _Ctx(cur, batch_id, entries, specs, qclk, {e.name: i for i, e in enumerate(entries)}, by_kind,
-                   warnings=warnings)
+                   warnings=warnings, frc=frc, night=night)
         for kind, spec in specs.items():
             ctx.idmaps[kind] = _IdMap()
             if spec.is_metadata:
@@ -487,6 +542,13 @@ def _opt_str(value) -> str | None:
     return None if value is None else str(value)
 
 
+def _archive_fault(exc: BaseException) -> bool:
+    """Whether a reader's exception is the archive's answer or a lost connection (OS errors,
+    end of stream, the SSH libraries' own errors), as opposed to a bug in the caller."""
+    return isinstance(exc, OSError | EOFError) or any(
+        c.__module__.split(".")[0] in ("paramiko", "asyncssh") for c in type(exc).__mro__)
+
+
 def _fetch(ctx: _Ctx, e: _Entry, read_file) -> bytes | None:
     """The file's bytes, checked against the manifest's sha256; None (and rejected) if not."""
     if e.product is None:
@@ -494,13 +556,23 @@ def _fetch(ctx: _Ctx, e: _Entry, read_file) -> bytes | None:
         return None
     try:
         data = read_file(e.archive_path)
-    except _FILE_ERRORS as exc:
-        ctx.reject(e.name, [Problem(e.name, None, None, f"cannot read {e.archive_path}: {exc}")])
-        return None
+    except Exception as exc:
+        if not _archive_fault(exc):
+            raise  # a bug, not the archive: as it is
+        err = ArchiveReadError.of(e.archive_path, exc)
+        err.frc, err.night = ctx.frc, ctx.night
+        raise err from exc
     digest = hashlib.sha256(data).hexdigest()
     if digest != e.sha256:
-        ctx.reject(e.name, [Problem(e.name, None, None, f"sha256 mismatch: manifest {e.sha256}, file {digest}")])
-        return None
+        # Not a content problem of the FRC: the archive stage verified these bytes against the
+        # cluster's. The copy was altered, overwritten (a later run, a rewriting tracker) or the
+        # manifest is stale: loading it would replace the good batch with unverified rows.
+        raise ArchiveReadError(
+            e.archive_path, f"sha256 {digest} on the archive, the manifest says {e.sha256} (the archive copy is "
+            "not the file the archive stage verified)",
+            "find out what changed it (another run, a tracker that rewrites its files, a disk fault); to "
+            "recompute the night clear its 'submit' (the archive stage replaces an archive copy only for an FRC "
+            "with rewrites: true: else remove the bad copy first)", transient=False, frc=ctx.frc, night=ctx.night)
     return data
 
 

@@ -49,9 +49,19 @@ def test_ingest_a_manifest_and_report_rejections(fresh_db, tmp_path, capsys):
     assert main(["ingest", str(manifest), "--dsn", fresh_db, "--json", "--run-id", "manual__cli"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["rows"] == {"observations": 2, "sunspots": 3} and report["rejected"] == []
-    # A file changed on disk after the manifest was written: rejected, exit code 1.
+    # A file changed on disk after the manifest was written: not the file the manifest lists, so
+    # nothing is loaded (exit 3) and the batch loaded above stays (issue 16 item 4).
     feat = next(p for p in night.files if p.endswith("_feat.csv"))
     (root / feat).write_bytes(night.files[feat] + b"1;2\n")
+    assert main(["ingest", str(manifest), "--dsn", fresh_db]) == 3
+    err = capsys.readouterr().err
+    assert f"{root / feat}: sha256 " in err and "the previous batch of sdoss 2024-03-02 is kept unchanged" in err
+    assert main(["catalogue", "stats", "--dsn", fresh_db]) == 0
+    assert "sdoss: 1 night(s) 2024-03-02..2024-03-02, 0 partial; observations 2, sunspots 3" in capsys.readouterr().out
+    # A bad row in a file the manifest lists as it is: that file is rejected, exit code 1.
+    night.replace(next(e["name"] for e in night.entries if e["kind"] == "feat"), night.files[feat] + b"1;2\n")
+    (root / feat).write_bytes(night.files[feat])
+    manifest.write_text(json.dumps(night.manifest))
     assert main(["ingest", str(manifest), "--dsn", fresh_db]) == 1
-    assert "sha256 mismatch" in capsys.readouterr().out
+    assert "REJECTED" in capsys.readouterr().out
     assert main(["ingest", str(tmp_path / "nothing.json"), "--dsn", fresh_db]) == 2

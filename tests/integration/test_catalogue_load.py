@@ -284,11 +284,11 @@ def test_ids_deterministic_for_same_input(conn):
     assert conn.execute(q).fetchall() == first
 
 
-def test_sha_mismatch_and_bad_number_are_rejected_good_files_load(conn):
+def test_bad_number_and_bad_date_are_rejected_good_files_load(conn):
     night = Night(NIGHT1, spots=(3, 2, 1))
-    # Feat 1: bytes changed after the manifest was written.
+    # Feat 1: a row with two fields.
     feat1 = "sdoss_106_20240301T000000_sdo_feat.csv"
-    night.replace(feat1, night.read(night.path_of(feat1)) + b"garbage", keep_sha=True)
+    night.replace(feat1, night.read(night.path_of(feat1)) + b"garbage;1\n")
     # Feat 2: a bad number on its third line (second sunspot), in a manifest-consistent file.
     feat2 = "sdoss_106_20240301T020000_sdo_feat.csv"
     t2 = dt.datetime(2024, 3, 1, 2)
@@ -303,7 +303,7 @@ def test_sha_mismatch_and_bad_number_are_rejected_good_files_load(conn):
     assert not report.ok
     by_file = {r.file: r for r in report.rejected}
     assert set(report.rejected_files) == {feat1, feat2, init3, init3.replace("init", "feat")}
-    assert "sha256 mismatch" in by_file[feat1].reason
+    assert by_file[feat1].line == 5  # the garbage line
     assert (by_file[feat2].line, by_file[feat2].column) == (3, "FEAT_AREA_DEG2")
     assert "not a number" in by_file[feat2].reason and "12.5x" in by_file[feat2].reason
     assert (by_file[init3].line, by_file[init3].column) == (2, "DATE_OBS")
@@ -317,6 +317,51 @@ def test_sha_mismatch_and_bad_number_are_rejected_good_files_load(conn):
     assert (feat2, 3, "FEAT_AREA_DEG2") in [r[:3] for r in stored]
     assert conn.execute("select status from hfc.batch").fetchone()[0] == "partial"
     assert conn.execute("select rows from hfc.batch_file where name = %s", (feat2,)).fetchone()[0] is None
+
+
+@pytest.mark.parametrize("fault", ["moved", "permission", "altered", "connection"])
+def test_archive_fault_raises_names_the_file_and_keeps_the_previous_batch(conn, fault):
+    """Issue 16 item 4: an archive that cannot be read, or a file whose bytes are not those the
+    manifest recorded, is not a per-file rejection: nothing is loaded, the batch stays."""
+    Night(NIGHT1).load(conn)
+    conn.commit()
+    before = conn.execute("select id, status, row_counts from hfc.batch").fetchall()
+    spots = conn.execute("select id_sunspot, feat_x_pix from hfc.sunspots order by 1").fetchall()
+    conn.commit()
+    night = Night(NIGHT1, spots=(4, 4))
+    name = "sdoss_106_20240301T020000_sdo_feat.csv"
+    path = night.path_of(name)
+    causes = {"moved": FileNotFoundError(2, "No such file"), "permission": PermissionError(13, "Permission denied"),
+              "connection": EOFError("Server connection dropped")}
+
+    def read(p: str) -> bytes:
+        if p == path and fault in causes:
+            raise causes[fault]
+        return night.read(p) + (b"x" if p == path else b"")
+
+    with pytest.raises(loader.ArchiveReadError) as err:
+        load_night(conn, night.manifest, read)
+    conn.rollback()
+    text = str(err.value)
+    assert text.startswith(f"sdoss {NIGHT1}: cannot load from the archive: {path}: ")
+    assert "the previous batch of sdoss 2024-03-01 is kept unchanged" in text
+    words = {"moved": "no such file", "permission": "permission denied", "altered": "the manifest says",
+             "connection": "connection lost or SFTP failure"}
+    assert words[fault] in text
+    assert err.value.transient == (fault == "connection")
+    assert conn.execute("select id, status, row_counts from hfc.batch").fetchall() == before
+    assert conn.execute("select id_sunspot, feat_x_pix from hfc.sunspots order by 1").fetchall() == spots
+    assert conn.execute("select count(*) from hfc.rejected_file").fetchone() == (0,)
+
+
+def test_a_bug_in_the_reader_is_not_taken_for_an_archive_fault(conn):
+    night = Night(NIGHT1)
+
+    def read(p: str) -> bytes:
+        raise TypeError("a bug")
+
+    with pytest.raises(TypeError, match="a bug"):
+        load_night(conn, night.manifest, read)
 
 
 def test_feat_pointing_at_unknown_observation_is_rejected(conn):
