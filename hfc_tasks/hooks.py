@@ -2,22 +2,104 @@
 
 Thin on purpose: connections come from Airflow (``AIRFLOW_CONN_*`` or a secrets backend)
 through the providers' hooks, the command lines and their parsing come from the pure
-modules (:mod:`hfc_tasks.slurm`, :mod:`hfc_tasks.transfer`). Host keys are always
-verified: the connection's ``host_key`` extra is the only key accepted.
+modules (:mod:`hfc_tasks.slurm`, :mod:`hfc_tasks.transfer`). Every SSH connection of every
+stage and process (worker, triggerer, api-server) goes through one host-key policy,
+:func:`hfc_tasks.sshpolicy.resolve`: :func:`ssh_client` (paramiko: submit, the catalogue's and
+the status page's SFTP reads), :func:`ssh_endpoint` (the asyncssh archive engine) and
+:func:`ssh_target` (the wait's trigger). A connection that can never work (no or invalid host
+key, unknown connection id, changed host key, login refused) raises
+:class:`ConnectionConfigError`, an ``AirflowFailException``: the task fails at once, without
+retries, with the fix in the message.
 """
 
 from __future__ import annotations
 
+import base64
 import shlex
 import socket
 from contextlib import contextmanager
 
 from airflow.providers.postgres.hooks.postgres import PostgresHook
-from airflow.providers.ssh.hooks.ssh import SSHHook
 from airflow.sdk import BaseHook
+from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundException
 
-from hfc_tasks import slurm
+from hfc_tasks import slurm, sshpolicy
 from hfc_tasks.registry import SlurmResources
+
+
+class ConnectionConfigError(AirflowFailException, sshpolicy.SshConfigError):
+    """A connection that can never work as configured: the task fails at once, no retry."""
+
+
+def ssh_target(conn_id: str) -> sshpolicy.SshTarget:
+    """The Airflow connection's SSH parameters and trusted host keys (the one policy)."""
+    try:
+        conn = BaseHook.get_connection(conn_id)
+    except AirflowNotFoundException:
+        raise ConnectionConfigError(str(sshpolicy.unknown_connection(conn_id))) from None
+    return target_of(conn)
+
+
+def target_of(conn) -> sshpolicy.SshTarget:
+    """:func:`ssh_target` of a connection already read (the triggerer reads it asynchronously)."""
+    try:
+        return sshpolicy.resolve(conn.conn_id, host=conn.host, port=conn.port, login=conn.login,
+                                 extra=conn.extra_dejson, password=conn.password)
+    except sshpolicy.SshConfigError as exc:
+        raise ConnectionConfigError(str(exc)) from None
+
+
+def ssh_client(conn_id: str, *, timeout: float | None = None):
+    """A connected paramiko ``SSHClient``; the server's key must be one the policy trusts."""
+    import io
+
+    import paramiko
+
+    target = ssh_target(conn_id)
+
+    class _Refuse(paramiko.MissingHostKeyPolicy):
+        def missing_host_key(self, client, hostname, key):
+            raise _Unknown(f"the host offered a {key.get_name()} key that is not trusted")
+
+    class _Unknown(paramiko.SSHException):
+        pass
+
+    client = paramiko.SSHClient()
+    known = client.get_host_keys()
+    for line in target.host_keys:
+        key_type, data = line.split()
+        known.add(target.entry, key_type, paramiko.PKey.from_type_string(key_type, base64.b64decode(data)))
+    client.set_missing_host_key_policy(_Refuse())
+    pkey = None
+    if target.private_key and not target.key_file:
+        for cls in (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey):
+            try:
+                pkey = cls.from_private_key(io.StringIO(target.private_key))
+                break
+            except paramiko.SSHException:
+                continue
+        else:
+            raise ConnectionConfigError(f"{target.describe()}: the private_key extra is not a private key "
+                                        "paramiko can read (ed25519, ecdsa, rsa; unencrypted)")
+    wait = timeout or target.connect_timeout
+    try:
+        client.connect(target.host, target.port, username=target.username or None, password=target.password,
+                       key_filename=target.key_file, pkey=pkey, look_for_keys=False, allow_agent=False,
+                       timeout=wait, banner_timeout=wait, auth_timeout=wait)
+    except paramiko.BadHostKeyException as exc:
+        client.close()
+        raise ConnectionConfigError(str(target.host_key_changed(
+            f"it offered {exc.key.get_name()} {exc.key.get_base64()[:16]}..."))) from None
+    except _Unknown as exc:
+        client.close()
+        raise ConnectionConfigError(str(target.host_key_changed(str(exc)))) from None
+    except paramiko.AuthenticationException as exc:
+        client.close()
+        raise ConnectionConfigError(str(target.login_refused(str(exc)))) from None
+    except BaseException:
+        client.close()
+        raise
+    return client
 
 
 class SlurmHook(BaseHook):
@@ -31,14 +113,12 @@ class SlurmHook(BaseHook):
         super().__init__()
         self.ssh_conn_id = ssh_conn_id
         self.command_timeout = command_timeout
-        self._ssh_hook: SSHHook | None = None
         self._client = None
 
     @property
     def client(self):
         if self._client is None:
-            self._ssh_hook = SSHHook(ssh_conn_id=self.ssh_conn_id, conn_timeout=30)
-            self._client = self._ssh_hook.get_conn()
+            self._client = ssh_client(self.ssh_conn_id)
         return self._client
 
     def close(self) -> None:
@@ -136,8 +216,7 @@ def _nodelay(sftp_client) -> None:
 @contextmanager
 def sftp_session(conn_id: str):
     """One SFTP session on one SSH connection, reused for every file of a task."""
-    hook = SSHHook(ssh_conn_id=conn_id, conn_timeout=30)
-    client = hook.get_conn()
+    client = ssh_client(conn_id)
     try:
         sftp = client.open_sftp()
         _nodelay(sftp)
@@ -167,31 +246,20 @@ def catalogue_connect(conn_id: str):
 def ssh_endpoint(conn_id: str):
     """Plain SSH parameters of an Airflow connection, for the asyncssh archive engine.
 
-    The same extras as the provider's SSHHook: ``key_file`` (or ``private_key``) and
-    ``host_key`` (``ssh-ed25519 AAAA...``; a bare base64 key is taken as ssh-rsa, as SSHHook
-    does). Without ``host_key`` the user's ``~/.ssh/known_hosts`` is used; the check is never
-    skipped, so ``no_host_key_check`` is refused.
+    The same extras and the same host-key policy as every stage (:func:`ssh_target`): the
+    trusted keys are handed over as ``host_key`` lines, so the engine never reads another file.
     """
-    import os
-
     from hfc_tasks.transfer import Endpoint
 
-    conn = BaseHook.get_connection(conn_id)
-    extra = conn.extra_dejson or {}
-    if str(extra.get("no_host_key_check", "false")).lower() == "true":
-        raise ValueError(f"connection {conn_id}: no_host_key_check is set; the archive stage always verifies "
-                         "host keys: give the host's key in the host_key extra")
-    host_key = extra.get("host_key")
-    if host_key and len(host_key.split()) == 1:
-        host_key = f"ssh-rsa {host_key}"
+    target = ssh_target(conn_id)
     return Endpoint(
-        host=conn.host,
-        port=int(conn.port or 22),
-        username=conn.login or "",
-        key_file=extra.get("key_file"),
-        private_key=extra.get("private_key"),
-        host_key=host_key,
-        known_hosts=None if host_key else os.path.expanduser("~/.ssh/known_hosts"),
-        connect_timeout=float(extra.get("conn_timeout") or 30),
+        host=target.host,
+        port=target.port,
+        username=target.username,
+        key_file=target.key_file,
+        private_key=target.private_key,
+        host_key="\n".join(target.host_keys),
+        known_hosts=None,
+        connect_timeout=target.connect_timeout,
         name=conn_id,
     )

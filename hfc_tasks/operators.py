@@ -191,7 +191,7 @@ class ArchiveProductsOperator(_FrcStage):
 
     def execute(self, context) -> dict[str, Any]:
         from hfc_tasks.hooks import ssh_endpoint
-        from hfc_tasks.transfer import ArchiveTarget, TransferError, archive_night
+        from hfc_tasks.transfer import ArchiveTarget, HostKeyError, TransferError, archive_night
 
         _, frc, site = self.resolve()
         night = night_of(context)
@@ -217,7 +217,10 @@ class ArchiveProductsOperator(_FrcStage):
                 progress=self.log.info, warn=self.log.warning, verify=self.verify, concurrency=self.concurrency,
             )
         except TransferError as exc:
-            raise AirflowException(str(exc)) from exc
+            # A changed host key or a refused login is configuration: fail now, without retries.
+            config = isinstance(exc, HostKeyError) or type(exc.__cause__).__name__ == "PermissionDenied"
+            raise (AirflowFailException if config else AirflowException)(
+                f"{frc.name} {night}: {exc}") from exc
         self.log.info(
             "archive done in %.1f s: %d copied, %d skipped (already there), %d deleted on the cluster, %d bytes; "
             "verification: %s; manifest %s (%s)",

@@ -84,6 +84,19 @@ class SlurmResources(_Strict):
     cpus: int = Field(default=1, ge=1, le=256)
     extra: list[str] = Field(default_factory=list)
 
+    @property
+    def time_limit_seconds(self) -> int:
+        """The ``time`` limit in seconds (SLURM forms: M, M:S, H:M:S, D-H, D-H:M, D-H:M:S)."""
+        days, _, rest = self.time.rpartition("-")
+        parts = [int(p) for p in rest.split(":")]
+        if days:  # D-H, D-H:M, D-H:M:S
+            h, m, sec = (parts + [0, 0])[:3]
+        elif len(parts) == 3:
+            h, m, sec = parts
+        else:  # M or M:S
+            h, (m, sec) = 0, (parts + [0])[:2]
+        return int(days or 0) * 86400 + h * 3600 + m * 60 + sec
+
     @field_validator("time")
     @classmethod
     def _time(cls, v: str) -> str:
@@ -143,6 +156,12 @@ class Site(_Strict):
     # Airflow connection of the failure notifier (smtp: mail; http/https: a chat webhook);
     # None = no notifications (the local site's default).
     notify_conn_id: str | None = None
+    # Never hang: a `wait` whose cluster stays unreachable (connection refused/reset, timeouts,
+    # sacct failing) this many seconds fails with the last error (configuration errors fail at once).
+    cluster_unreachable_seconds: int = Field(default=3600, ge=1)
+    # A `wait` gives up when its job has not ended within the FRC's SLURM time limit plus this
+    # margin (time spent queued, plus slack): the deferral's timeout. The job is left as it is.
+    wait_margin_seconds: int = Field(default=43200, ge=0)
 
 
 class Frc(_Strict):

@@ -4,6 +4,12 @@ Deferrable by default (the wait runs in the triggerer and holds no worker slot);
 ``deferrable=False`` gives a poke/reschedule sensor for sites without a triggerer.
 It succeeds only on COMPLETED with exit code 0 and otherwise fails with the state, the
 exit code, the elapsed time and the tail of the job's output file.
+
+It never waits forever: the deferral carries a timeout of the FRC's SLURM time limit plus the
+site's ``wait_margin_seconds``; a configuration error of the cluster connection (no or invalid
+host key, unknown connection, changed host key, login refused) fails the task at once, without
+retries; a cluster unreachable for the site's ``cluster_unreachable_seconds`` fails it with the
+last error. Each of these failures leaves the job as it is on the cluster.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from airflow.sdk import BaseSensorOperator
-from airflow.sdk.exceptions import AirflowException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSensorTimeout
 
 from hfc_tasks import products, slurm
 from hfc_tasks.links import HFC_LINKS
@@ -57,6 +63,11 @@ class SlurmJobSensor(BaseSensorOperator):
     def _site(self):
         return load_registry(self.registry_path).site(self.site)
 
+    def _wait_bound(self, site) -> tuple[int, int]:
+        """(the FRC's SLURM time limit, the site's margin) in seconds: the longest wait."""
+        frc = load_registry(self.registry_path).frc(self.frc)
+        return frc.slurm.time_limit_seconds, site.wait_margin_seconds
+
     def execute(self, context) -> Any:
         # Another active run of this night: fail at once, never wait on (or cancel) its job.
         site = self._site()
@@ -65,10 +76,14 @@ class SlurmJobSensor(BaseSensorOperator):
         ti = context["ti"]
         self._claim = {"conn_id": site.catalogue_conn_id, "frc": self.frc, "night": night.isoformat(),
                        "dag_id": ti.dag_id, "run_id": ti.run_id}
+        limit, margin = self._wait_bound(site)
         if not self.deferrable:
+            self.timeout = min(self.timeout, limit + margin)
             return super().execute(context)
         from hfc_tasks.triggers import SlurmJobTrigger  # asyncssh: imported on run, not at DAG parse
 
+        self.log.info("waiting for SLURM job %s at most %d s (the FRC's time limit %d s + the site's "
+                      "wait_margin_seconds %d s)", self.job_id, limit + margin, limit, margin)
         self.defer(
             trigger=SlurmJobTrigger(
                 ssh_conn_id=site.cluster_conn_id,
@@ -77,8 +92,10 @@ class SlurmJobSensor(BaseSensorOperator):
                 max_poll_interval=self.max_poll_interval,
                 missing_timeout=self.missing_timeout,
                 claim=self._claim,
+                unreachable_timeout=float(site.cluster_unreachable_seconds),
             ),
             method_name="execute_complete",
+            timeout=dt.timedelta(seconds=limit + margin),
         )
 
     def poke(self, context) -> bool:
@@ -110,7 +127,41 @@ class SlurmJobSensor(BaseSensorOperator):
         self._first_missing = getattr(self, "_first_missing", None) or time.monotonic()
         return time.monotonic() - self._first_missing
 
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context):
+        from airflow.sdk.exceptions import TaskDeferralTimeout
+
+        try:
+            return super().resume_execution(next_method, next_kwargs, context)
+        except AirflowSensorTimeout as exc:
+            if not isinstance(exc.__cause__, TaskDeferralTimeout):
+                raise
+            raise AirflowFailException(self._timeout_message(context)) from None
+
+    def _timeout_message(self, context) -> str:
+        site = self._site()
+        limit, margin = self._wait_bound(site)
+        try:
+            from hfc_tasks.hooks import SlurmHook
+
+            hook = SlurmHook(site.cluster_conn_id)
+            try:
+                status = hook.status([str(self.job_id)]).get(str(self.job_id))
+            finally:
+                hook.close()
+            now = f"it is {status.raw_state} now" if status else "SLURM does not know it now"
+        except Exception as exc:  # noqa: BLE001 - the state is a courtesy; the timeout is the message
+            now = f"its state could not be read ({exc})"
+        return (f"FRC {self.frc} night {night_of(context)}: SLURM job {self.job_id} has not ended within "
+                f"{limit + margin} s (the FRC's slurm time limit {limit} s + the site's wait_margin_seconds "
+                f"{margin} s); {now}. The job was left as it is: clear this task to wait for it again, or "
+                f"cancel it (scancel {self.job_id}) and clear 'submit' to run the night again")
+
     def execute_complete(self, context, event: dict[str, Any]) -> dict[str, Any]:
+        if event.get("status") == "error":
+            # Configuration error (at once) or a cluster unreachable for the site's bound: no retry,
+            # retrying cannot help or would only double the bound.
+            raise AirflowFailException(f"FRC {self.frc} night {night_of(context)}: waiting for SLURM job "
+                                       f"{self.job_id}: {event.get('message')}")
         if event.get("status") != "final":
             raise AirflowException(event.get("message") or f"waiting for job {self.job_id} failed: {event}")
         return self._finish(context, slurm.JobStatus(**event["job"]))

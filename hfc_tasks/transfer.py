@@ -162,10 +162,11 @@ async def connect(ep: Endpoint) -> asyncssh.SSHClientConnection:
     """Open one SSH connection, the host key always verified (there is no way to skip it)."""
     if ep.host_key:
         try:
-            trusted = asyncssh.import_public_key(ep.host_key.strip())
+            # one key per line (hfc_tasks.sshpolicy gives every key the policy trusts)
+            trusted = [asyncssh.import_public_key(k) for k in ep.host_key.strip().splitlines() if k.strip()]
         except (asyncssh.KeyImportError, ValueError) as exc:
             raise HostKeyError(f"{ep.describe()}: host_key {ep.host_key[:40]!r}... is not a public key: {exc}") from exc
-        known_hosts: object = ([trusted], [], [])
+        known_hosts: object = (trusted, [], [])
     elif ep.known_hosts:
         known_hosts = ep.known_hosts
     else:

@@ -7,6 +7,13 @@ All the triggers of one triggerer that watch jobs on the same cluster connection
 interval, whatever the number of waiting tasks (the providers' pattern opens a connection
 and runs a command per trigger). The trigger cancels its job (``scancel``) when the task is
 cleared or marked failed/success while it waits (``on_kill``, Airflow 3.3).
+
+The wait never hangs in silence: a configuration error (no or invalid host key, unknown
+connection, changed host key, login refused: :class:`hfc_tasks.sshpolicy.SshConfigError`) is
+not retried, the poller hands it to every subscriber and each trigger fires an ``error`` event
+at once, so the task fails with the reason in its own log. Transient errors (connection
+refused/reset, timeouts, a failing ``sacct``) are retried with back-off; a trigger whose cluster
+stays unreachable for ``unreachable_timeout`` seconds fires an ``error`` event with the last error.
 """
 
 from __future__ import annotations
@@ -15,43 +22,61 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import asyncssh
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from hfc_tasks import slurm
+from hfc_tasks.sshpolicy import SshConfigError
 
 log = logging.getLogger(__name__)
 
 
-async def open_cluster_connection(conn_id: str):
-    """asyncssh connection from an Airflow SSH connection, host key strictly verified."""
-    from airflow.sdk import BaseHook
+@dataclass(frozen=True)
+class PollFailure:
+    """What subscribers get instead of a status when a poll failed."""
 
-    conn = await BaseHook.aget_connection(conn_id)
-    extra = conn.extra_dejson
-    host_key = extra.get("host_key")
-    if not host_key:
-        raise slurm.SlurmError(
-            f"connection {conn_id!r} has no host_key extra: refusing to connect without host-key verification"
-        )
-    key_type, key_data = host_key.split()[:2]
-    trusted = asyncssh.import_public_key(f"{key_type} {key_data}")
+    message: str
+    config: bool  # True: retrying cannot help (the poller has stopped)
+
+
+async def open_cluster_connection(conn_id: str):
+    """asyncssh connection from an Airflow SSH connection, by the one host-key policy
+    (:mod:`hfc_tasks.sshpolicy`, the same as every stage). Configuration errors raise
+    :class:`~hfc_tasks.sshpolicy.SshConfigError`; network errors propagate as they are."""
+    from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    from hfc_tasks import sshpolicy
+    from hfc_tasks.hooks import target_of
+
+    try:
+        conn = await BaseHook.aget_connection(conn_id)
+    except AirflowNotFoundException:
+        raise sshpolicy.unknown_connection(conn_id) from None
+    target = target_of(conn)
     options: dict[str, Any] = {
-        "host": conn.host,
-        "port": conn.port or 22,
-        "username": conn.login,
-        # A (trusted keys, CA keys, revoked keys) tuple: only this host key is accepted,
-        # whatever the port (asyncssh matches known_hosts lines by [host]:port otherwise).
-        "known_hosts": ([trusted], [], []),
+        "username": target.username or None,
+        # (trusted keys, CA keys, revoked keys): only the keys the policy trusts are accepted.
+        "known_hosts": ([asyncssh.import_public_key(k) for k in target.host_keys], [], []),
+        "agent_path": None,
+        "config": None,
+        "connect_timeout": target.connect_timeout,
+        "login_timeout": target.connect_timeout,
         "keepalive_interval": 30,
+        "client_keys": [target.key_file] if target.key_file else (
+            [asyncssh.import_private_key(target.private_key)] if target.private_key else ()),
     }
-    if extra.get("key_file"):
-        options["client_keys"] = [extra["key_file"]]
-    if conn.password:
-        options["password"] = conn.password
-    return await asyncssh.connect(**options)
+    if target.password:
+        options["password"] = target.password
+    try:
+        return await asyncssh.connect(target.host, target.port, **options)
+    except asyncssh.HostKeyNotVerifiable as exc:
+        raise target.host_key_changed(exc.reason) from None
+    except asyncssh.PermissionDenied as exc:
+        raise target.login_refused(exc.reason) from None
 
 
 class SacctPoller:
@@ -153,8 +178,16 @@ class SacctPoller:
                     changed = await self.poll_once()
                     backoff = self.interval
                     interval = self.interval if changed else min(interval * 1.5, self.max_interval)
+                except SshConfigError as exc:
+                    # Retrying cannot help: every waiting task fails now, with the reason.
+                    self._drop(exc)
+                    self._deliver(PollFailure(str(exc), config=True))
+                    self.subscribers.clear()
+                    self.last.clear()
+                    return
                 except (OSError, asyncssh.Error, slurm.SlurmError, TimeoutError) as exc:
                     self._drop(exc)
+                    self._deliver(PollFailure(f"{type(exc).__name__}: {exc}".rstrip(": "), config=False))
                     interval = backoff
                     backoff = min(backoff * 2, self.max_interval)
                 self.wake.clear()
@@ -166,6 +199,11 @@ class SacctPoller:
             if self.conn is not None:
                 self.conn.close()
                 self.conn = None
+
+    def _deliver(self, item: PollFailure) -> None:
+        for queues in list(self.subscribers.values()):
+            for queue in list(queues):
+                queue.put_nowait(item)
 
     def _drop(self, exc: BaseException) -> None:
         self.stats["errors"] += 1
@@ -187,6 +225,7 @@ class SlurmJobTrigger(BaseTrigger):
         max_poll_interval: float = 15.0,
         missing_timeout: float = 300.0,
         claim: dict[str, str] | None = None,
+        unreachable_timeout: float = 3600.0,
     ) -> None:
         super().__init__()
         self.ssh_conn_id = ssh_conn_id
@@ -194,6 +233,9 @@ class SlurmJobTrigger(BaseTrigger):
         self.poll_interval = poll_interval
         self.max_poll_interval = max_poll_interval
         self.missing_timeout = missing_timeout
+        # Seconds the cluster may stay unreachable before the wait fails (site setting
+        # cluster_unreachable_seconds).
+        self.unreachable_timeout = unreachable_timeout
         # The run's claim on its (FRC, night) (hfc_tasks.claims): conn_id, frc, night, dag_id, run_id.
         self.claim = claim
 
@@ -207,21 +249,65 @@ class SlurmJobTrigger(BaseTrigger):
                 "max_poll_interval": self.max_poll_interval,
                 "missing_timeout": self.missing_timeout,
                 "claim": self.claim,
+                "unreachable_timeout": self.unreachable_timeout,
             },
         )
 
+    # No event sooner than this after the trigger started. Airflow 3.3's scheduler race: when a
+    # trigger fires within a second or two of the deferral, the task can be re-queued before the
+    # executor's "success" of the deferring process is processed, and the scheduler then marks
+    # the resumed try "state changed externally" (up_for_retry, the event's message lost). Seen
+    # with a configuration error, which the poller finds at once; same with a job already ended.
+    MIN_EVENT_DELAY: ClassVar[float] = 10.0
+
+    async def _settle(self, started: float) -> None:
+        await asyncio.sleep(max(0.0, self.MIN_EVENT_DELAY - (time.monotonic() - started)))
+
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        started = time.monotonic()
         poller = SacctPoller.get(self.ssh_conn_id, self.poll_interval, self.max_poll_interval)
         queue = poller.subscribe(self.job_id)
         first_missing: float | None = None
+        first_failure: float | None = None
+        last_failure = ""
         last_state = None
         try:
             while True:
-                status: slurm.JobStatus | None = await queue.get()
+                status: slurm.JobStatus | PollFailure | None = await queue.get()
+                if isinstance(status, PollFailure):
+                    if status.config:
+                        self.log.error("cannot watch SLURM job %s: %s", self.job_id, status.message)
+                        await self._settle(started)
+                        yield TriggerEvent({"status": "error", "config": True, "job_id": self.job_id,
+                                            "message": status.message})
+                        return
+                    now = time.monotonic()
+                    first_failure = first_failure or now
+                    if status.message != last_failure:
+                        self.log.warning("cannot reach the cluster over connection %r (%s): retrying; the wait "
+                                         "fails if this lasts %.0f s", self.ssh_conn_id, status.message,
+                                         self.unreachable_timeout)
+                        last_failure = status.message
+                    if now - first_failure >= self.unreachable_timeout:
+                        await self._settle(started)
+                        yield TriggerEvent({
+                            "status": "error", "config": False, "job_id": self.job_id,
+                            "message": f"the cluster was unreachable over connection {self.ssh_conn_id!r} for "
+                            f"{now - first_failure:.0f} s (site setting cluster_unreachable_seconds: "
+                            f"{self.unreachable_timeout:.0f} s); last error: {status.message}. SLURM job "
+                            f"{self.job_id} was left as it is on the cluster: clear this task once the cluster "
+                            "answers again to wait for it again",
+                        })
+                        return
+                    continue
+                if first_failure is not None:
+                    self.log.info("the cluster answers again over connection %r", self.ssh_conn_id)
+                    first_failure, last_failure = None, ""
                 if status is None:
                     # Accounting can lag the controller: a missing job counts as pending for a while.
                     first_missing = first_missing or time.monotonic()
                     if time.monotonic() - first_missing > self.missing_timeout:
+                        await self._settle(started)
                         yield TriggerEvent(
                             {
                                 "status": "missing",
@@ -234,6 +320,7 @@ class SlurmJobTrigger(BaseTrigger):
                     continue
                 first_missing = None
                 if status.is_final:
+                    await self._settle(started)
                     yield TriggerEvent({"status": "final", "job_id": self.job_id, "job": status.to_dict()})
                     return
                 if status.state != last_state:
