@@ -217,3 +217,39 @@ def test_a_wait_never_cancels_a_job_when_its_run_does_not_hold_the_night(instanc
 def sacct_state(job_id: str) -> str:
     out = slurm("sacct", "-X", "-n", "-P", "-j", job_id, "-o", "State").split("\n")
     return out[0].strip() if out else ""
+
+
+def submission_record(night: dt.date) -> str:
+    """The cluster's record of the night's last submission: '<job id> <submit chain key>'."""
+    path = Path(os.environ["HFC_SITE_DIR"]) / "home" / "cluster" / "products" \
+        / "_h3claim" / ".hfc-submit.lock.jobs" / products.job_name(FRC, night)
+    return path.read_text().strip()
+
+
+def test_clearing_submit_recomputes_while_a_retry_would_adopt(instance):
+    """The submission record keys a submit task's chain of tries (issue 16 item 3): the first
+    run records chain 1; clearing 'submit' starts a new chain, so the night is computed again by
+    a new job (a retry of the same chain would adopt the recorded job instead)."""
+    api, dsn = instance
+    night = dt.date(2061, 1, 1) + dt.timedelta(days=6001 + secrets.randbelow(3000))
+    name = products.job_name(FRC, night)
+    run_id = api.post(f"/dags/{DAG}/dagRuns",
+                      {"logical_date": None, "conf": {"night": night.isoformat(), "frcs": [FRC]}})["dag_run_id"]
+    assert api.wait_run(DAG, run_id, timeout=600) == "success"
+    (first_job,) = jobs_named(name)
+    assert submission_record(night) == f"{first_job} {DAG}/{run_id}/{FRC}.submit/1"
+    api.post(f"/dags/{DAG}/clearTaskInstances", {
+        "dag_run_id": run_id, "task_ids": [f"{FRC}.submit"], "dry_run": False, "only_failed": False,
+        "include_downstream": True,
+    })
+    assert api.wait_run(DAG, run_id, timeout=600) == "success"
+    jobs = jobs_named(name)
+    assert len(jobs) == 2 and first_job in jobs
+    (second_job,) = jobs - {first_job}
+    record = submission_record(night)
+    assert record.startswith(f"{second_job} {DAG}/{run_id}/{FRC}.submit/") and not record.endswith("/1")
+    with psycopg.connect(dsn) as conn:
+        batch = conn.execute("select slurm_job_id from hfc.batch where frc = %s and night = %s",
+                             (FRC, night)).fetchall()
+        claims = conn.execute("select 1 from hfc.night_claim where frc = %s and night = %s", (FRC, night)).fetchall()
+    assert [str(b[0]) for b in batch] == [second_job] and claims == []
