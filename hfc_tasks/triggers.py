@@ -258,6 +258,7 @@ class SlurmJobTrigger(BaseTrigger):
     # executor's "success" of the deferring process is processed, and the scheduler then marks
     # the resumed try "state changed externally" (up_for_retry, the event's message lost). Seen
     # with a configuration error, which the poller finds at once; same with a job already ended.
+    # (apache/airflow#66374, race between the executor's event and the trigger's; re-check on upgrades.)
     MIN_EVENT_DELAY: ClassVar[float] = 10.0
 
     async def _settle(self, started: float) -> None:
