@@ -68,3 +68,18 @@ def airflow_db(site: dict[str, str]) -> str:
                        capture_output=True)
         marker.touch()
     return str(home)
+
+
+@pytest.fixture(scope="module")
+def test_airflow_db(airflow_db: str, tmp_path_factory) -> tuple[dict[str, str], object]:
+    """A metadata DB of its own (SQLite), so that parsing tests/dags never touches the project's
+    DAG records; returns (environment for `airflow dags test`, database path)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    db = tmp_path_factory.mktemp("airflow") / "airflow.db"
+    env = {**os.environ, "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{db}"}
+    subprocess.run([str(Path(sys.executable).with_name("airflow")), "db", "migrate"], env=env, check=True,
+                   capture_output=True)
+    return env, db

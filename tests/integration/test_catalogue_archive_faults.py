@@ -48,15 +48,6 @@ TEST_DAGS = Path(__file__).resolve().parents[1] / "dags"
 DAG_ID = "test_catalogue_stage"
 
 
-@pytest.fixture(scope="module")
-def test_airflow_db(airflow_db, tmp_path_factory):
-    """A metadata DB of its own, so parsing tests/dags never touches the project's DAG records."""
-    db = tmp_path_factory.mktemp("airflow") / "airflow.db"
-    env = {**os.environ, "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{db}"}
-    subprocess.run([AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True)
-    return env, db
-
-
 def _chown(path: Path, user: str = "archive") -> None:
     pw = pwd.getpwnam(user)
     os.chown(path, pw.pw_uid, pw.pw_gid)

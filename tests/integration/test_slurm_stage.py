@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import random
 import re
 import sqlite3
@@ -65,15 +64,6 @@ def night() -> str:
 
 
 TEST_DAGS = Path(__file__).resolve().parents[1] / "dags"
-
-
-@pytest.fixture(scope="module")
-def test_airflow_db(airflow_db, tmp_path_factory):
-    """A metadata DB of its own, so parsing tests/dags never touches the project's DAG records."""
-    db = tmp_path_factory.mktemp("airflow") / "airflow.db"
-    env = {**os.environ, "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{db}"}
-    subprocess.run([AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True)
-    return env, db
 
 
 @dataclass
