@@ -6,6 +6,7 @@
     hfc db upgrade                  create / upgrade the catalogue schema (versioned migrations)
     hfc ingest <manifest|folder>    load product files into the catalogue (the old hfc_insert)
     hfc catalogue stats             rows per table and per FRC
+    hfc audit --night YYYY-MM-DD    nothing lost, nothing duplicated: archive, catalogue, SLURM jobs
 """
 
 from __future__ import annotations
@@ -327,6 +328,20 @@ def _catalogue_cmd(args) -> int:
     return 0
 
 
+def _audit_cmd(args) -> int:
+    """The check after a fault (hfc_tasks/audit.py): exit 0 all fine, 1 a problem, 2 usage/connection."""
+    from hfc_tasks import audit, products
+
+    try:
+        report = audit.audit(load_registry(args.registry), products.parse_night(args.night), frcs=args.frc,
+                             site=args.site, expect_jobs=args.expect_jobs, since=args.since, dsn=args.dsn)
+    except audit.AuditConnectionError as exc:
+        print(f"hfc audit: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(report.to_dict(), indent=1) if args.json else report.text())
+    return 0 if report.ok else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="hfc", description="HFC nightly pipeline: operators' commands")
     parser.add_argument("--registry", help="registry file (default: config/registry.yaml or $HFC_REGISTRY)")
@@ -374,6 +389,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("action", choices=["stats"])
     p.add_argument("--dsn", help="catalogue database (default: $HFC_CATALOGUE_DSN)")
     p.set_defaults(func=_catalogue_cmd)
+
+    p = sub.add_parser("audit", help="check a night after a fault: every product on the archive (or the cluster), "
+                       "one batch with its files' rows, the SLURM jobs (exit 0 fine, 1 problem, 2 usage/connection)")
+    p.add_argument("--night", required=True, help="YYYY-MM-DD")
+    p.add_argument("--frc", action="append", help="an FRC to audit (repeatable; default: the site's FRCs)")
+    p.add_argument("--site", default=None)
+    p.add_argument("--expect-jobs", type=int, default=None, metavar="K",
+                   help="SLURM jobs expected per (FRC, night) (default 1: more COMPLETED ones = possible duplicate)")
+    p.add_argument("--since", default="2000-01-01", help="sacct -S: count jobs submitted since (default: all time)")
+    p.add_argument("--dsn", help="catalogue database (default: the site's catalogue connection)")
+    p.add_argument("--json", action="store_true", help="print the audit as JSON")
+    p.set_defaults(func=_audit_cmd)
 
     args = parser.parse_args(argv)
     # paramiko logs every connection at INFO: noise on an operator's terminal.
