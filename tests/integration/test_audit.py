@@ -17,6 +17,7 @@ import json
 import os
 import posixpath
 import secrets
+import shutil
 import subprocess
 import sys
 import time
@@ -163,6 +164,10 @@ class Night:
     def cleanup(self) -> None:
         with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{self.db}" WITH (FORCE)')
+        # This test's own trees on the local site (its FRC names are unique to this run).
+        for name in (self.name, self.empty):
+            for root in (self.site.archive_root, self.site.products_root):
+                shutil.rmtree(Path(root) / name, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
