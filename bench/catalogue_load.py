@@ -147,13 +147,13 @@ def drop_db(admin_dsn: str, dsn: str) -> None:
 def run_loader(dsn: str, folder: Path) -> dict:
     """In a child process (its own peak RSS): upgrade, then time load_night alone."""
     code = f"""
-import json, resource, time, psycopg, sys
+import json, os, resource, time, psycopg, sys
 sys.path.insert(0, {str(REPO)!r})
 from pathlib import Path
 from hfc_tasks.catalogue import load_night, upgrade
 folder = Path({str(folder)!r})
 manifest = json.loads((folder / "manifest.json").read_text())
-with psycopg.connect({dsn!r}) as conn:
+with psycopg.connect(os.environ["HFC_BENCH_DSN"]) as conn:
     upgrade(conn); conn.commit()
     t0 = time.perf_counter()
     report = load_night(conn, manifest, lambda p: (folder / p).read_bytes())
@@ -161,7 +161,9 @@ with psycopg.connect({dsn!r}) as conn:
 print(json.dumps({{"seconds": seconds, "rows": report.rows, "rejected": len(report.rejected),
                   "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
 """
-    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    # The DSN holds the password: it goes through the environment, never the child's argv.
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
+                         env={**os.environ, "HFC_BENCH_DSN": dsn}).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -184,10 +186,20 @@ def prepare_copy_target(dsn: str) -> None:
         conn.execute("truncate hfc.sunspots cascade")  # noaa_sp, sunspots_tracking: empty here
 
 
+def libpq_env(dsn: str) -> dict[str, str]:
+    """The DSN as libpq's PG* variables: psql gets the password from its environment, not argv."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    names = {"host": "PGHOST", "port": "PGPORT", "user": "PGUSER", "password": "PGPASSWORD",
+             "dbname": "PGDATABASE", "sslmode": "PGSSLMODE"}
+    return {names[k]: str(v) for k, v in conninfo_to_dict(dsn).items() if k in names and v is not None}
+
+
 def run_psql_copy(dsn: str, csv_path: Path) -> float:
     t0 = time.perf_counter()
-    subprocess.run(["psql", dsn, "-q", "-v", "ON_ERROR_STOP=1", "-c",
-                    f"\\copy hfc.sunspots from '{csv_path}' (format csv)"], check=True)
+    subprocess.run(["psql", "-q", "-v", "ON_ERROR_STOP=1", "-c",
+                    f"\\copy hfc.sunspots from '{csv_path}' (format csv)"], check=True,
+                   env={**os.environ, **libpq_env(dsn)})
     return time.perf_counter() - t0
 
 
