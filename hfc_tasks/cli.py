@@ -1,6 +1,7 @@
 """``hfc``: the operators' command line.
 
     hfc site up|down|status|env     the local embedded site (PostgreSQL, sshd, SLURM)
+                   [--shape multihost]  ... as five hosts in network namespaces
     hfc config validate             check config/registry.yaml, print located errors
     hfc summary --night YYYY-MM-DD  what one night left behind: job, archive, catalogue
     hfc db upgrade                  create / upgrade the catalogue schema (versioned migrations)
@@ -56,6 +57,10 @@ def airflow_env(state: Path) -> dict[str, str]:
 def _site_cmd(args) -> int:
     from hfc_tasks import localsite
 
+    if getattr(args, "shape", "single") == "multihost":
+        from hfc_tasks.localsite import multihost
+
+        return multihost.main([args.action])
     if args.action == "up":
         localsite.up()
     elif args.action == "down":
@@ -349,6 +354,9 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("site", help="the local embedded site")
     p.add_argument("action", choices=["up", "down", "status", "env"])
+    p.add_argument("--shape", choices=["single", "multihost"], default="single",
+                   help="single: one host on loopback (default); multihost: login, node1, node2, archive, "
+                        "catalogue as network namespaces (docs/multihost_site.md)")
     p.set_defaults(func=_site_cmd)
 
     p = sub.add_parser("airflow", help="the Airflow stack on the local site (api-server, scheduler, ...)")

@@ -260,3 +260,28 @@ class Layout:
     @property
     def slurm_env(self) -> dict[str, str]:
         return {"SLURM_CONF": str(self.slurm_conf)}
+
+    # ---- what differs for another site shape (hfc_tasks.localsite.multihost overrides these) ----
+    @property
+    def slurmctld_addr(self) -> str:
+        return LOOPBACK
+
+    def slurm_nodes_conf(self, cpus: int, memory_mb: int) -> str:
+        """The NodeName and PartitionName lines of slurm.conf."""
+        return (f"NodeName={self.hostname} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={memory_mb} State=UNKNOWN\n"
+                f"PartitionName=debug Nodes={self.hostname} Default=YES MaxTime=7-00:00:00 State=UP\n")
+
+    @property
+    def pg_listen_addresses(self) -> str:
+        return LOOPBACK
+
+    @property
+    def pg_extra_settings(self) -> str:
+        return ""
+
+    @property
+    def pg_hba(self) -> str:
+        # Only loopback TCP (scram) and the local socket (peer, for our own admin as postgres).
+        return ("local all postgres peer\n"
+                "local all all scram-sha-256\n"
+                "host all all 127.0.0.1/32 scram-sha-256\n")

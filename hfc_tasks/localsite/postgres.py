@@ -44,7 +44,7 @@ def running(lay: Layout) -> bool:
 def _settings(lay: Layout) -> str:
     return (
         "# Written by hfc_tasks.localsite on every `up`; included from postgresql.conf.\n"
-        "listen_addresses = '127.0.0.1'\n"
+        f"listen_addresses = '{lay.pg_listen_addresses}'\n"
         f"port = {lay.pg_port}\n"
         f"unix_socket_directories = '{lay.pg_run}'\n"
         "password_encryption = 'scram-sha-256'\n"
@@ -55,6 +55,7 @@ def _settings(lay: Layout) -> str:
         "max_connections = 100\n"
         "shared_buffers = 64MB\n"
         "log_min_messages = warning\n"
+        + lay.pg_extra_settings
     )
 
 
@@ -100,15 +101,7 @@ def up(lay: Layout, log=print) -> None:
         )
         conf = lay.pg_data / "postgresql.conf"
         conf.write_text(conf.read_text() + "\ninclude = 'hfc_site.conf'\n")
-        # Only loopback TCP (scram) and the local socket (peer, for our own admin as postgres).
-        write_file(
-            lay.pg_data / "pg_hba.conf",
-            "local all postgres peer\n"
-            "local all all scram-sha-256\n"
-            "host all all 127.0.0.1/32 scram-sha-256\n",
-            "postgres",
-            0o600,
-        )
+        write_file(lay.pg_data / "pg_hba.conf", lay.pg_hba, "postgres", 0o600)
     changed = write_file(lay.pg_data / "hfc_site.conf", _settings(lay), "postgres", 0o600)
 
     if running(lay) and changed:

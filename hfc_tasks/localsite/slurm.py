@@ -192,8 +192,8 @@ def _write_configs(lay: Layout) -> tuple[bool, bool]:
         ctld_log=lay.slurm_log("slurmctld"),
         slurmd_log=lay.slurm_log("slurmd"),
         jobcomp=lay.slurm_log_dir / "jobcomp.txt",
-        cpus=NODE_CPUS,
-        memory_mb=NODE_MEMORY_MB,
+        ctld_addr=lay.slurmctld_addr,
+        nodes=lay.slurm_nodes_conf(NODE_CPUS, NODE_MEMORY_MB),
     )
     dbd = _template(
         "slurmdbd.conf",

@@ -131,8 +131,7 @@ def _prepare(lay: Layout) -> None:
     # the account's shell, hence /bin/sh rather than nologin.
     _home(lay, ARCHIVE_USER, "/bin/sh")
     ensure_dir(lay.archive_root, ARCHIVE_USER, 0o755)
-    script = Template(resources.files(__package__).joinpath("templates/archive_command").read_text())
-    write_file(archive_command(lay), script.substitute(archive_root=lay.archive_root), "root", 0o755)
+    write_file(archive_command(lay), render_archive_command(lay.archive_root), "root", 0o755)
 
 
 def archive_command(lay: Layout) -> Path:
@@ -140,9 +139,21 @@ def archive_command(lay: Layout) -> Path:
     return lay.ssh_dir / "archive_command"
 
 
-def _config(lay: Layout) -> str:
+def render_config(**values: object) -> str:
+    """The sshd_config template with these values (also used by the multihost site)."""
     tmpl = Template(resources.files(__package__).joinpath("templates/sshd_config").read_text())
-    return tmpl.substitute(
+    return tmpl.substitute(**values)
+
+
+def render_archive_command(archive_root: Path) -> str:
+    script = Template(resources.files(__package__).joinpath("templates/archive_command").read_text())
+    return script.substitute(archive_root=archive_root)
+
+
+def _config(lay: Layout) -> str:
+    return render_config(
+        listen_address="127.0.0.1",
+        authorized_keys=".ssh/authorized_keys",
         port=lay.ssh_port,
         host_key=lay.host_key,
         pid_file=lay.sshd_pid,
