@@ -228,11 +228,21 @@ def sftp_session(conn_id: str):
         client.close()
 
 
+# The connection's extras that are libpq options (TLS above all: ``sslmode: verify-full`` with
+# ``sslrootcert``), passed through as the operator wrote them; other extras are not libpq's.
+LIBPQ_EXTRAS = frozenset({"sslmode", "sslrootcert", "sslcert", "sslkey", "sslcrl", "sslpassword",
+                          "sslnegotiation", "ssl_min_protocol_version", "ssl_max_protocol_version",
+                          "connect_timeout", "target_session_attrs", "options", "keepalives",
+                          "keepalives_idle", "keepalives_interval", "keepalives_count"})
+
+
 def catalogue_connect(conn_id: str):
-    """A psycopg 3 connection to the catalogue, from the Airflow postgres connection."""
+    """A psycopg 3 connection to the catalogue, from the Airflow postgres connection (its libpq
+    extras, e.g. ``sslmode``/``sslrootcert``, included: never a silent fall back to no check)."""
     import psycopg
 
     conn = PostgresHook.get_connection(conn_id)
+    extras = {k: str(v) for k, v in conn.extra_dejson.items() if k in LIBPQ_EXTRAS}
     return psycopg.connect(
         host=conn.host,
         port=conn.port or 5432,
@@ -240,6 +250,7 @@ def catalogue_connect(conn_id: str):
         password=conn.password,
         dbname=conn.schema or "hfc",
         application_name="hfc-pipeline",
+        **extras,
     )
 
 
