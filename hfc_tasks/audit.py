@@ -141,6 +141,14 @@ def parse_jobs(stdout: str) -> list[dict]:
     return list(jobs.values())
 
 
+def _submitted_before(submit: str, since: str) -> bool:
+    """Whether squeue's submit time (``%V``, ISO) is before ``since`` (as sacct -S reads it)."""
+    try:
+        return dt.datetime.fromisoformat(submit) < dt.datetime.fromisoformat(since)
+    except ValueError:
+        return False  # unknown form: count the job rather than hide it
+
+
 def jobs_command(job_name: str, since: str = DEFAULT_SINCE) -> str:
     return (f"sacct -X -n -P --name={shlex.quote(job_name)} -S {shlex.quote(since)} -E now "
             "-o JobIDRaw,State,ExitCode,Submit")
@@ -337,6 +345,8 @@ def _check_jobs(res, frc, manifest, run_cluster, expect_jobs, since) -> None:
     # Accounting lags a job that just ended: the controller still knows it (squeue --states=all).
     rc, out, _ = run_cluster(f"squeue -h --states=all --name={shlex.quote(name)} -o '%i|%T||%V'")
     for j in parse_jobs(out) if rc == 0 else []:
+        if _submitted_before(j["submit"], since):
+            continue  # the controller still remembers it (MinJobAge), but it is outside the window
         jobs.setdefault(j["job_id"], j)
     res.jobs = sorted(jobs.values(), key=lambda j: int(j["job_id"]) if j["job_id"].isdigit() else 0)
     ids = ", ".join(f"{j['job_id']} {j['state']}" for j in res.jobs) or "none"
