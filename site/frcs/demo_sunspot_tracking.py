@@ -501,6 +501,13 @@ def parse_frc_name(text: str) -> str:
     return text
 
 
+def parse_night(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a night (YYYY-MM-DD)") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="demo_sunspot_tracking.py",
@@ -532,13 +539,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="the detector's folder in the archive (its archive_name; default: --detector)",
     )
     parser.add_argument(
+        "--night", default=None, type=parse_night,
+        help="the pipeline's night (YYYY-MM-DD), the key of the detector's manifests; default START's date. "
+        "Give it when the FRCs run with a lag (lag_nights > 0): the window then starts before the night",
+    )
+    parser.add_argument(
         "--history-nights", default=1, type=parse_history, help="earlier nights read to continue tracks (default 1)"
     )
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
-    night = args.start.date()
+    night = args.night or args.start.date()
     nights = [night - dt.timedelta(days=k) for k in range(args.history_nights, -1, -1)]
     observations: list[Observation] = []
     notes = []

@@ -536,3 +536,27 @@ def test_detector_folder_names_the_detectors_archive_folder(archive, tmp_path):
     proc = track(archive, tmp_path, dt.date(2024, 1, 7), "--detector", "x-det", "--detector-folder", "shared")
     assert proc.returncode == 3
     assert "/shared/manifests/x-det/20240107.json" in proc.stderr
+
+
+def test_a_lagged_window_reads_the_pipelines_night(archive, night7, tmp_path):
+    # With lag_nights: 1 the pipeline's night 2024-01-07 runs over the window of 2024-01-06, and
+    # the detector's manifests are keyed by the pipeline's night: --night says which one. Without
+    # it the tracker takes the window's date and finds no manifest (exit 3, the multihost finding).
+    out = tmp_path / "lagged"
+    without = track(archive, out, dt.date(2024, 1, 6))
+    assert without.returncode == 3
+    proc = track(archive, out, dt.date(2024, 1, 6), "--night", "2024-01-07")
+    assert proc.returncode == 0, proc.stderr
+    assert "night 2024-01-07" in proc.stdout
+    header, rows = read_csv(out / track_name(dt.date(2024, 1, 7)))
+    _, same_night = read_csv(night7 / track_name(dt.date(2024, 1, 7)))
+    # Same tracks and spots as the un-lagged run of that night; only RUN_DATE (the window's start) differs.
+    strip = [{k: v for k, v in r.items() if k != "RUN_DATE"} for r in rows]
+    assert strip == [{k: v for k, v in r.items() if k != "RUN_DATE"} for r in same_night]
+    assert {r["RUN_DATE"] for r in rows} == {"2024-01-06T00:00:00"}
+
+
+def test_night_must_be_a_date(archive, tmp_path):
+    proc = track(archive, tmp_path, dt.date(2024, 1, 7), "--night", "2024-13-01")
+    assert proc.returncode == 2
+    assert "--night" in proc.stderr and "'2024-13-01' is not a night" in proc.stderr
