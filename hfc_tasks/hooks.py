@@ -236,22 +236,27 @@ LIBPQ_EXTRAS = frozenset({"sslmode", "sslrootcert", "sslcert", "sslkey", "sslcrl
                           "keepalives_idle", "keepalives_interval", "keepalives_count"})
 
 
+def catalogue_params(conn, *, application_name: str = "hfc-pipeline") -> dict:
+    """libpq parameters of an Airflow postgres connection: its fields and its libpq extras
+    (e.g. ``sslmode``/``sslrootcert``: never a silent fall back to no check). One place for the
+    workers' sync connections and the triggerer's async ones."""
+    extras = {k: str(v) for k, v in conn.extra_dejson.items() if k in LIBPQ_EXTRAS}
+    return {
+        "host": conn.host,
+        "port": conn.port or 5432,
+        "user": conn.login,
+        "password": conn.password,
+        "dbname": conn.schema or "hfc",
+        "application_name": application_name,
+        **extras,
+    }
+
+
 def catalogue_connect(conn_id: str):
-    """A psycopg 3 connection to the catalogue, from the Airflow postgres connection (its libpq
-    extras, e.g. ``sslmode``/``sslrootcert``, included: never a silent fall back to no check)."""
+    """A psycopg 3 connection to the catalogue, from the Airflow postgres connection."""
     import psycopg
 
-    conn = PostgresHook.get_connection(conn_id)
-    extras = {k: str(v) for k, v in conn.extra_dejson.items() if k in LIBPQ_EXTRAS}
-    return psycopg.connect(
-        host=conn.host,
-        port=conn.port or 5432,
-        user=conn.login,
-        password=conn.password,
-        dbname=conn.schema or "hfc",
-        application_name="hfc-pipeline",
-        **extras,
-    )
+    return psycopg.connect(**catalogue_params(PostgresHook.get_connection(conn_id)))
 
 
 def ssh_endpoint(conn_id: str):

@@ -349,15 +349,15 @@ class SlurmJobTrigger(BaseTrigger):
         from airflow.sdk import BaseHook
 
         from hfc_tasks.claims import RunRef, aholder
+        from hfc_tasks.hooks import catalogue_params
 
         claim = self.claim or {}
         me = RunRef(claim["dag_id"], claim["run_id"])
         try:
             conn = await BaseHook.aget_connection(claim["conn_id"])
-            async with await psycopg.AsyncConnection.connect(
-                host=conn.host, port=conn.port or 5432, user=conn.login, password=conn.password,
-                dbname=conn.schema or "hfc", application_name="hfc-triggerer", connect_timeout=30,
-            ) as db:
+            # The same parameters as the workers' catalogue connections (TLS extras included).
+            params = {"connect_timeout": "30", **catalogue_params(conn, application_name="hfc-triggerer")}
+            async with await psycopg.AsyncConnection.connect(**params) as db:
                 owner = await aholder(db, claim["frc"], dt.date.fromisoformat(claim["night"]))
         except Exception as exc:  # noqa: BLE001 - whatever the database says, never cancel blind
             self.log.error("cannot read the claim on night %s of FRC %s (%s): SLURM job %s NOT cancelled; "
