@@ -34,7 +34,7 @@ frcs = registry.enabled_frcs
 default_args = {
     "owner": "hfc-operators",
     "retries": 2,
-    "retry_delay": dt.timedelta(minutes=2),
+    "retry_delay": dt.timedelta(seconds=site.retry_delay_seconds),
     "retry_exponential_backoff": 2.0,
     "max_retry_delay": dt.timedelta(minutes=30),
 }

@@ -162,6 +162,9 @@ class Site(_Strict):
     # A `wait` gives up when its job has not ended within the FRC's SLURM time limit plus this
     # margin (time spent queued, plus slack): the deferral's timeout. The job is left as it is.
     wait_margin_seconds: int = Field(default=43200, ge=0)
+    # Delay before a failed task's first retry (then doubled, at most 30 min): transient faults
+    # (a network cut, a restarted database) are retried this long after.
+    retry_delay_seconds: int = Field(default=120, ge=1)
 
 
 class Frc(_Strict):

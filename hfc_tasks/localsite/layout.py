@@ -266,6 +266,11 @@ class Layout:
     def slurmctld_addr(self) -> str:
         return LOOPBACK
 
+    @property
+    def slurm_extra_conf(self) -> str:
+        """Lines of slurm.conf that only some shapes of the site add (before the node lines)."""
+        return ""
+
     def slurm_nodes_conf(self, cpus: int, memory_mb: int) -> str:
         """The NodeName and PartitionName lines of slurm.conf."""
         return (f"NodeName={self.hostname} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={memory_mb} State=UNKNOWN\n"

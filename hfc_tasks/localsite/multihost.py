@@ -61,6 +61,10 @@ NODE_CPUS = {"node1": 1, "node2": 2}
 NODE_MEMORY_MB = 4096
 PARTITIONS = {"hfc": ("node1", "node2"), "short": ("node1",)}
 SSH_PORT = 22
+SLURMD_TIMEOUT = 20
+# The archive host's own filesystem (an ext4 image, loop-mounted on its archive root), so that
+# it can fill up on its own like a real archive server's disk: HFC_MH_ARCHIVE_MB, made once.
+ARCHIVE_FS_MB = int(os.environ.get("HFC_MH_ARCHIVE_MB", "512"))
 PG_PORT = 5432
 CONN_IDS = {"cluster": "hfc_mh_cluster", "archive": "hfc_mh_archive", "catalogue": "hfc_mh_catalogue"}
 
@@ -116,6 +120,13 @@ class MHLayout(Layout):
     @property
     def slurmctld_addr(self) -> str:
         return addr("login")
+
+    @property
+    def slurm_extra_conf(self) -> str:
+        # A node whose slurmd stops answering is DOWN (its jobs NODE_FAIL) after this many
+        # seconds, not the default 300: the node-failure drill (tests/multihost) sees it in a
+        # test's time. A cluster's admin sets their own; the pipeline only reads the job's end.
+        return f"SlurmdTimeout={SLURMD_TIMEOUT}\n"
 
     def slurm_nodes_conf(self, cpus: int, memory_mb: int) -> str:
         lines = [f"NodeName={n} NodeHostname={n} NodeAddr={addr(n)} CPUs={c} RealMemory={NODE_MEMORY_MB} "
@@ -298,6 +309,7 @@ def _prepare_files(lay: MHLayout) -> None:
     # The archive host's own tree and forced command.
     ensure_dir(lay.home(ARCHIVE_USER), ARCHIVE_USER, 0o755)
     ensure_dir(lay.archive_root, ARCHIVE_USER, 0o755)
+    _archive_filesystem_up(lay)
     write_file(ssh.archive_command(lay), ssh.render_archive_command(lay.archive_root), "root", 0o755)
     for host in HOSTS:
         write_file(lay.host_dir(host) / "sshd_config", ssh.render_config(
@@ -306,6 +318,52 @@ def _prepare_files(lay: MHLayout) -> None:
             users=SSH_USERS[host], archive_user=ARCHIVE_USER, archive_command=ssh.archive_command(lay),
             slurm_conf=lay.slurm_conf), "root", 0o644)
     _ensure_tls(lay)
+
+
+def archive_image(lay: MHLayout) -> Path:
+    return lay.root / "archive.ext4"
+
+
+def archive_mounted(lay: MHLayout) -> bool:
+    return os.path.ismount(lay.archive_root)
+
+
+def _archive_filesystem_up(lay: MHLayout) -> None:
+    """Mount the archive's own filesystem on its root (made on first use; an archive tree
+    written before this filesystem existed is moved into it, nothing is dropped)."""
+    root, img = lay.archive_root, archive_image(lay)
+    if archive_mounted(lay):
+        return
+    if not img.exists():
+        run(["truncate", "-s", f"{ARCHIVE_FS_MB}M", str(img)], what="archive filesystem: image")
+        # -m 0: no blocks reserved for root, the archive account can fill it up entirely.
+        run(["mkfs.ext4", "-q", "-F", "-m", "0", "-L", "hfc-archive", str(img)], what="archive filesystem: mkfs")
+    old = [p for p in root.iterdir()] if root.exists() else []
+    if old:
+        stage = lay.root / "archive.mnt"
+        ensure_dir(stage, "root", 0o755)
+        run(["mount", "-o", "loop,nodev,nosuid", str(img), str(stage)], what="archive filesystem: mount")
+        try:
+            run(["cp", "-a", "--", *map(str, old), str(stage)], what="archive filesystem: move the old tree in",
+                timeout=600)
+        finally:
+            run(["umount", str(stage)], what="archive filesystem: umount")
+        for p in old:
+            run(["rm", "-rf", "--", str(p)], what="archive filesystem: remove the moved tree")
+    run(["mount", "-o", "loop,nodev,nosuid", str(img), str(root)], what="archive filesystem: mount")
+    lost = root / "lost+found"
+    if lost.is_dir() and not any(lost.iterdir()):
+        lost.rmdir()  # not a product folder: the archive lists its root
+    os.chown(root, pwd.getpwnam(ARCHIVE_USER).pw_uid, pwd.getpwnam(ARCHIVE_USER).pw_gid)
+    os.chmod(root, 0o755)
+
+
+def _archive_filesystem_down(lay: MHLayout) -> list[str]:
+    if not archive_mounted(lay):
+        return []
+    if run(["umount", str(lay.archive_root)], check=False, what="archive filesystem: umount").returncode != 0:
+        run(["umount", "-l", str(lay.archive_root)], check=False, what="archive filesystem: lazy umount")
+    return [f"mount {lay.archive_root}"]
 
 
 # ------------------------------------------------------------- inside a host's namespace (child)
@@ -472,7 +530,7 @@ def _down_locked(lay: MHLayout) -> dict[str, list[str]]:
         else:
             break
     stopped += [f"pid {p}" for p in left]
-    return {"stopped": stopped, "removed": _network_down()}
+    return {"stopped": stopped, "removed": _archive_filesystem_down(lay) + _network_down()}
 
 
 def down() -> dict[str, list[str]]:
@@ -508,6 +566,7 @@ def status(print_table: bool = True) -> dict[str, bool]:
     for node in NODE_CPUS:
         result[f"{node}: slurmd"] = pidfile_alive(lay.node_file("pid", node), "slurmd")
     result["catalogue: postgres"] = postgres.running(lay) and port_open(PG_PORT, addr("catalogue"))
+    result["archive: filesystem"] = archive_mounted(lay)
     if print_table:
         print(f"state folder: {lay.root}   bridge {BRIDGE} {SUBNET}.1/24")
         for name, ok in result.items():

@@ -194,6 +194,7 @@ def _write_configs(lay: Layout) -> tuple[bool, bool]:
         jobcomp=lay.slurm_log_dir / "jobcomp.txt",
         ctld_addr=lay.slurmctld_addr,
         nodes=lay.slurm_nodes_conf(NODE_CPUS, NODE_MEMORY_MB),
+        extra=lay.slurm_extra_conf,
     )
     dbd = _template(
         "slurmdbd.conf",

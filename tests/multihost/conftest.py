@@ -1,0 +1,254 @@
+"""Fixtures of the multihost tests (issue 10): the multihost site and ONE Airflow stack for all of
+them (instance ``mh``: CeleryExecutor, two workers, Redis 6410, api-server 8110), started once per
+session with the project's production-shaped registry ``config/registry.multihost.yaml`` and the
+connections that ``hfc site env --shape multihost`` prints, exactly as docs/connections.md writes
+them. Starting a stack costs ~40 s: every multihost test shares it, each on nights of its own.
+
+A test that breaks a part of the stack (kills a worker, the triggerer) must leave it whole again:
+``MHStack.restore()`` starts what is missing, as the runbook tells the operator (`hfc airflow up`).
+Run alone: ``pytest -m multihost tests/multihost`` (as root).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import paramiko
+import pytest
+
+from hfc_tasks.airflow_api import AirflowAPI
+from hfc_tasks.localsite import multihost
+
+REPO = Path(__file__).resolve().parents[2]
+DAG = "hfc_nightly"
+PORT, REDIS_PORT, INSTANCE = 8110, 6410, "mh"
+REGISTRY = REPO / "config" / "registry.multihost.yaml"
+DETECTOR, TRACKER, ACTIVE_REGIONS = "demo-sunspots", "demo-sunspot-tracking", "demo-active-regions"
+STAGES = ("submit", "wait", "archive", "catalogue")
+# Settings of the test stack that differ from Airflow's defaults, each for a drill's time:
+STACK_SETTINGS = {
+    # A task whose worker died (SIGKILL) is failed (then retried) after this many seconds
+    # without a heartbeat; Airflow's default is 300.
+    "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "45",
+}
+TIMINGS: dict[str, float] = {}
+
+
+@pytest.fixture(scope="session")
+def mh() -> Iterator[dict[str, str]]:
+    """The multihost site: used as found when it runs, else brought up and taken down at the end."""
+    started = not all(multihost.status(print_table=False).values())
+    t0 = time.monotonic()
+    if started:
+        multihost.up(verbose=False)
+    TIMINGS["site up"] = time.monotonic() - t0
+    try:
+        yield multihost.env_vars()
+    finally:
+        if started:
+            multihost.down()
+        print(f"\n[multihost] timings (s): {json.dumps({k: round(v, 1) for k, v in TIMINGS.items()})}")
+
+
+def load_registry(path: Path, mh_env: dict[str, str]):
+    from unittest import mock
+
+    from hfc_tasks.registry import load_registry as _load
+
+    with mock.patch.dict(os.environ, mh_env):
+        return _load(path)
+
+
+def hfc(env: dict[str, str], *args: str, timeout: float = 400) -> subprocess.CompletedProcess:
+    return subprocess.run([str(Path(sys.executable).with_name("hfc")), *args], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def ssh_client(conn_json: str) -> paramiko.SSHClient:
+    """An SSH client as the connection says (key file, pinned host key, no trust on first use)."""
+    conn = json.loads(conn_json)
+    line = conn["extra"]["host_key"].split()
+    kind, b64 = (line[1], line[2]) if not line[0].startswith("ssh-") else (line[0], line[1])
+    key = paramiko.PKey.from_type_string(kind, base64.b64decode(b64))
+    client = paramiko.SSHClient()
+    client.get_host_keys().add(conn["host"], kind, key)
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    client.connect(conn["host"], port=conn["port"], username=conn["login"], key_filename=conn["extra"]["key_file"],
+                   look_for_keys=False, allow_agent=False, timeout=10)
+    return client
+
+
+def ssh_exec(client: paramiko.SSHClient, cmd: str, timeout: float = 60) -> tuple[int, str, str]:
+    _, stdout, stderr = client.exec_command(cmd, timeout=timeout)
+    out, err = stdout.read().decode(), stderr.read().decode()
+    return stdout.channel.recv_exit_status(), out, err
+
+
+def _stack_env(env: dict[str, str]) -> dict[str, str]:
+    code = "import json; from hfc_tasks import airflow_stack; print(json.dumps(airflow_stack.stack_env()))"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@dataclass
+class MHStack:
+    """The running stack ``mh`` and what the tests do with it (all through its REST API, the
+    `hfc` CLI and the connections, as an operator would)."""
+
+    api: AirflowAPI
+    env: dict[str, str]
+    mh: dict[str, str]
+    registry: Path
+    reg: object
+    run_dir: Path
+    started_runs: list[str] = field(default_factory=list)
+
+    # ---- runs
+    def trigger(self, night: str, frcs: list[str] | None = None, run_id: str | None = None) -> str:
+        body: dict = {"logical_date": None, "conf": {"night": night, **({"frcs": frcs} if frcs else {})}}
+        if run_id:
+            body["dag_run_id"] = run_id
+        run = self.api.post(f"/dags/{DAG}/dagRuns", body)
+        self.started_runs.append(run["dag_run_id"])
+        return run["dag_run_id"]
+
+    def wait_run(self, run_id: str, timeout: float = 600) -> str:
+        return self.api.wait_run(DAG, run_id, timeout=timeout)
+
+    def tis(self, run_id: str) -> list[dict]:
+        return self.api.get(f"/dags/{DAG}/dagRuns/{run_id}/taskInstances?limit=1000")["task_instances"]
+
+    def ti(self, run_id: str, task_id: str) -> dict:
+        return self.api.get(f"/dags/{DAG}/dagRuns/{run_id}/taskInstances/{task_id}")
+
+    def table(self, run_id: str) -> str:
+        return "\n".join(f"  {t['task_id']:<34} {t['state'] or '-':<10} {(t['hostname'] or '-'):<28} "
+                         f"try {t['try_number']} {(t.get('duration') or 0):6.1f} s"
+                         for t in sorted(self.tis(run_id), key=lambda t: t["task_id"]))
+
+    def wait_task(self, run_id: str, task_id: str, states: tuple[str, ...], timeout: float = 300) -> str:
+        return self.api.wait_task(DAG, run_id, task_id, states, timeout=timeout)
+
+    def clear(self, run_id: str, task_ids: list[str], downstream: bool = False) -> None:
+        """Clear task instances as the runbook says (REST clearTaskInstances)."""
+        self.api.post(f"/dags/{DAG}/clearTaskInstances",
+                      {"dag_run_id": run_id, "task_ids": task_ids, "only_failed": False, "dry_run": False,
+                       "include_downstream": downstream, "reset_dag_runs": True})
+
+    def task_log(self, run_id: str, task_id: str, try_number: int) -> str:
+        """The task's own log (what the operator reads in the UI), as text."""
+        out = self.api.call("GET", f"/dags/{DAG}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}"
+                                   "?full_content=true")
+        content = (out or {}).get("content", "")
+        if isinstance(content, list):
+            return "\n".join(e.get("event", "") + (" " + json.dumps({k: v for k, v in e.items()
+                                                                     if k not in ("event", "timestamp")})
+                                                   if len(e) > 2 else "") if isinstance(e, dict) else str(e)
+                             for e in content)
+        return str(content)
+
+    # ---- checks
+    def audit(self, night: str, *args: str, since: str | None = None) -> subprocess.CompletedProcess:
+        cmd = ["--registry", str(self.registry), "audit", "--night", night, *args]
+        if since:
+            cmd += ["--since", since]
+        return hfc(self.env, *cmd, timeout=300)
+
+    def assert_audit(self, night: str, *args: str, since: str | None = None) -> str:
+        proc = self.audit(night, *args, since=since)
+        text = f"hfc audit --night {night} {' '.join(args)}: exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+        print(f"[multihost] {text}")
+        assert proc.returncode == 0, text
+        return proc.stdout
+
+    def login(self, cmd: str, timeout: float = 60) -> tuple[int, str, str]:
+        client = ssh_client(self.mh["AIRFLOW_CONN_HFC_MH_CLUSTER"])
+        try:
+            return ssh_exec(client, cmd, timeout)
+        finally:
+            client.close()
+
+    def jobs(self, frc: str, night: str, since: str) -> list[list[str]]:
+        """sacct on login: this (FRC, night)'s jobs submitted since `since` (JobID, State, Nodes)."""
+        ymd = night.replace("-", "")
+        rc, out, err = self.login(f"sacct -X -n -P --name=hfc.{frc}.{ymd} -S {since} -E now "
+                                  "-o JobIDRaw,State,NodeList,Partition,AllocCPUS")
+        assert rc == 0, f"sacct on login: {err}"
+        return [r.split("|") for r in out.split()]
+
+    # ---- the stack's own processes
+    def pid(self, component: str) -> int | None:
+        try:
+            return int((self.run_dir / f"{component}.pid").read_text().split()[0])
+        except (OSError, ValueError):
+            return None
+
+    def restore(self) -> None:
+        """Start the components that are not running (`hfc airflow up`, as the runbook says)."""
+        proc = hfc(self.env, "airflow", "up")
+        assert proc.returncode == 0, f"hfc airflow up (mh) failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+
+    def end_all_runs(self, timeout: float = 300) -> None:
+        """Let every run of the DAG end (a test must not leave work behind for the next one)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            runs = self.api.get(f"/dags/{DAG}/dagRuns?limit=200&order_by=-start_date")["dag_runs"]
+            if all(r["state"] in ("success", "failed") for r in runs):
+                return
+            time.sleep(3)
+        left = [(r["dag_run_id"], r["state"]) for r in runs if r["state"] not in ("success", "failed")]
+        raise AssertionError(f"runs still going after {timeout} s: {left}")
+
+
+def now_on_login() -> str:
+    """sacct -S takes the login host's clock, which is this machine's: ISO seconds, local time."""
+    return dt.datetime.now().replace(microsecond=0).isoformat()
+
+
+@pytest.fixture(scope="session")
+def mh_stack(site, mh) -> Iterator[MHStack]:
+    """Instance ``mh`` with the multihost connections and registry; stopped at the end, pass or fail.
+    The DAG is unpaused for the whole session (the scheduler starts the latest scheduled night)."""
+    reg = load_registry(REGISTRY, mh)
+    env = {**os.environ, **mh, **STACK_SETTINGS,
+           "HFC_AIRFLOW_INSTANCE": INSTANCE, "HFC_AIRFLOW_PORT": str(PORT),
+           "HFC_AIRFLOW_EXECUTOR": "CeleryExecutor", "HFC_REDIS_PORT": str(REDIS_PORT),
+           "HFC_CELERY_WORKERS": "2", "HFC_REGISTRY": str(REGISTRY)}
+    t0 = time.monotonic()
+    api = None
+    try:
+        proc = hfc(env, "airflow", "up")
+        assert proc.returncode == 0, f"hfc airflow up (mh) failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        senv = _stack_env(env)
+        with open(senv["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]) as f:
+            api = AirflowAPI(f"http://127.0.0.1:{PORT}", "admin", json.load(f)["admin"])
+        api.wait_for_dag(DAG, timeout=180)
+        # A run left unfinished by a killed earlier session would hold its night: end it first.
+        for old in api.get(f"/dags/{DAG}/dagRuns?limit=200")["dag_runs"]:
+            if old["state"] not in ("success", "failed"):
+                api.patch(f"/dags/{DAG}/dagRuns/{old['dag_run_id']}", {"state": "failed"})
+        TIMINGS["stack up"] = time.monotonic() - t0
+        stack = MHStack(api=api, env=env, mh=mh, registry=REGISTRY, reg=reg,
+                        run_dir=Path(senv["AIRFLOW_HOME"]) / f"stack-{INSTANCE}")
+        yield stack
+    finally:
+        t1 = time.monotonic()
+        if api is not None:
+            try:
+                # Paused runs stop being scheduled: let them end first, so that no job or task is
+                # left behind when the stack stops.
+                MHStack(api, env, mh, REGISTRY, reg, Path()).end_all_runs(timeout=300)
+            finally:
+                api.patch(f"/dags/{DAG}", {"is_paused": True})
+        down = hfc(env, "airflow", "down", timeout=300)
+        TIMINGS["stack down"] = time.monotonic() - t1
+        assert down.returncode == 0, f"hfc airflow down (mh) failed:\n{down.stdout[-3000:]}\n{down.stderr[-3000:]}"
