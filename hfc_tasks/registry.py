@@ -45,6 +45,7 @@ ALLOWED_SBATCH_OPTIONS = {
     "--tmp",
     "--begin",
     "--nice",
+    "--requeue",  # the FRC allows SLURM to rerun its job after a node failure (default: --no-requeue)
 }
 _ENV_REF = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)\}")
 _TIME_LIMIT = re.compile(r"^(\d+-)?\d{1,2}(:\d{2}){0,2}$|^\d+$")

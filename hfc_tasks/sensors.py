@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import datetime as dt
 import posixpath
+import re
+import shlex
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -189,7 +191,35 @@ class SlurmJobSensor(BaseSensorOperator):
         finally:
             hook.close()
         self.log.error("last %d lines of %s:\n%s", self.tail_lines, output, tail)
-        raise AirflowException(f"SLURM {status.describe()}; output file {output}")
+        # The job's end is final: a retry of this wait would read the same end, so no retry.
+        raise AirflowFailException(f"FRC {self.frc} night {night_of(context)}: SLURM {status.describe()}; output "
+                                   f"file {output}. {self._what_to_do(status)}")
+
+    def _what_to_do(self, status: slurm.JobStatus) -> str:
+        rerun = ("clear this FRC's 'submit' with its downstream tasks to run the night again (a new job); "
+                 "this wait is not retried: the job's end is final")
+        if status.state != "NODE_FAIL":
+            return f"Fix the cause, then {rerun}"
+        node = status.nodes or "(unknown)"
+        now = ""
+        if status.nodes:
+            from hfc_tasks.hooks import SlurmHook
+
+            try:
+                hook = SlurmHook(self._site().cluster_conn_id)
+                try:
+                    rc, out, _ = hook.run(f"scontrol -o show node {shlex.quote(status.nodes)}", timeout=30)
+                finally:
+                    hook.close()
+                state = re.search(r"\bState=(\S+)", out) if rc == 0 else None
+                reason = re.search(r"\bReason=(.*?)(?: \w+=|$)", out) if rc == 0 else None
+                now = (f" (now: State={state.group(1) if state else '?'}"
+                       f"{', Reason=' + reason.group(1).strip() if reason else ''})")
+            except Exception as exc:  # noqa: BLE001 - the node's state is a courtesy; the failure is the message
+                now = f" (its state could not be read: {exc})"
+        return (f"Node {node} failed while the job ran{now}: SLURM ended the job. Once the node is back in "
+                f"service (restart slurmd on it; if it stays DOWN: scontrol update nodename={node} state=resume), "
+                f"{rerun}")
 
     def on_kill(self) -> None:
         # Worker side of "cancel on clear/mark" (non-deferrable mode); the trigger has its own.

@@ -86,6 +86,8 @@ class JobStatus:
             parts.append(f"signal {self.signal}")
         if self.reason and self.reason not in ("None", "(null)"):
             parts.append(f"reason {self.reason}")
+        if self.nodes and self.nodes not in ("None assigned", "(null)"):
+            parts.append(f"node {self.nodes}")
         if self.elapsed:
             parts.append(f"elapsed {self.elapsed}")
         return ", ".join(parts)
@@ -134,6 +136,11 @@ def sbatch_command(
     ]
     if partition:
         args.append(f"--partition={partition}")
+    # Never rerun behind the pipeline's back: after a node failure the job ends NODE_FAIL (the
+    # wait fails naming the node; a clear of 'submit' runs it again), unless the FRC allows a
+    # requeue (`--requeue` in its slurm extra). Else the cluster's JobRequeue (default 1) decides.
+    if "--requeue" not in resources.extra:
+        args.append("--no-requeue")
     args.extend(resources.extra)
     return f"mkdir -p {shlex.quote(run_dir)} && " + " ".join(shlex.quote(a) for a in args)
 

@@ -129,3 +129,20 @@ def test_submit_script_never_reads_a_failing_squeue_as_no_live_job():
     # the submission is recorded before the answer is printed: a lost answer is adopted on retry
     assert script.index('mv -f "$record.part" "$record"') < script.index('echo "SUBMIT $job"')
     assert "attempt=d/r/t/1" in script
+
+
+def test_sbatch_never_requeues_unless_the_frc_allows_it():
+    """After a node failure the job must end NODE_FAIL (the wait names the node; a clear of submit
+    reruns it), not be requeued behind the pipeline's back (SLURM's JobRequeue defaults to 1)."""
+    plain = shlex.split(slurm.sbatch_command(job_name="hfc.a.20240301", run_dir="/p", resources=SlurmResources()))
+    assert "--no-requeue" in plain
+    allowed = shlex.split(slurm.sbatch_command(job_name="hfc.a.20240301", run_dir="/p",
+                                               resources=SlurmResources(extra=["--requeue"])))
+    assert "--requeue" in allowed and "--no-requeue" not in allowed
+
+
+def test_describe_names_the_node():
+    job = slurm.parse_sacct("17|hfc.g.20240301|NODE_FAIL|0:0|00:00:41|x|y|node2|None\n")["17"]
+    assert job.is_final and not job.succeeded
+    assert job.describe().startswith("job 17, state NODE_FAIL, exit code 0") and "node node2" in job.describe()
+    assert "node" not in slurm.parse_sacct(SACCT)["16"].describe()
