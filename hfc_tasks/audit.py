@@ -179,7 +179,10 @@ def audit_night(
     res.manifest_path, raw = find_manifest(archive_sftp, site.archive_root, frc.name, frc.archive_dir, night)
     manifest = None
     if raw is None:
-        res.add(PROBLEM, "manifest", f"no manifest at {res.manifest_path} (archive): the night was never archived")
+        kept = [n for n in _listdir(cluster_sftp, run_dir) if not n.endswith((".out", ".err"))]
+        res.add(PROBLEM, "manifest", f"no manifest at {res.manifest_path} (archive): the night is not archived"
+                + (f"; {len(kept)} file(s) still in {run_dir} on the cluster (nothing lost): run (clear) its "
+                   "'archive' task" if kept else f" and {run_dir} on the cluster holds no product"))
     else:
         try:
             manifest = json.loads(raw.decode("utf-8"))

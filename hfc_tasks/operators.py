@@ -191,7 +191,7 @@ class ArchiveProductsOperator(_FrcStage):
 
     def execute(self, context) -> dict[str, Any]:
         from hfc_tasks.hooks import ssh_endpoint
-        from hfc_tasks.transfer import ArchiveTarget, HostKeyError, TransferError, archive_night
+        from hfc_tasks.transfer import ArchiveFullError, ArchiveTarget, HostKeyError, TransferError, archive_night
 
         _, frc, site = self.resolve()
         night = night_of(context)
@@ -216,6 +216,11 @@ class ArchiveProductsOperator(_FrcStage):
                 ssh_endpoint(site.cluster_conn_id), ssh_endpoint(site.archive_conn_id), target,
                 progress=self.log.info, warn=self.log.warning, verify=self.verify, concurrency=self.concurrency,
             )
+        except ArchiveFullError as exc:
+            # A full archive disk does not free itself in a retry delay: fail now, the operator frees
+            # space then clears this task (docs/runbook.md, "The archive disk is full").
+            raise AirflowFailException(
+                f"{frc.name} {night} (archive connection {site.archive_conn_id}): {exc}") from exc
         except TransferError as exc:
             # A changed host key or a refused login is configuration: fail now, without retries.
             config = isinstance(exc, HostKeyError) or type(exc.__cause__).__name__ == "PermissionDenied"

@@ -96,6 +96,10 @@ class HostKeyError(TransferError):
     """The host's key is not the one configured: the connection is refused."""
 
 
+class ArchiveFullError(TransferError):
+    """The archive filesystem is full (ENOSPC): no retry frees space; the operator must."""
+
+
 @dataclass(frozen=True)
 class Endpoint:
     """Plain parameters of one SSH endpoint: what the engine connects to (no Airflow)."""
@@ -454,6 +458,7 @@ class _Night:
         self.done: dict[str, dict] = {}  # name -> manifest entry, verified under its real name
         self.problems: dict[str, str] = {}  # name -> why its source is kept
         self.fatal: str | None = None  # stop starting new files (archive full, not writable...)
+        self.full = False  # a write failed for lack of space on the archive filesystem (ENOSPC)
         self.deleted: set[str] = set()
         self.bytes_done = 0
         self.last_report = 0.0
@@ -632,6 +637,10 @@ class _Night:
             raise
         except asyncssh.SFTPError as exc:
             what = _explain(exc)
+            if isinstance(exc, asyncssh.SFTPFailure | asyncssh.SFTPNoSpaceOnFilesystem | asyncssh.SFTPQuotaExceeded):
+                full = await _no_space(dst, posixpath.dirname(dest), size)
+                if full:
+                    what, self.full = f"the archive is full: {full}", True
             self.problems[name] = f"{name}: {what} (archive path {dest}); source kept"
             if isinstance(exc, asyncssh.SFTPPermissionDenied | asyncssh.SFTPNoSpaceOnFilesystem
                           | asyncssh.SFTPQuotaExceeded | asyncssh.SFTPFailure | asyncssh.SFTPWriteProtect):
@@ -718,9 +727,15 @@ class _Night:
                 async with dst.open(part, "wb") as f:
                     await f.write(data, 0)
                 await dst.posix_rename(part, self.manifest_path)  # atomic: readers see old or new
-            except BaseException:
+            except BaseException as exc:
                 with contextlib.suppress(Exception):
                     await dst.remove(part)
+                full = (await _no_space(dst, posixpath.dirname(self.manifest_path), len(data))
+                        if isinstance(exc, asyncssh.SFTPFailure | asyncssh.SFTPNoSpaceOnFilesystem) else None)
+                if full:
+                    self.full = True
+                    raise ArchiveFullError(f"{t.frc} night {t.night}: manifest {self.manifest_path} not written: "
+                                           f"{full}; every source file is kept on the cluster") from exc
                 raise
             self.summary.manifest_written = True
             self.old, self.old_path = manifest, self.manifest_path
@@ -834,6 +849,21 @@ def _first(group: BaseExceptionGroup) -> BaseException:
         if not _transient(e):
             return e
     return leaves[0]
+
+
+async def _no_space(dst, folder: str, need: int) -> str | None:
+    """The ENOSPC text when the archive filesystem holding ``folder`` has less room than ``need``
+    bytes (at least 64 KiB) for this account (statvfs@openssh.com), else None. OpenSSH's
+    sftp-server answers a full disk with a bare "Failure": this says what it is."""
+    try:
+        fs = await dst.statvfs(folder)
+    except (asyncssh.SFTPError, asyncssh.Error, OSError):
+        return None
+    free = fs.bavail * fs.frsize
+    if free >= max(need, 64 * 1024):
+        return None
+    return (f"No space left on device (ENOSPC): the archive filesystem holding {folder} has {free} bytes "
+            f"free for this account (of {fs.blocks * fs.frsize})")
 
 
 def _explain(exc: asyncssh.SFTPError) -> str:
@@ -1016,8 +1046,9 @@ async def archive_night_async(
             + "\nIf the FRC rewrote them on purpose, clear the 'submit' task to run the night again."
         )
     if night.problems:
-        raise TransferError(
-            f"{where}the archive stage kept all {len(night.products or [])} source files on the cluster and did not "
+        raise (ArchiveFullError if night.full else TransferError)(
+            f"{where}{'the archive host ' + archive.describe() + ' is FULL: ' if night.full else ''}"
+            f"the archive stage kept all {len(night.products or [])} source files on the cluster and did not "
             f"update the manifest; {len(night.problems)} file(s) could not be archived:\n  "
             + "\n  ".join(night.problems[n] for n in sorted(night.problems))
             + (f"\nstopped early: {night.fatal}" if night.fatal else "")
