@@ -43,6 +43,14 @@ STACK_SETTINGS = {
 TIMINGS: dict[str, float] = {}
 
 
+def pytest_collection_modifyitems(config, items):
+    """The site's own life-cycle tests (test_multihost_site.py: down, up, down again) run before
+    any test that uses the session's site and stack, never in the middle of them; then the
+    scheduled night (the stack unpauses the DAG: its first run is that night's, undisturbed)."""
+    first = {"test_multihost_site.py": 0, "test_multihost_night.py": 1}
+    items.sort(key=lambda item: first.get(item.path.name, 2))
+
+
 @pytest.fixture(scope="session")
 def mh() -> Iterator[dict[str, str]]:
     """The multihost site: used as found when it runs, else brought up and taken down at the end."""
@@ -183,7 +191,7 @@ class MHStack:
         rc, out, err = self.login(f"sacct -X -n -P --name=hfc.{frc}.{ymd} -S {since} -E now "
                                   "-o JobIDRaw,State,NodeList,Partition,AllocCPUS")
         assert rc == 0, f"sacct on login: {err}"
-        return [r.split("|") for r in out.split()]
+        return [r.split("|") for r in out.splitlines() if r.strip()]  # a state may hold spaces
 
     # ---- the stack's own processes
     def pid(self, component: str) -> int | None:
@@ -232,6 +240,7 @@ def mh_stack(site, mh) -> Iterator[MHStack]:
         with open(senv["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]) as f:
             api = AirflowAPI(f"http://127.0.0.1:{PORT}", "admin", json.load(f)["admin"])
         api.wait_for_dag(DAG, timeout=180)
+        api.patch(f"/dags/{DAG}", {"is_paused": False})  # also starts the latest scheduled night
         # A run left unfinished by a killed earlier session would hold its night: end it first.
         for old in api.get(f"/dags/{DAG}/dagRuns?limit=200")["dag_runs"]:
             if old["state"] not in ("success", "failed"):
