@@ -474,6 +474,20 @@ def _legacy_matcher(env: dict[str, str]):
     return match
 
 
+def restart(names: tuple[str, ...]) -> list[str]:
+    """Stop the named components and start them again with the current environment (a changed
+    ``AIRFLOW_CONN_*``: the workers, the triggerer and the api-server hold connections); the other
+    components keep running. Returns the components restarted."""
+    known = instance_components()
+    unknown = [n for n in names if n not in known]
+    if not names or unknown:
+        raise StackError(f"restart: name components of instance {INSTANCE} ({', '.join(known)})"
+                         + (f"; unknown: {', '.join(unknown)}" if unknown else ""))
+    down(tuple(names))
+    up(verbose=False)
+    return list(names)
+
+
 def running_registry() -> str | None:
     """The HFC_REGISTRY the running stack was started with ('' = the project's), None if down."""
     run_dir = _run_dir(stack_env())

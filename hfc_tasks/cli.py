@@ -84,6 +84,13 @@ def _airflow_cmd(args) -> int:
         except airflow_stack.StackError as exc:
             print(f"hfc airflow up: {exc}", file=sys.stderr)
             return 1
+    elif args.action == "restart":
+        try:
+            stopped = airflow_stack.restart(tuple(args.components))
+        except airflow_stack.StackError as exc:
+            print(f"hfc airflow restart: {exc}", file=sys.stderr)
+            return 1
+        print(f"[hfc-airflow] instance {airflow_stack.INSTANCE}: restarted {', '.join(stopped)}")
     elif args.action == "down":
         stopped = airflow_stack.down()
         print(f"[hfc-airflow] instance {airflow_stack.INSTANCE}: "
@@ -360,7 +367,10 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=_site_cmd)
 
     p = sub.add_parser("airflow", help="the Airflow stack on the local site (api-server, scheduler, ...)")
-    p.add_argument("action", choices=["up", "down", "status"])
+    p.add_argument("action", choices=["up", "down", "status", "restart"])
+    p.add_argument("components", nargs="*",
+                   help="restart: the components to stop and start again (e.g. worker1 worker2 triggerer "
+                        "api-server after a connection changed)")
     p.set_defaults(func=_airflow_cmd)
 
     p = sub.add_parser("config", help="the registry")
