@@ -267,6 +267,8 @@ class CatalogueLoadOperator(_FrcStage):
     ui_color = "#fdd0a2"
 
     def execute(self, context) -> dict[str, Any]:
+        import psycopg
+
         from hfc_tasks.catalogue import ArchiveReadError, load_night
         from hfc_tasks.hooks import catalogue_connect, sftp_session
         from hfc_tasks.transfer import find_manifest
@@ -300,6 +302,7 @@ class CatalogueLoadOperator(_FrcStage):
 
             ti = context["ti"]
             with catalogue_connect(site.catalogue_conn_id) as conn:
+                where = f"catalogue connection {site.catalogue_conn_id} ({conn.info.host}:{conn.info.port})"
                 try:
                     report = load_night(
                         conn,
@@ -313,6 +316,12 @@ class CatalogueLoadOperator(_FrcStage):
                 except ArchiveReadError as exc:  # nothing loaded: the previous batch is kept
                     full = posixpath.join(site.archive_root, exc.path)
                     raise _archive_unreadable(frc.name, night, site, full, exc) from exc
+                except psycopg.OperationalError as exc:  # server restarted, connection cut: retried
+                    raise AirflowException(
+                        f"{frc.name} {night}: {where} lost during the load: {type(exc).__name__}: "
+                        f"{' '.join(str(exc).split())}. Nothing was committed (one transaction): the previous "
+                        "batch is kept; the task is retried"
+                    ) from exc
         self.log.info("%s", report.summary())
         for warning in report.warnings:
             self.log.warning("%s", warning)
