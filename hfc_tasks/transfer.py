@@ -197,6 +197,9 @@ async def connect(ep: Endpoint) -> asyncssh.SSHClientConnection:
         ) from exc
     except asyncssh.PermissionDenied as exc:
         raise TransferError(f"{ep.describe()}: login refused ({exc.reason}); check the key file") from exc
+    except TimeoutError as exc:  # transient: the caller reconnects; say where and how long
+        raise TimeoutError(f"{ep.describe()}: no SSH answer within {ep.connect_timeout:g} s "
+                           "(network down or host unreachable)") from exc
     _coalesce_writes(conn)
     return conn
 
@@ -450,7 +453,9 @@ class _Night:
         self.old_path: str | None = None  # where it was read (the legacy path for an FRC's own folder)
         self.old_loaded = False
         # This writer's .part names: two runs at once never write (or rename) each other's files.
-        self.token = secrets.token_hex(6)
+        # 6 hex of the (FRC, night), 6 random: the clean-up tells this night's earlier runs from
+        # another night's writer of a product name both nights share (frc_info, observatory...).
+        self.token = _night_tag(target.frc, target.night) + secrets.token_hex(3)
         self.run_dir_exists = True
         self.output_found = False  # the SLURM output of the job: it ran
         self.unmatched: list[str] = []  # files that are not product names: left on the cluster
@@ -804,21 +809,37 @@ class _Night:
             raise _first(group) from None
 
 
+PART_STALE_SECONDS = 3600  # another night's .part this old is a crash's leftover, not a writer's
+
+
+def _night_tag(frc: str, night: dt.date) -> str:
+    return hashlib.sha256(f"{frc}/{night.isoformat()}".encode()).hexdigest()[:6]
+
+
 async def _clean_parts_in(dst, folders: set[str], names: set[str], token: str) -> int:
     """Remove the .part files other writers left for these product names (a crashed earlier
-    run): ``<name>.part`` or ``<name>.<12 hex>.part``. Never a file under a real name."""
+    run): ``<name>.part`` or ``<name>.<12 hex>.part``. Never a file under a real name.
+
+    A product name can be shared by several nights of one FRC (``frc_info``, ``observatory``):
+    with ``max_active_runs`` > 1 another night's archive task may be writing its own ``.part``
+    of it right now. Only this (FRC, night)'s earlier runs' (same first 6 hex of the token) go at
+    once; another night's go when older than ``PART_STALE_SECONDS``."""
     removed = 0
     for folder in sorted(folders):
         try:
-            listing = await dst.listdir(folder)
+            listing = await dst.readdir(folder)
         except asyncssh.SFTPError:
             continue
-        for fn in listing:
+        for entry in listing:
+            fn = entry.filename
             if not fn.endswith(".part"):
                 continue
             base = fn[: -len(".part")]
             stem, _, tok = base.rpartition(".")
-            ours = base in names or (stem in names and len(tok) == 12 and all(c in "0123456789abcdef" for c in tok))
+            tokened = stem in names and len(tok) == 12 and all(c in "0123456789abcdef" for c in tok)
+            ours = base in names or tokened
+            if tokened and tok[:6] != token[:6] and time.time() - (entry.attrs.mtime or 0) < PART_STALE_SECONDS:
+                continue  # another night's writer, perhaps still copying
             if ours and tok != token:
                 with contextlib.suppress(asyncssh.SFTPNoSuchFile):
                     await dst.remove(posixpath.join(folder, fn))
