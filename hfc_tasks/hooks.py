@@ -96,6 +96,10 @@ def ssh_client(conn_id: str, *, timeout: float | None = None):
     except paramiko.AuthenticationException as exc:
         client.close()
         raise ConnectionConfigError(str(target.login_refused(str(exc)))) from None
+    except TimeoutError as exc:  # still a TimeoutError (transient: retried), saying where
+        client.close()
+        raise TimeoutError(f"{target.describe()}: no SSH answer within {wait:g} s "
+                           "(network down or host unreachable)") from exc
     except BaseException:
         client.close()
         raise
