@@ -107,14 +107,14 @@ class DropFaults(threading.Thread):
                     self.stop.wait(0.5)
                     continue
                 self.stop.wait(self.rng.uniform(0.0, 2.0))  # a random moment of that transfer
-                if self.stop.is_set():
-                    return
+                running = _running_archives(self.stack, self.run_ids)
+                if self.stop.is_set() or not running:
+                    continue
                 t = time.monotonic() - self.t0
                 try:
                     _drop_on()
-                    during = _running_archives(self.stack, self.run_ids)
                     drop = {"n": len(self.drops) + 1, "at_s": round(t, 1),
-                            "utc": f"{dt.datetime.now(dt.UTC):%H:%M:%S}", "running": during or running}
+                            "utc": f"{dt.datetime.now(dt.UTC):%H:%M:%S}", "running": running}
                     self.drops.append(drop)
                     _log(f"DROP {drop['n']}/{DROPS} at +{drop['at_s']} s ({drop['utc']} UTC) for {DROP_SECONDS} s; "
                          f"archive tasks running: {drop['running']}")
@@ -122,6 +122,7 @@ class DropFaults(threading.Thread):
                 finally:
                     _drop_off()
                 self.stop.wait(self.rng.uniform(2.0, 8.0))  # the link is up between two drops
+            _slow_link(False)  # the drops are over: the rest of the backfill at full speed
         except BaseException as exc:  # reported by the test
             self.error = exc
         finally:
