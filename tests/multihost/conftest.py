@@ -21,6 +21,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 import paramiko
 import pytest
@@ -133,10 +134,10 @@ class MHStack:
         return self.api.wait_run(DAG, run_id, timeout=timeout)
 
     def tis(self, run_id: str) -> list[dict]:
-        return self.api.get(f"/dags/{DAG}/dagRuns/{run_id}/taskInstances?limit=1000")["task_instances"]
+        return self.api.get(f"/dags/{DAG}/dagRuns/{quote_run(run_id)}/taskInstances?limit=1000")["task_instances"]
 
     def ti(self, run_id: str, task_id: str) -> dict:
-        return self.api.get(f"/dags/{DAG}/dagRuns/{run_id}/taskInstances/{task_id}")
+        return self.api.get(f"/dags/{DAG}/dagRuns/{quote_run(run_id)}/taskInstances/{task_id}")
 
     def table(self, run_id: str) -> str:
         return "\n".join(f"  {t['task_id']:<34} {t['state'] or '-':<10} {(t['hostname'] or '-'):<28} "
@@ -154,8 +155,8 @@ class MHStack:
 
     def task_log(self, run_id: str, task_id: str, try_number: int) -> str:
         """The task's own log (what the operator reads in the UI), as text."""
-        out = self.api.call("GET", f"/dags/{DAG}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}"
-                                   "?full_content=true")
+        out = self.api.call("GET", f"/dags/{DAG}/dagRuns/{quote_run(run_id)}/taskInstances/{task_id}/logs/"
+                                   f"{try_number}?full_content=true")
         content = (out or {}).get("content", "")
         if isinstance(content, list):
             return "\n".join(e.get("event", "") + (" " + json.dumps({k: v for k, v in e.items()
@@ -184,6 +185,14 @@ class MHStack:
             return ssh_exec(client, cmd, timeout)
         finally:
             client.close()
+
+    def slurm_admin(self, *args: str) -> None:
+        """A SLURM administrator's command (scontrol update ...) as root on login: what the
+        cluster's admins do, not the pipeline (its `cluster` account may not)."""
+        lay = multihost.MHLayout.current()
+        proc = subprocess.run(["nsenter", f"--net=/run/netns/{multihost.netns('login')}", "timeout", "20", *args],
+                              env={**os.environ, **lay.slurm_env}, capture_output=True, text=True, timeout=30)
+        assert proc.returncode == 0, f"{' '.join(args)} on login: {proc.stderr or proc.stdout}"
 
     def jobs(self, frc: str, night: str, since: str) -> list[list[str]]:
         """sacct on login: this (FRC, night)'s jobs submitted since `since` (JobID, State, Nodes)."""
@@ -215,6 +224,11 @@ class MHStack:
             time.sleep(3)
         left = [(r["dag_run_id"], r["state"]) for r in runs if r["state"] not in ("success", "failed")]
         raise AssertionError(f"runs still going after {timeout} s: {left}")
+
+
+def quote_run(run_id: str) -> str:
+    """A run id in a URL path: manual__2026-...T04:21:10.561589+00:00 holds ':' and '+'."""
+    return quote(run_id, safe="")
 
 
 def now_on_login() -> str:
