@@ -60,6 +60,9 @@ test: airflow-db ops-debs
 	    if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure here"; exit 1; fi; exit $$rc; \
 	  fi; \
 	  $(BIN)/pytest -m multihost tests/multihost -p no:cacheprovider --durations=25 > "$(MH_LOG)" 2>&1 & mhpid=$$!; \
+	  trap 'kill $$mhpid 2>/dev/null; HFC_AIRFLOW_INSTANCE=mh HFC_AIRFLOW_EXECUTOR=CeleryExecutor HFC_AIRFLOW_PORT=8110 \
+	    HFC_REDIS_PORT=6410 $(BIN)/hfc airflow down >/dev/null 2>&1; $(BIN)/hfc site down --shape multihost >/dev/null 2>&1; \
+	    exit 130' INT TERM; \
 	  echo "== multihost tests running beside the others (pid $$mhpid, log $(MH_LOG))"; \
 	  rc=0; $(BIN)/pytest -m "not multihost" --durations=40 || rc=$$?; \
 	  mrc=0; wait $$mhpid || mrc=$$?; \

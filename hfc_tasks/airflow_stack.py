@@ -280,8 +280,9 @@ def up(wait: float = 120.0, verbose: bool = True) -> dict[str, int]:
     _check_ports(run_dir, [n for n in comps if _pid(run_dir, n) is None])
     started: dict[str, subprocess.Popen] = {}
     try:
-        pids = _start_components(comps, env, run_dir, started, say)
-        _wait_healthy(run_dir, started, wait)
+        log_offsets: dict[str, int] = {}
+        pids = _start_components(comps, env, run_dir, started, say, log_offsets)
+        _wait_healthy(run_dir, started, wait, log_offsets)
     except BaseException as exc:
         # All or nothing: stop what this call started (never what was running before it).
         stopped = down(tuple(started)) if started else []
@@ -314,7 +315,9 @@ def _check_ports(run_dir: Path, to_start: list[str]) -> None:
 
 
 def _start_components(comps: dict[str, list[str]], env: dict[str, str], run_dir: Path,
-                      started: dict[str, subprocess.Popen], say) -> dict[str, int]:
+                      started: dict[str, subprocess.Popen], say,
+                      log_offsets: dict[str, int] | None = None) -> dict[str, int]:
+    log_offsets = {} if log_offsets is None else log_offsets
     pids = {}
     for name, args in comps.items():
         pid = _pid(run_dir, name)
@@ -322,6 +325,7 @@ def _start_components(comps: dict[str, list[str]], env: dict[str, str], run_dir:
             cmd = _command(name, args, run_dir)
             # cwd: the run folder marks the instance's processes (see localsite.procs).
             with open(run_dir / f"{name}.log", "ab") as log:
+                log_offsets[name] = log.tell()
                 proc = subprocess.Popen(cmd, env=_component_env(name, env, run_dir), stdout=log,
                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                         start_new_session=True, cwd=run_dir)
@@ -340,7 +344,9 @@ def _start_components(comps: dict[str, list[str]], env: dict[str, str], run_dir:
     return pids
 
 
-def _wait_healthy(run_dir: Path, started: dict[str, subprocess.Popen], wait: float) -> None:
+def _wait_healthy(run_dir: Path, started: dict[str, subprocess.Popen], wait: float,
+                  log_offsets: dict[str, int] | None = None) -> None:
+    workers = {n: o for n, o in (log_offsets or {}).items() if n.startswith("worker")}
     deadline = time.monotonic() + wait
     last = None
     components = ("metadatabase", "scheduler", "triggerer", "dag_processor")
@@ -352,11 +358,14 @@ def _wait_healthy(run_dir: Path, started: dict[str, subprocess.Popen], wait: flo
             if name not in started and _pid(run_dir, name) is None:
                 raise StackError(f"{name} of instance {INSTANCE} exited: read {run_dir / (name + '.log')}")
         last = health()
-        if last and all(last.get(k, {}).get("status") == "healthy" for k in components) and _workers_ready(run_dir):
+        ready = _workers_ready(run_dir, workers)
+        if last and all(last.get(k, {}).get("status") == "healthy" for k in components) and ready:
             return
         time.sleep(1)
-    raise StackError(f"Airflow instance {INSTANCE}: components not healthy after {wait:.0f} s: {last}; "
-                     f"logs in {run_dir}")
+    waiting = [n for n in workers if not _workers_ready(run_dir, {n: workers[n]})]
+    raise StackError(f"Airflow instance {INSTANCE}: components not healthy after {wait:.0f} s: {last}"
+                     + (f"; Celery workers that never said 'ready': {', '.join(waiting)}" if waiting else "")
+                     + f"; logs in {run_dir}")
 
 
 def _exited(name: str, proc: subprocess.Popen, run_dir: Path) -> str:
@@ -393,13 +402,19 @@ def _wait(predicate, timeout: float) -> bool:
     return predicate()
 
 
-def _workers_ready(run_dir: Path) -> bool:
-    """Every Celery worker of the instance has said 'ready' in its log (True without Celery)."""
-    for name in instance_components():
-        if name.startswith("worker"):
-            log = run_dir / f"{name}.log"
-            if not log.exists() or b" ready." not in log.read_bytes()[-200_000:]:
-                return False
+def _workers_ready(run_dir: Path, log_offsets: dict[str, int]) -> bool:
+    """Every Celery worker this `up` started has said 'ready' in its log since it was started
+    (``log_offsets``: each one's log size at its start; logs are appended to). Workers that were
+    already running are not waited for: their 'ready' may be far back in a long log."""
+    for name, offset in log_offsets.items():
+        log = run_dir / f"{name}.log"
+        try:
+            with open(log, "rb") as fh:
+                fh.seek(offset)
+                if b" ready." not in fh.read():
+                    return False
+        except FileNotFoundError:
+            return False
     return True
 
 
