@@ -49,9 +49,20 @@ def fresh_db(site: dict[str, str]) -> Iterator[str]:
     try:
         yield urlunsplit(parts._replace(path=f"/{name}"))
     finally:
-        with psycopg.connect(admin_dsn, autocommit=True) as conn:
-            # FORCE: a test that leaked a connection must not leave the database behind.
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        import time
+
+        # FORCE: a test that leaked a connection must not leave the database behind. It cannot
+        # end a superuser's backend (an autovacuum worker analysing the tables the test filled,
+        # seen in CI): such a backend is gone within seconds, so try again for a while.
+        for attempt in range(20):
+            try:
+                with psycopg.connect(admin_dsn, autocommit=True) as conn:
+                    conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                break
+            except (psycopg.errors.InsufficientPrivilege, psycopg.errors.ObjectInUse):
+                if attempt == 19:
+                    raise
+                time.sleep(1)
 
 
 @pytest.fixture(scope="session")
