@@ -315,9 +315,9 @@ def _check_ports(run_dir: Path, to_start: list[str]) -> None:
 
 
 def _start_components(comps: dict[str, list[str]], env: dict[str, str], run_dir: Path,
-                      started: dict[str, subprocess.Popen], say,
-                      log_offsets: dict[str, int] | None = None) -> dict[str, int]:
-    log_offsets = {} if log_offsets is None else log_offsets
+                      started: dict[str, subprocess.Popen], say, log_offsets: dict[str, int]) -> dict[str, int]:
+    """Start what is not running; ``started`` and ``log_offsets`` (each log's size at its start)
+    are filled as it goes, so that a failure part-way still knows what to stop."""
     pids = {}
     for name, args in comps.items():
         pid = _pid(run_dir, name)
@@ -345,8 +345,8 @@ def _start_components(comps: dict[str, list[str]], env: dict[str, str], run_dir:
 
 
 def _wait_healthy(run_dir: Path, started: dict[str, subprocess.Popen], wait: float,
-                  log_offsets: dict[str, int] | None = None) -> None:
-    workers = {n: o for n, o in (log_offsets or {}).items() if n.startswith("worker")}
+                  log_offsets: dict[str, int]) -> None:
+    workers = {n: o for n, o in log_offsets.items() if n.startswith("worker")}
     deadline = time.monotonic() + wait
     last = None
     components = ("metadatabase", "scheduler", "triggerer", "dag_processor")

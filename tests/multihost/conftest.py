@@ -186,14 +186,6 @@ class MHStack:
         finally:
             client.close()
 
-    def slurm_admin(self, *args: str) -> None:
-        """A SLURM administrator's command (scontrol update ...) as root on login: what the
-        cluster's admins do, not the pipeline (its `cluster` account may not)."""
-        lay = multihost.MHLayout.current()
-        proc = subprocess.run(["nsenter", f"--net=/run/netns/{multihost.netns('login')}", "timeout", "20", *args],
-                              env={**os.environ, **lay.slurm_env}, capture_output=True, text=True, timeout=30)
-        assert proc.returncode == 0, f"{' '.join(args)} on login: {proc.stderr or proc.stdout}"
-
     def jobs(self, frc: str, night: str, since: str) -> list[list[str]]:
         """sacct on login: this (FRC, night)'s jobs submitted since `since` (JobID, State, Nodes)."""
         ymd = night.replace("-", "")
@@ -224,6 +216,23 @@ class MHStack:
             time.sleep(3)
         left = [(r["dag_run_id"], r["state"]) for r in runs if r["state"] not in ("success", "failed")]
         raise AssertionError(f"runs still going after {timeout} s: {left}")
+
+
+def slurm_admin(*args: str, timeout: float = 30) -> str:
+    """A SLURM administrator's command (scontrol update/show ...) as root on login: what the
+    cluster's admins do, not the pipeline (its `cluster` account may not). Returns its stdout."""
+    lay = multihost.MHLayout.current()
+    proc = subprocess.run(["nsenter", f"--net=/run/netns/{multihost.netns('login')}", "timeout", str(int(timeout)),
+                           *args], env={**os.environ, **lay.slurm_env}, capture_output=True, text=True,
+                          timeout=timeout + 10)
+    assert proc.returncode == 0, f"{' '.join(args)} on login: exit {proc.returncode}: {proc.stderr.strip()}"
+    return proc.stdout
+
+
+def set_partitions(state: str) -> None:
+    """Every partition of the site UP or DOWN (DOWN: new jobs stay PENDING, their waits deferred)."""
+    for part in multihost.PARTITIONS:
+        slurm_admin("scontrol", "update", f"PartitionName={part}", f"State={state}")
 
 
 def quote_run(run_id: str) -> str:

@@ -26,7 +26,6 @@ import os
 import pwd
 import re
 import signal
-import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -37,7 +36,7 @@ from hfc_tasks import products
 from hfc_tasks.localsite import multihost
 from hfc_tasks.localsite._util import pidfile_alive, read_pid, stop_pid
 
-from .conftest import ACTIVE_REGIONS, DAG, DETECTOR, TIMINGS, MHStack, now_on_login
+from .conftest import ACTIVE_REGIONS, DAG, DETECTOR, TIMINGS, MHStack, now_on_login, set_partitions, slurm_admin
 
 pytestmark = pytest.mark.multihost
 
@@ -45,7 +44,6 @@ NODE = "node2"  # the only node where a cpus: 2 job fits
 FAULT1_NIGHT = "2024-05-20"
 FAULT2_NIGHTS = [f"2024-05-{d:02d}" for d in range(1, 11)]
 FAULT2_FRCS = [DETECTOR, ACTIVE_REGIONS]
-PARTITIONS = tuple(multihost.PARTITIONS)
 
 
 def _log(msg: str) -> None:
@@ -53,19 +51,10 @@ def _log(msg: str) -> None:
 
 
 # --------------------------------------------------------------------- the operator's hands on login
-def admin(*args: str, timeout: float = 30) -> str:
-    """A SLURM admin command on login (as root, the cluster admin's account), e.g. scontrol update."""
-    lay = multihost.MHLayout.current()
-    proc = subprocess.run(["nsenter", f"--net=/run/netns/{multihost.netns('login')}", "timeout", str(int(timeout)),
-                           *args], env={**os.environ, **lay.slurm_env}, capture_output=True, text=True,
-                          timeout=timeout + 10)
-    assert proc.returncode == 0, f"{' '.join(args)} on login: exit {proc.returncode}: {proc.stderr.strip()}"
-    return proc.stdout
-
-
 def node_info(node: str) -> dict[str, str]:
     """State and Reason of a node, as `scontrol show node` gives them."""
-    return dict(re.findall(r"\b(State|Reason)=(.*?)(?= \w+=|$)", admin("scontrol", "-o", "show", "node", node).strip()))
+    out = slurm_admin("scontrol", "-o", "show", "node", node).strip()
+    return dict(re.findall(r"\b(State|Reason)=(.*?)(?= \w+=|$)", out))
 
 
 def node_ready(node: str) -> bool:
@@ -88,13 +77,8 @@ def restart_daemons_on(host: str) -> None:
     multihost._run_inside(host, _log)
 
 
-def set_partitions(state: str) -> None:
-    for part in PARTITIONS:
-        admin("scontrol", "update", f"PartitionName={part}", f"State={state}")
-
-
 def partition_states() -> dict[str, str]:
-    out = admin("scontrol", "-o", "show", "partition")
+    out = slurm_admin("scontrol", "-o", "show", "partition")
     states = {}
     for line in out.splitlines():
         fields = dict(t.partition("=")[::2] for t in line.split())
@@ -190,7 +174,7 @@ def test_slurmd_killed_on_the_node_running_a_job(mh_stack: MHStack, mh):
         try:
             wait_until(f"{NODE} back in service", lambda: node_ready(NODE), 20)
         except AssertionError:
-            admin("scontrol", "update", f"nodename={NODE}", "state=resume")
+            slurm_admin("scontrol", "update", f"nodename={NODE}", "state=resume")
             wait_until(f"{NODE} resumed", lambda: node_ready(NODE), 30)
         # The controller has the new slurmd end what was left of the failed job on the node.
         left = _job_procs(NODE, str(run_dir))
@@ -221,7 +205,7 @@ def test_slurmd_killed_on_the_node_running_a_job(mh_stack: MHStack, mh):
             os.kill(p, signal.SIGKILL)
         hold.unlink(missing_ok=True)
         if not node_ready(NODE):
-            admin("scontrol", "update", f"nodename={NODE}", "state=resume")
+            slurm_admin("scontrol", "update", f"nodename={NODE}", "state=resume")
         if run_id and stack.api.get(f"/dags/{DAG}/dagRuns/{run_id}")["state"] not in ("success", "failed"):
             # The test failed half-way: end the run (its wait's trigger cancels the job).
             stack.api.patch(f"/dags/{DAG}/dagRuns/{run_id}", {"state": "failed"})

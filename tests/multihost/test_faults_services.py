@@ -41,7 +41,7 @@ from hfc_tasks.localsite import ssh as site_ssh
 from hfc_tasks.localsite._util import pidfile_alive, stop_pid
 from hfc_tasks.localsite.layout import PG_BIN
 
-from .conftest import ACTIVE_REGIONS, DAG, DETECTOR, TIMINGS, TRACKER, MHStack, hfc, now_on_login
+from .conftest import ACTIVE_REGIONS, DAG, DETECTOR, TIMINGS, TRACKER, MHStack, hfc, now_on_login, set_partitions
 
 pytestmark = pytest.mark.multihost
 
@@ -123,13 +123,6 @@ def queued(stack: MHStack, frc: str, night: str) -> list[list[str]]:
 def completed(stack: MHStack, frc: str, night: str, since: str) -> list[list[str]] | None:
     jobs = stack.jobs(frc, night, since)
     return jobs if jobs and all(r[1] == "COMPLETED" for r in jobs) else None
-
-
-def scontrol_partitions(state: str) -> None:
-    lay = multihost.MHLayout.current()
-    for part in multihost.PARTITIONS:
-        proc = on_host("login", "scontrol", "update", f"PartitionName={part}", f"State={state}", env=lay.slurm_env)
-        assert proc.returncode == 0, f"scontrol update PartitionName={part} State={state}: {proc.stderr}"
 
 
 def catalogue(stack: MHStack, **kw) -> psycopg.Connection:
@@ -270,7 +263,7 @@ def test_triggerer_killed_during_waits(mh_stack: MHStack):
     stack, night = mh_stack, "2024-07-04"
     frcs = [DETECTOR, ACTIVE_REGIONS]
     since, t0 = now_on_login(), time.monotonic()
-    scontrol_partitions("DOWN")  # the jobs stay pending: their waits stay deferred
+    set_partitions("DOWN")  # the jobs stay pending: their waits stay deferred
     try:
         run_id = stack.trigger(night, frcs)
         poll("both waits deferred", lambda: all(ti_states(stack, run_id).get(f"{f}.wait") == "deferred"
@@ -284,7 +277,7 @@ def test_triggerer_killed_during_waits(mh_stack: MHStack):
         assert stack.pid("triggerer") not in (None, old)
         assert all(ti_states(stack, run_id).get(f"{f}.wait") == "deferred" for f in frcs), stack.table(run_id)
     finally:
-        scontrol_partitions("UP")
+        set_partitions("UP")
         stack.restore()
     state = stack.wait_run(run_id, timeout=420)
     table = stack.table(run_id)
