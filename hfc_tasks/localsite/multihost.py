@@ -47,7 +47,7 @@ from ._util import (
     write_file,
 )
 from .layout import ARCHIVE_USER, CLUSTER_USER, Layout, state_dir
-from .system import ensure_packages, ensure_user, is_root
+from .system import PACKAGES, ensure_packages, ensure_user, is_root
 
 SUBNET = os.environ.get("HFC_MH_SUBNET", "10.231.0")
 BRIDGE = "hfcmh0"
@@ -66,6 +66,9 @@ SLURMD_TIMEOUT = 20
 # it can fill up on its own like a real archive server's disk: HFC_MH_ARCHIVE_MB, made once.
 ARCHIVE_FS_MB = int(os.environ.get("HFC_MH_ARCHIVE_MB", "512"))
 PG_PORT = 5432
+# Beyond the single-host site's: namespaces and links (ip), the archive's own filesystem
+# (mkfs.ext4, loop mounts) and the network drills of the tests (nft, tc).
+MH_PACKAGES = ("iproute2", "e2fsprogs", "util-linux", "nftables")
 CONN_IDS = {"cluster": "hfc_mh_cluster", "archive": "hfc_mh_archive", "catalogue": "hfc_mh_catalogue"}
 
 
@@ -493,7 +496,7 @@ def up(verbose: bool = True) -> None:
     ensure_dir(lay.root, "root", 0o755)
     with file_lock(lay.lock_file):
         try:
-            ensure_packages(log)
+            ensure_packages(log, PACKAGES + MH_PACKAGES)
             _prepare_files(lay)
             _network_up(log)
             for host in ("login", "node1", "node2", "archive", "catalogue"):

@@ -35,8 +35,8 @@ def missing_packages(packages: tuple[str, ...] = PACKAGES) -> list[str]:
     return [p for p in packages if p not in installed]
 
 
-def ensure_packages(log=print) -> None:
-    missing = missing_packages()
+def ensure_packages(log=print, packages: tuple[str, ...] = PACKAGES) -> None:
+    missing = missing_packages(packages)
     if not missing:
         return
     log(f"installing Debian packages: {' '.join(missing)}")
@@ -50,7 +50,7 @@ def ensure_packages(log=print) -> None:
         timeout=1800,
         what="apt-get install",
     )
-    still = missing_packages()
+    still = missing_packages(packages)
     if still:
         raise SiteError(f"packages still missing after apt-get install: {' '.join(still)}")
 
