@@ -223,30 +223,12 @@ class SlurmJobSensor(BaseSensorOperator):
 
     def on_kill(self) -> None:
         # Worker side of "cancel on clear/mark" (non-deferrable mode); the trigger has its own.
-        if not self.job_id:
-            return
-        from hfc_tasks.claims import RunRef, holder
-        from hfc_tasks.hooks import SlurmHook, catalogue_connect
-
         claim = getattr(self, "_claim", None)
-        if claim is None:  # the wait never started: no job of this run to cancel
+        if not self.job_id or claim is None:  # the wait never started: no job of this run to cancel
             return
-        me = RunRef(claim["dag_id"], claim["run_id"])
-        try:
-            with catalogue_connect(claim["conn_id"]) as conn:
-                owner = holder(conn, claim["frc"], dt.date.fromisoformat(claim["night"]))
-        except Exception as exc:  # noqa: BLE001 - whatever the database says, never cancel blind
-            self.log.error("cannot read the claim on night %s of FRC %s (%s): SLURM job %s NOT cancelled; "
-                           "cancel it by hand if it must stop (scancel %s)", claim["night"], claim["frc"], exc,
-                           self.job_id, self.job_id)
-            return
-        if owner != me:
-            self.log.warning("night %s of FRC %s is held by run %s, not this run: SLURM job %s NOT cancelled",
-                             claim["night"], claim["frc"], owner or "(nobody)", self.job_id)
-            return
-        hook = SlurmHook(self._site().cluster_conn_id)
-        try:
-            hook.cancel(str(self.job_id))
-            self.log.info("cancelled SLURM job %s", self.job_id)
-        finally:
-            hook.close()
+        from hfc_tasks.cancellation import cancel_if_held
+        from hfc_tasks.claims import RunRef
+
+        cancel_if_held(catalogue_conn_id=claim["conn_id"], cluster_conn_id=self._site().cluster_conn_id,
+                       frc=claim["frc"], night=dt.date.fromisoformat(claim["night"]),
+                       run=RunRef(claim["dag_id"], claim["run_id"]), job_ids=[str(self.job_id)], logger=self.log)

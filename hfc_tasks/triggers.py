@@ -6,7 +6,8 @@ All the triggers of one triggerer that watch jobs on the same cluster connection
 :class:`SacctPoller`: **one** SSH connection and **one** ``sacct -j id1,id2,...`` per poll
 interval, whatever the number of waiting tasks (the providers' pattern opens a connection
 and runs a command per trigger). The trigger cancels its job (``scancel``) when the task is
-cleared or marked failed/success while it waits (``on_kill``, Airflow 3.3).
+cleared or marked failed/success while it waits (``on_kill``, Airflow 3.3); a mark also reaches
+the API server's listener (:mod:`hfc_tasks.listeners`), which cancels even when no trigger runs.
 
 The wait never hangs in silence: a configuration error (no or invalid host key, unknown
 connection, changed host key, login refused: :class:`hfc_tasks.sshpolicy.SshConfigError`) is

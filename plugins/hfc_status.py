@@ -1,13 +1,14 @@
 """Airflow plugin: the HFC catalogue status page and the extra links of the HFC stages.
 
 Thin on purpose: the app is :mod:`hfc_tasks.status_app` (logic in :mod:`hfc_tasks.status`),
-the links are :mod:`hfc_tasks.links`.
+the links are :mod:`hfc_tasks.links`, the listener is :mod:`hfc_tasks.listeners`.
 """
 
 from __future__ import annotations
 
 from airflow.plugins_manager import AirflowPlugin
 
+from hfc_tasks import listeners as hfc_listeners
 from hfc_tasks.links import HFC_LINKS
 from hfc_tasks.status_app import PREFIX, create_app
 
@@ -26,3 +27,5 @@ class HfcStatusPlugin(AirflowPlugin):
         }
     ]
     operator_extra_links = list(HFC_LINKS)
+    # A wait marked by hand cancels its SLURM job even when no trigger runs for it.
+    listeners = [hfc_listeners]

@@ -113,3 +113,46 @@ def test_deferred_waits_hold_no_slot_share_one_connection_and_cancel_on_mark_or_
             jid, name = line.split("|")
             if name.startswith("hfc.t-held-"):
                 slurm("scancel", jid)
+
+
+def test_a_wait_marked_while_no_triggerer_runs_its_trigger_still_cancels_its_job(held_api):
+    """The race CI found on the multihost site, made certain: the triggerer is down, so no trigger
+    ever runs (its ``on_kill`` cannot cancel anything). Marking the deferred wait failed (or
+    success) must still cancel its job; the other FRC's job is untouched."""
+    from hfc_tasks import airflow_stack
+
+    api = held_api
+    api.wait_for_dag(DAG)
+    api.patch(f"/dags/{DAG}", {"is_paused": False})
+    night = (dt.date(2040, 1, 1) + dt.timedelta(days=random.randrange(5000))).isoformat()
+    frcs = ["t-held-1", "t-held-2", "t-held-3"]
+    airflow_stack.down(("triggerer",))
+    run_id = None
+    try:
+        run = api.post(f"/dags/{DAG}/dagRuns", {"logical_date": None, "conf": {"night": night, "frcs": frcs}})
+        run_id = run["dag_run_id"]
+        for frc in frcs:
+            api.wait_task(DAG, run_id, f"{frc}.wait", {"deferred"}, timeout=180)
+        names = {products.job_name(frc, products.parse_night(night)): frc for frc in frcs}
+        jobs = {names[name]: jid for jid, name, state in
+                (line.split("|") for line in slurm("squeue", "-h", "-o", "%i|%j|%T").split()) if name in names}
+        assert sorted(jobs) == frcs, jobs
+        api.patch(f"/dags/{DAG}/dagRuns/{run_id}/taskInstances/t-held-1.wait", {"new_state": "failed"})
+        api.patch(f"/dags/{DAG}/dagRuns/{run_id}/taskInstances/t-held-2.wait", {"new_state": "success"})
+        deadline = time.monotonic() + 90
+        marked = ("t-held-1", "t-held-2")
+        while time.monotonic() < deadline and not all(sacct_state(jobs[f]).startswith("CANCELLED") for f in marked):
+            time.sleep(2)
+        assert {f: sacct_state(jobs[f]).split()[0] for f in marked} == dict.fromkeys(marked, "CANCELLED"), \
+            "a wait marked before the triggerer ran its trigger left its job on the cluster"
+        assert sacct_state(jobs["t-held-3"]) == "PENDING"
+        assert api.task_states(DAG, run_id)["t-held-3.wait"] == "deferred"
+    finally:
+        airflow_stack.up(verbose=False)
+        if run_id:
+            api.patch(f"/dags/{DAG}/dagRuns/{run_id}", {"state": "failed"})
+        api.patch(f"/dags/{DAG}", {"is_paused": True})
+        for line in slurm("squeue", "-h", "-o", "%i|%j").split():
+            jid, name = line.split("|")
+            if name.startswith("hfc.t-held-"):
+                slurm("scancel", jid)

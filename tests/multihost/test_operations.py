@@ -1,8 +1,6 @@
 """The operators' repertoire on the multihost site (issue 10), with the session's stack ``mh``
 (CeleryExecutor, two workers) and the production-shaped registry: clear one FRC's ``archive``;
-clear another's ``submit`` with downstream. (Marking a running ``wait`` failed is not here yet:
-the first CI run found that a wait marked failed before the triggerer has picked its trigger up
-leaves its job queued; see the runbook, Cancel a night.)
+clear another's ``submit`` with downstream; mark a just-deferred ``wait`` failed, then recompute.
 Each is followed by ``hfc audit`` of the night. (The scheduled night is in
 test_multihost_night.py, the backfill of 7 nights in test_faults_archive.py.)
 
@@ -17,11 +15,23 @@ import time
 import psycopg
 import pytest
 
-from .conftest import ACTIVE_REGIONS, DETECTOR, TIMINGS, TRACKER, MHStack, now_on_login, ssh_client
+from .conftest import (
+    ACTIVE_REGIONS,
+    DAG,
+    DETECTOR,
+    TIMINGS,
+    TRACKER,
+    MHStack,
+    now_on_login,
+    quote_run,
+    set_partitions,
+    ssh_client,
+)
 
 pytestmark = pytest.mark.multihost
 
 NIGHT_CLEARS = "2024-04-01"
+NIGHT_MARK_FAILED = "2024-04-02"
 
 
 def _archive_state(stack: MHStack, frcs: list[str], night: str) -> dict[str, dict[str, tuple[str, float]]]:
@@ -105,3 +115,47 @@ def test_clear_one_archive_then_another_frcs_submit_with_downstream(mh_stack: MH
     for frc in (DETECTOR, TRACKER):  # replaced whole (a new batch), never added to
         assert batches[frc][0] != before_batches[frc][0] and batches[frc][1] == "loaded", (frc, batches[frc])
     TIMINGS["ops: clear submit downstream"] = time.monotonic() - t1
+
+
+def test_mark_a_running_wait_failed_then_recompute(mh_stack: MHStack):
+    """Mark `wait` failed as soon as it is deferred, its job still queued: the job is cancelled
+    (by the API server's listener even when the triggerer had not yet picked the trigger up: the
+    race the first CI run found here), nothing of the night is archived or loaded; the operator
+    then clears `submit` with downstream."""
+    stack = mh_stack
+    since = now_on_login()
+    t0 = time.monotonic()
+    frc = ACTIVE_REGIONS
+    # Keep the job queued (a busy cluster): the partition is down while the wait is deferred.
+    set_partitions("DOWN")
+    try:
+        run = stack.trigger(NIGHT_MARK_FAILED, frcs=[frc])
+        stack.wait_task(run, f"{frc}.wait", ("deferred",), timeout=180)
+        # squeue: sacct does not list a job still pending in a DOWN partition.
+        name = f"hfc.{frc}.{NIGHT_MARK_FAILED.replace('-', '')}"
+        rc, out, err = stack.login(f"squeue -h --states=all --name={name} -o '%i|%T'")
+        assert rc == 0 and [r.split("|")[1] for r in out.split()] == ["PENDING"], (out, err)
+        job_id = out.split("|")[0]
+        stack.api.patch(f"/dags/{DAG}/dagRuns/{quote_run(run)}/taskInstances/{frc}.wait", {"new_state": "failed"})
+        deadline = time.monotonic() + 90
+        state = ""
+        while time.monotonic() < deadline and not state.startswith("CANCELLED"):
+            time.sleep(2)
+            state = stack.login(f"squeue -h --states=all -j {job_id} -o '%T'")[1].strip()
+        assert state.startswith("CANCELLED"), f"job {job_id} is {state!r} after its wait was marked failed"
+        assert stack.wait_run(run, timeout=120) == "failed", stack.table(run)
+        states = stack.api.task_states(DAG, run)
+        assert states[f"{frc}.archive"] == "upstream_failed" and states[f"{frc}.catalogue"] == "upstream_failed", \
+            states
+        assert frc not in _batches(stack, NIGHT_MARK_FAILED)
+    finally:
+        set_partitions("UP")
+
+    # The operator recomputes the night: clear submit with downstream (runbook "Re-run one stage").
+    stack.clear(run, [f"{frc}.submit"], downstream=True)
+    assert stack.wait_run(run, timeout=600) == "success", stack.table(run)
+    jobs = stack.jobs(frc, NIGHT_MARK_FAILED, since)
+    assert [j[1].split()[0] for j in jobs] == ["CANCELLED", "COMPLETED"], jobs
+    stack.assert_audit(NIGHT_MARK_FAILED, "--frc", frc, "--expect-jobs", "2", since=since)
+    assert _batches(stack, NIGHT_MARK_FAILED)[frc][1] == "loaded"
+    TIMINGS["ops: mark wait failed + recompute"] = time.monotonic() - t0
