@@ -127,13 +127,16 @@ def test_mark_a_running_wait_failed_then_recompute(mh_stack: MHStack):
     t0 = time.monotonic()
     frc = ACTIVE_REGIONS
     # Keep the job queued (a busy cluster): the partition is down while the wait is deferred.
+    # The night's batch as it stands (a site kept from an earlier session may have loaded it).
+    before = _batches(stack, NIGHT_MARK_FAILED).get(frc)
     set_partitions("DOWN")
     try:
         run = stack.trigger(NIGHT_MARK_FAILED, frcs=[frc])
         stack.wait_task(run, f"{frc}.wait", ("deferred",), timeout=180)
         # squeue: sacct does not list a job still pending in a DOWN partition.
         name = f"hfc.{frc}.{NIGHT_MARK_FAILED.replace('-', '')}"
-        rc, out, err = stack.login(f"squeue -h --states=all --name={name} -o '%i|%T'")
+        # (--states=all also lists this night's jobs of an earlier session that ended minutes ago.)
+        rc, out, err = stack.login(f"squeue -h --states=PENDING,RUNNING --name={name} -o '%i|%T'")
         assert rc == 0 and [r.split("|")[1] for r in out.split()] == ["PENDING"], (out, err)
         job_id = out.split("|")[0]
         stack.api.patch(f"/dags/{DAG}/dagRuns/{quote_run(run)}/taskInstances/{frc}.wait", {"new_state": "failed"})
@@ -147,7 +150,7 @@ def test_mark_a_running_wait_failed_then_recompute(mh_stack: MHStack):
         states = stack.api.task_states(DAG, run)
         assert states[f"{frc}.archive"] == "upstream_failed" and states[f"{frc}.catalogue"] == "upstream_failed", \
             states
-        assert frc not in _batches(stack, NIGHT_MARK_FAILED)
+        assert _batches(stack, NIGHT_MARK_FAILED).get(frc) == before  # nothing loaded
     finally:
         set_partitions("UP")
 
@@ -157,5 +160,6 @@ def test_mark_a_running_wait_failed_then_recompute(mh_stack: MHStack):
     jobs = stack.jobs(frc, NIGHT_MARK_FAILED, since)
     assert [j[1].split()[0] for j in jobs] == ["CANCELLED", "COMPLETED"], jobs
     stack.assert_audit(NIGHT_MARK_FAILED, "--frc", frc, "--expect-jobs", "2", since=since)
-    assert _batches(stack, NIGHT_MARK_FAILED)[frc][1] == "loaded"
+    after = _batches(stack, NIGHT_MARK_FAILED)[frc]
+    assert after[1] == "loaded" and after[3] == jobs[1][0] and after != before, (before, after)
     TIMINGS["ops: mark wait failed + recompute"] = time.monotonic() - t0
