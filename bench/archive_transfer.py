@@ -7,7 +7,7 @@ Cluster → archive on the local site, the same files for every contender:
 
 Contenders:
 
-* ``hfc``: :func:`hfc_tasks.transfer.archive_night`, i.e. SFTP read from the cluster account,
+* ``hfc``: :func:`hfc_tasks.archive.archive_night`, i.e. SFTP read from the cluster account,
   SFTP write to the archive account, sha256 verified on the archive (``sha256sum``), rename,
   manifest, delete on the cluster: everything the task does;
 * ``hfc-readback``: the same with verification by read-back (an SFTP-only archive);
@@ -42,7 +42,7 @@ import time
 import uuid
 from pathlib import Path
 
-from hfc_tasks.transfer import ArchiveTarget, Endpoint, archive_night
+from hfc_tasks.archive import ArchiveTarget, Endpoint, archive_night
 
 SETS = {
     "small": [("csv", 2000, 20_000), ("jpg", 200, 200_000)],

@@ -34,7 +34,7 @@ os.environ.setdefault("HFC_AIRFLOW_PORT", "8178")
 
 from hfc_tasks import airflow_stack  # noqa: E402 - instance chosen above
 from hfc_tasks.airflow_api import AirflowAPI  # noqa: E402
-from hfc_tasks.localsite import slurm_conf_path  # noqa: E402
+from hfc_tasks.ops.localsite import slurm_conf_path  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DAG = "hfc_nightly"

@@ -28,7 +28,7 @@ import subprocess
 import time
 
 from hfc_tasks import slurm
-from hfc_tasks.triggers import SacctPoller, SlurmJobTrigger, open_cluster_connection
+from hfc_tasks.provider.triggers import SacctPoller, SlurmJobTrigger, open_cluster_connection
 
 
 def cpu_seconds() -> float:

@@ -23,9 +23,9 @@ import datetime as dt
 
 from airflow.sdk import DAG, CronDataIntervalTimetable, Param, TaskGroup
 
-from hfc_tasks.operators import ArchiveProductsOperator, CatalogueLoadOperator, SlurmSubmitOperator
+from hfc_tasks.provider.operators import ArchiveProductsOperator, CatalogueLoadOperator, SlurmSubmitOperator
+from hfc_tasks.provider.sensors import SlurmJobSensor
 from hfc_tasks.registry import load_registry
-from hfc_tasks.sensors import SlurmJobSensor
 
 registry = load_registry()
 site = registry.site()
@@ -39,7 +39,7 @@ default_args = {
     "max_retry_delay": dt.timedelta(minutes=30),
 }
 if site.notify_conn_id:
-    from hfc_tasks.notifiers import HfcFailureNotifier
+    from hfc_tasks.provider.notifiers import HfcFailureNotifier
 
     default_args["on_failure_callback"] = HfcFailureNotifier(conn_id=site.notify_conn_id)
 

@@ -55,7 +55,6 @@ _METADATA = re.compile(
     r"(?P<kind>frc_info|observatory)\.csv$",
     re.IGNORECASE,
 )
-NIGHT_KEY = re.compile(r"^\d{8}$")
 
 
 class ProductNameError(ValueError):
@@ -129,6 +128,22 @@ def parse_night(text: str) -> dt.date:
     raise ValueError(f"night {text!r} is not a date (expected YYYY-MM-DD or YYYYMMDD)")
 
 
+def night_of_run(night_param, interval_start) -> dt.date:
+    """The night a DAG run works on, the one rule of the re-run contract: its ``night`` param
+    (run conf) when given, else the UTC day its data interval starts (a datetime, a date or an
+    ISO string as the REST API gives it). A ValueError that says what is missing otherwise.
+    Every stage, the status page, the notifier and the listener read the night through this."""
+    if night_param:
+        return parse_night(str(night_param))
+    if interval_start is None or interval_start == "":
+        raise ValueError("this run has no data interval and no 'night' param: cannot tell which night")
+    if isinstance(interval_start, str):
+        interval_start = dt.datetime.fromisoformat(interval_start.replace("Z", "+00:00"))
+    if isinstance(interval_start, dt.datetime):
+        return (interval_start.astimezone(dt.UTC) if interval_start.tzinfo else interval_start).date()
+    return interval_start
+
+
 def run_dir(products_root: str, frc: str, night: dt.date) -> str:
     """The FRC's run folder on the cluster for one night: ``<products>/<frc>/<YYYYMMDD>``."""
     return posixpath.join(products_root, frc, night_key(night))
@@ -137,6 +152,17 @@ def run_dir(products_root: str, frc: str, night: dt.date) -> str:
 def job_name(frc: str, night: dt.date) -> str:
     """SLURM job name of one FRC night: ``hfc.<frc>.<YYYYMMDD>`` (how a job is found again)."""
     return f"hfc.{frc}.{night_key(night)}"
+
+
+def output_name(job: str, job_id: str = "%j") -> str:
+    """A job's SLURM output file in its run folder: ``<job name>.<job id>.out`` (``%j``: the
+    placeholder sbatch fills in)."""
+    return f"{job}.{job_id}.out"
+
+
+def output_path(products_root: str, frc: str, night: dt.date, job_id: str) -> str:
+    """Where the SLURM output of job ``job_id`` of (FRC, night) is on the cluster."""
+    return posixpath.join(run_dir(products_root, frc, night), output_name(job_name(frc, night), job_id))
 
 
 def manifest_relpath(archive_name: str, frc: str, night: dt.date) -> str:

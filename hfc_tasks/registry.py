@@ -342,7 +342,7 @@ def load_registry(path: str | os.PathLike | None = None) -> Registry:
         raise RegistryError(f"registry file {path} is not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
         raise RegistryError(f"registry file {path} must hold a mapping at the top level")
-    # .site may be a link to the real state folder (see hfc_tasks.localsite.layout): resolve it.
+    # .site may be a link to the real state folder (see hfc_tasks.ops.localsite.layout): resolve it.
     env = {"HFC_SITE_DIR": os.path.realpath(REPO_ROOT / ".site"), "HFC_REPO": str(REPO_ROOT), **os.environ}
     # Only sites are expanded: FRC commands keep their {placeholders} for render_command.
     raw["sites"] = _expand(raw.get("sites", {}), env)

@@ -11,6 +11,7 @@ import re
 import shlex
 from dataclasses import asdict, dataclass
 
+from hfc_tasks.products import output_name
 from hfc_tasks.registry import SlurmResources
 
 # End states, as sacct prints them (``CANCELLED by 1001`` is normalised to CANCELLED).
@@ -129,7 +130,7 @@ def sbatch_command(
         "--parsable",
         f"--job-name={job_name}",
         f"--chdir={run_dir}",
-        f"--output={run_dir}/{job_name}.%j.out",
+        f"--output={run_dir}/{output_name(job_name)}",
         f"--time={resources.time}",
         f"--mem={resources.mem}",
         f"--cpus-per-task={resources.cpus}",

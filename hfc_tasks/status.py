@@ -141,15 +141,13 @@ def issue_text(issue) -> str:
 
 
 def run_night(run: dict) -> dt.date | None:
-    """The night a DAG run works on: its ``night`` conf if given, else its data interval's start
-    (the same rule as :func:`hfc_tasks.operators.night_of`)."""
-    conf = run.get("conf") or {}
-    if conf.get("night"):
-        try:
-            return products.parse_night(str(conf["night"]))
-        except ValueError:
-            return None
-    return _date(run.get("data_interval_start") or run.get("logical_date"))
+    """The night a DAG run (as the REST API gives it) works on, or None if it cannot tell
+    (:func:`hfc_tasks.products.night_of_run`)."""
+    try:
+        return products.night_of_run((run.get("conf") or {}).get("night"),
+                                     run.get("data_interval_start") or run.get("logical_date"))
+    except ValueError:
+        return None
 
 
 def run_frcs(run: dict, all_frcs: Sequence[str]) -> list[str]:

@@ -1,16 +1,16 @@
 """Airflow plugin: the HFC catalogue status page and the extra links of the HFC stages.
 
-Thin on purpose: the app is :mod:`hfc_tasks.status_app` (logic in :mod:`hfc_tasks.status`),
-the links are :mod:`hfc_tasks.links`, the listener is :mod:`hfc_tasks.listeners`.
+Thin on purpose: the app is :mod:`hfc_tasks.provider.status_app` (logic in :mod:`hfc_tasks.status`),
+the links are :mod:`hfc_tasks.provider.links`, the listener is :mod:`hfc_tasks.provider.listeners`.
 """
 
 from __future__ import annotations
 
 from airflow.plugins_manager import AirflowPlugin
 
-from hfc_tasks import listeners as hfc_listeners
-from hfc_tasks.links import HFC_LINKS
-from hfc_tasks.status_app import PREFIX, create_app
+from hfc_tasks.provider import listeners as hfc_listeners
+from hfc_tasks.provider.links import HFC_LINKS
+from hfc_tasks.provider.status_app import PREFIX, create_app
 
 
 class HfcStatusPlugin(AirflowPlugin):

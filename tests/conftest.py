@@ -14,8 +14,8 @@ def _airflow_settings() -> None:
     # Airflow reads its configuration when first imported: point it at the local site's
     # AIRFLOW_HOME (SQLite metadata under .site/airflow) before any test module imports it,
     # also when pytest is run directly rather than through `make test`.
-    from hfc_tasks.cli import airflow_env
-    from hfc_tasks.localsite import state_dir
+    from hfc_tasks.ops.cli import airflow_env
+    from hfc_tasks.ops.localsite import state_dir
 
     for key, value in airflow_env(state_dir()).items():
         os.environ.setdefault(key, value)
@@ -27,7 +27,7 @@ _airflow_settings()
 @pytest.fixture(scope="session")
 def site() -> dict[str, str]:
     """Bring the local site up (fast when already running) and export its connection variables."""
-    from hfc_tasks import localsite
+    from hfc_tasks.ops import localsite
 
     localsite.up(verbose=False)
     env = localsite.env_vars()

@@ -31,15 +31,16 @@ import numpy as np
 import pandas as pd
 import psycopg
 
+from hfc_tasks import manifest as manifest_mod
 from hfc_tasks import products as products_mod
 from hfc_tasks.catalogue import readers
 from hfc_tasks.catalogue.bulk import BulkRows, ExactRows, Rows, bulk_eligible, drop_files, read_bulk
 from hfc_tasks.catalogue.readers import KindSpec, Problem, ProductFileError
 from hfc_tasks.catalogue.schema import upgrade
+from hfc_tasks.manifest import Entry
 
 log = logging.getLogger(__name__)
 
-MANIFEST_FORMAT = "hfc-manifest/1"
 COPY_CHUNK_ROWS = 50_000  # rows per COPY write: bounds memory on big nights
 CHUNK_BYTES = 16 << 20  # files read, checked and COPYed together (bulk path): bounds memory
 # What the archive answered when a file cannot be opened: the reason, and what to do about it.
@@ -56,10 +57,6 @@ _READ_ERRNOS = {
 
 _ERRNO_OF = {FileNotFoundError: errno.ENOENT, PermissionError: errno.EACCES, IsADirectoryError: errno.EISDIR,
              NotADirectoryError: errno.ENOTDIR}  # an OSError raised without its errno
-
-
-class ManifestError(ValueError):
-    """The manifest itself is unusable (not a per-file problem): nothing is loaded."""
 
 
 class ArchiveReadError(RuntimeError):
@@ -162,100 +159,10 @@ class LoadReport:
         if self.status == "no_data":
             text += "; no data: the job ran and wrote no product"
         if self.issues:
-            text += "; NOT CLEAN: " + "; ".join(_issue_text(i) for i in self.issues)
+            text += "; NOT CLEAN: " + "; ".join(manifest_mod.issue_text(i) for i in self.issues)
         if self.rejected:
             text += f"; {len(self.rejected_files)} file(s) REJECTED:\n  " + "\n  ".join(str(r) for r in self.rejected)
         return text
-
-
-@dataclass(frozen=True)
-class _Entry:
-    name: str
-    kind: str
-    sha256: str
-    archive_path: str
-    size: int | None
-    url_base: str | None
-    product: products_mod.ProductName | None
-
-
-# ---------------------------------------------------------------------------------- manifest
-
-
-def _parse_manifest(manifest: dict) -> tuple[str, dt.date, str, list[_Entry]]:
-    if not isinstance(manifest, dict):
-        raise ManifestError("manifest is not a JSON object")
-    if manifest.get("format") != MANIFEST_FORMAT:
-        raise ManifestError(f"manifest format {manifest.get('format')!r}, expected {MANIFEST_FORMAT!r}")
-    for key in ("frc", "night", "product_format"):
-        if not isinstance(manifest.get(key), str) or not manifest[key]:
-            raise ManifestError(f"manifest has no {key!r}")
-    try:
-        night = products_mod.parse_night(manifest["night"])
-    except ValueError as exc:
-        raise ManifestError(str(exc)) from None
-    fmt = manifest["product_format"]
-    if fmt not in readers.KNOWN.formats:
-        raise ManifestError(f"no reader for product format {fmt!r} (known: {', '.join(readers.KNOWN.formats)})")
-    files = manifest.get("files", [])
-    if not isinstance(files, list):
-        raise ManifestError("manifest 'files' is not a list")
-    entries, seen = [], set()
-    for i, f in enumerate(files):
-        if not isinstance(f, dict):
-            raise ManifestError(f"manifest file #{i} is not an object")
-        missing = [k for k in ("name", "kind", "sha256", "archive_path") if not f.get(k)]
-        if missing:
-            raise ManifestError(f"manifest file #{i} ({f.get('name')!r}) lacks {', '.join(missing)}")
-        name = f["name"]
-        try:
-            products_mod.check_plain_name(name)
-        except products_mod.ProductNameError as exc:
-            raise ManifestError(str(exc)) from None
-        if name in seen:
-            raise ManifestError(f"manifest lists {name!r} twice")
-        seen.add(name)
-        product = None
-        if f["kind"] != products_mod.QUICKLOOK:
-            try:
-                product = products_mod.parse_product_name(name)
-            except products_mod.ProductNameError:
-                product = None  # rejected later, with the reason, like any bad file
-        entries.append(
-            _Entry(
-                name=name,
-                kind=f["kind"],
-                sha256=str(f["sha256"]).lower(),
-                archive_path=f["archive_path"],
-                size=f.get("size"),
-                url_base=f.get("url_base"),
-                product=product,
-            )
-        )
-    entries.sort(key=lambda e: e.name)  # deterministic load order and ids
-    return manifest["frc"], night, fmt, entries
-
-
-def manifest_issues(manifest: dict) -> list[dict]:
-    """What the archive stage noted beside the files (issue 16), as ``hfc.batch.issues``:
-    ``{"issue": "unmatched", "name"}`` for a run-folder file that is no product name (left on the
-    cluster), ``{"issue": "stale", "name", "archive_path", "slurm_job_id"}`` for an earlier job's
-    file this job did not produce (kept on the archive, not loaded). Empty: a clean night."""
-    unmatched, stale = manifest.get("unmatched", []), manifest.get("stale", [])
-    if not isinstance(unmatched, list) or not all(isinstance(n, str) for n in unmatched):
-        raise ManifestError("manifest 'unmatched' is not a list of file names")
-    if not isinstance(stale, list) or not all(isinstance(e, dict) and isinstance(e.get("name"), str) for e in stale):
-        raise ManifestError("manifest 'stale' is not a list of files")
-    issues = [{"issue": "unmatched", "name": n} for n in unmatched]
-    issues += [{"issue": "stale", "name": e["name"], "archive_path": _opt_str(e.get("archive_path")),
-                "slurm_job_id": _opt_str(e.get("slurm_job_id"))} for e in stale]
-    return issues
-
-
-def _issue_text(issue: dict) -> str:
-    if issue.get("issue") == "unmatched":
-        return f"{issue['name']!r} is not a product name (left on the cluster)"
-    return f"{issue['name']} of job {issue.get('slurm_job_id')} is stale (kept on the archive, not loaded)"
 
 
 def _stem(product: products_mod.ProductName) -> tuple:
@@ -271,11 +178,11 @@ class _Partners:
     tag, then an untagged file, then the only file of that kind in the manifest.
     """
 
-    def __init__(self, candidates: list[_Entry]) -> None:
+    def __init__(self, candidates: list[Entry]) -> None:
         self.dated = {_stem(c.product): c for c in candidates if c.product and c.product.stamp}
         self.undated = [c for c in candidates if c.product and not c.product.stamp]
 
-    def of(self, entry: _Entry) -> _Entry | None:
+    def of(self, entry: Entry) -> Entry | None:
         me = entry.product
         if me is None:
             return None
@@ -392,11 +299,11 @@ class _Ctx:
 
     cur: object
     batch_id: int
-    entries: list[_Entry]
+    entries: list[Entry]
     specs: dict[str, KindSpec]
     qclk: dict[str, str]
     file_no: dict[str, int]
-    by_kind: dict[str, list[_Entry]]
+    by_kind: dict[str, list[Entry]]
     tables: dict = field(default_factory=dict)  # table name -> _Table
     idmaps: dict[str, _IdMap] = field(default_factory=dict)  # file kind -> ids of its loaded files
     file_ids: dict[int, np.ndarray] = field(default_factory=dict)  # file -> catalogue ids, row order
@@ -454,8 +361,8 @@ def load_night(
     the preset of the manifest's ``product_format``.
     """
     t0 = time.monotonic()
-    frc, night, fmt, entries = _parse_manifest(manifest)
-    issues = manifest_issues(manifest)
+    frc, night, fmt, entries = manifest_mod.entries(manifest, readers.KNOWN.formats)
+    issues = manifest_mod.issues(manifest)
     specs = readers.KNOWN.resolve(fmt, products)
     manifest_sha = (
         manifest_sha256
@@ -549,7 +456,7 @@ def _archive_fault(exc: BaseException) -> bool:
         c.__module__.split(".")[0] in ("paramiko", "asyncssh") for c in type(exc).__mro__)
 
 
-def _fetch(ctx: _Ctx, e: _Entry, read_file) -> bytes | None:
+def _fetch(ctx: _Ctx, e: Entry, read_file) -> bytes | None:
     """The file's bytes, checked against the manifest's sha256; None (and rejected) if not."""
     if e.product is None:
         ctx.reject(e.name, [Problem(e.name, None, None, "not an HFC product file name")])
@@ -589,7 +496,7 @@ def _read_exact(ctx: _Ctx, name: str, data: bytes, spec: KindSpec) -> ExactRows 
 # ---------------------------------------------------------------------------------- metadata
 
 
-def _load_metadata_file(ctx: _Ctx, e: _Entry, read_file) -> None:
+def _load_metadata_file(ctx: _Ctx, e: Entry, read_file) -> None:
     data = _fetch(ctx, e, read_file)
     if data is None:
         return
@@ -696,7 +603,7 @@ def _load_kind(ctx: _Ctx, kind: str, spec: KindSpec, read_file, chunk_bytes: int
         ctx.rows.setdefault(spec.table, 0)  # e.g. no feat file = nothing detected: a real 0
     pipe = _Pipeline()
     try:
-        chunk: list[tuple[_Entry, bytes]] = []
+        chunk: list[tuple[Entry, bytes]] = []
         size = 0
         for e in ctx.by_kind[kind]:
             data = _fetch(ctx, e, read_file)
@@ -714,7 +621,7 @@ def _load_kind(ctx: _Ctx, kind: str, spec: KindSpec, read_file, chunk_bytes: int
         pipe.shutdown()
 
 
-def _load_chunk(ctx: _Ctx, spec: KindSpec, table: _Table, chunk: list[tuple[_Entry, bytes]], pipe) -> None:
+def _load_chunk(ctx: _Ctx, spec: KindSpec, table: _Table, chunk: list[tuple[Entry, bytes]], pipe) -> None:
     data = {e.name: d for e, d in chunk}
     exact: list[str] = []
     parts: list[Rows] = []

@@ -8,7 +8,7 @@ import os
 
 from airflow.sdk import DAG, Param
 
-from hfc_tasks.operators import CatalogueLoadOperator
+from hfc_tasks.provider.operators import CatalogueLoadOperator
 
 REGISTRY = os.environ.get("HFC_TEST_CATALOGUE_REGISTRY")
 

@@ -8,9 +8,9 @@ import os
 
 from airflow.sdk import DAG, Param
 
-from hfc_tasks.operators import SlurmSubmitOperator
+from hfc_tasks.provider.operators import SlurmSubmitOperator
+from hfc_tasks.provider.sensors import SlurmJobSensor
 from hfc_tasks.registry import load_registry
-from hfc_tasks.sensors import SlurmJobSensor
 
 REGISTRY = os.environ.get("HFC_TEST_REGISTRY")
 
@@ -28,7 +28,7 @@ if REGISTRY:
                 "HFC_TEST_RESCHEDULE") else {}
             notify = {}
             if os.environ.get("HFC_TEST_NOTIFY"):
-                from hfc_tasks.notifiers import HfcFailureNotifier
+                from hfc_tasks.provider.notifiers import HfcFailureNotifier
 
                 notify = {"on_failure_callback": HfcFailureNotifier(conn_id=os.environ["HFC_TEST_NOTIFY"])}
             wait = SlurmJobSensor(

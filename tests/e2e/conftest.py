@@ -9,9 +9,9 @@ import os
 import ops_instance  # tests/e2e is on sys.path (pytest prepend import mode)
 import pytest
 
-from hfc_tasks import airflow_stack
 from hfc_tasks.airflow_api import AirflowAPI
-from hfc_tasks.localsite import procs
+from hfc_tasks.ops import airflow_stack
+from hfc_tasks.ops.localsite import procs
 
 # Whether this test session started (or restarted) the main stack: then it stops it at the end.
 _session_started: list[bool] = []

@@ -6,7 +6,7 @@ its own Redis (127.0.0.1:6393) and two Celery workers, its own catalogue databas
 (``ops-*`` FRCs under ``products/_ops`` and ``hfc/_ops``): nothing it does touches the main
 instance or the shared catalogue that other tests use. Started and stopped through the
 ``hfc airflow`` command in a subprocess, since an instance is chosen by environment variables
-read when :mod:`hfc_tasks.airflow_stack` is imported.
+read when :mod:`hfc_tasks.ops.airflow_stack` is imported.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def ensure_packages() -> None:
 
 
 def env() -> dict[str, str]:
-    from hfc_tasks.localsite import state_dir
+    from hfc_tasks.ops.localsite import state_dir
 
     registry = state_dir() / "ops" / "registry.yaml"
     registry.parent.mkdir(parents=True, exist_ok=True)
@@ -146,6 +146,6 @@ def password() -> str:
 
 
 def run_dir() -> Path:
-    from hfc_tasks.localsite import state_dir
+    from hfc_tasks.ops.localsite import state_dir
 
     return state_dir() / "airflow" / "stack-ops"

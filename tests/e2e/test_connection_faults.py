@@ -150,7 +150,7 @@ def faults_api(site, tmp_path_factory):
         down = hfc(env, "airflow", "down")
         assert down.returncode == 0, down.stderr[-2000:]
         # jobs the run left queued (the timeout case leaves its job, by design)
-        from hfc_tasks.localsite import slurm_conf_path
+        from hfc_tasks.ops.localsite import slurm_conf_path
 
         slurm_env = {"SLURM_CONF": str(slurm_conf_path()), "PATH": "/usr/bin:/bin"}
         queue = subprocess.run(["squeue", "-h", "-o", "%i|%j"], env=slurm_env, capture_output=True, text=True)

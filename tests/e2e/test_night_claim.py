@@ -26,7 +26,7 @@ import pytest
 
 from hfc_tasks import products
 from hfc_tasks.airflow_api import AirflowAPI
-from hfc_tasks.localsite import slurm_conf_path, state_dir
+from hfc_tasks.ops.localsite import slurm_conf_path, state_dir
 
 pytestmark = [pytest.mark.site, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]

@@ -13,8 +13,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from hfc_tasks import airflow_stack, products
-from hfc_tasks.localsite import slurm_conf_path
+from hfc_tasks import products
+from hfc_tasks.ops import airflow_stack
+from hfc_tasks.ops.localsite import slurm_conf_path
 from hfc_tasks.registry import load_registry
 
 pytestmark = [pytest.mark.site, pytest.mark.slow]

@@ -63,8 +63,8 @@ def run_dag(registry: Path, dsn: str) -> None:
 def reload_catalogue(registry: Path, dsn: str, frc_name: str) -> None:
     """What CatalogueLoadOperator does: this FRC's own manifest -> load_night (replace its batch)."""
     from hfc_tasks.catalogue import load_night
-    from hfc_tasks.hooks import sftp_session
-    from hfc_tasks.transfer import find_manifest
+    from hfc_tasks.manifest import find as find_manifest
+    from hfc_tasks.provider.hooks import sftp_session
 
     reg = load_registry(registry)
     frc, site = reg.frc(frc_name), reg.site()

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from hfc_tasks import products
-from hfc_tasks.localsite import slurm_conf_path
+from hfc_tasks.ops.localsite import slurm_conf_path
 from hfc_tasks.registry import DEFAULT_REGISTRY
 
 pytestmark = [pytest.mark.site, pytest.mark.slow]
@@ -119,7 +119,7 @@ def test_a_wait_marked_while_no_triggerer_runs_its_trigger_still_cancels_its_job
     """The race CI found on the multihost site, made certain: the triggerer is down, so no trigger
     ever runs (its ``on_kill`` cannot cancel anything). Marking the deferred wait failed (or
     success) must still cancel its job; the other FRC's job is untouched."""
-    from hfc_tasks import airflow_stack
+    from hfc_tasks.ops import airflow_stack
 
     api = held_api
     api.wait_for_dag(DAG)

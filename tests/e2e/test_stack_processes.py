@@ -114,7 +114,7 @@ def _kill_all(exclude: set[int] = frozenset()) -> None:
 def instance(site):
     """Finaliser, pass or fail: `hfc airflow down`, then SIGKILL whatever of the instance is left
     (so that a broken `down` fails its test but never leaves processes to the next tests)."""
-    from hfc_tasks.localsite import state_dir
+    from hfc_tasks.ops.localsite import state_dir
 
     run_dir = state_dir() / "airflow" / f"stack-{INSTANCE}"
     yield run_dir

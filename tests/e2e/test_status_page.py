@@ -230,7 +230,7 @@ def _client(user: str | None) -> httpx.Client:
 def _route_table() -> list[tuple[str, str]]:
     """(method, path) of every route of the app, as its own route table lists them, plus the
     docs FastAPI would add (whatever the app says) and a path that matches no route."""
-    from hfc_tasks.status_app import create_app
+    from hfc_tasks.provider.status_app import create_app
 
     out = set()
     for route in create_app().routes:
@@ -389,7 +389,7 @@ HOSTILE = [
 def hostile(ops):
     """A hostile manifest written on the real archive over SFTP (night H of ops-sunspots), and a
     catalogue batch of that night whose files name paths outside the archive and carry markup."""
-    from hfc_tasks.hooks import sftp_session
+    from hfc_tasks.provider.hooks import sftp_session
     from hfc_tasks.registry import load_registry
 
     site = load_registry(ops_instance.env()["HFC_REGISTRY"]).site()

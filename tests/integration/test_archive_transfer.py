@@ -23,8 +23,8 @@ from pathlib import Path
 import asyncssh
 import pytest
 
-from hfc_tasks import transfer
-from hfc_tasks.transfer import ArchiveTarget, Endpoint, HostKeyError, TransferError, archive_night
+from hfc_tasks.archive import ArchiveTarget, Endpoint, HostKeyError, TransferError, archive_night
+from hfc_tasks.archive import night as transfer
 
 pytestmark = pytest.mark.site
 

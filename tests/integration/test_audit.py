@@ -28,7 +28,8 @@ import psycopg
 import pytest
 import yaml
 
-from hfc_tasks import audit, products
+from hfc_tasks import products
+from hfc_tasks.ops import audit
 from hfc_tasks.registry import DEFAULT_REGISTRY, load_registry
 
 pytestmark = pytest.mark.site
@@ -73,7 +74,7 @@ class Night:
     # -- the real stages
     def submit(self, name: str | None = None) -> str:
         """sbatch the FRC's night over SSH (the submit stage's own call) and wait for the job."""
-        from hfc_tasks.hooks import SlurmHook
+        from hfc_tasks.provider.hooks import SlurmHook
 
         frc = self.reg.frc(name or self.name)
         run_dir = products.run_dir(self.site.products_root, frc.name, NIGHT)
@@ -94,8 +95,8 @@ class Night:
         return job_id
 
     def archive(self, name: str | None = None, job_id: str | None = None) -> dict:
-        from hfc_tasks.hooks import ssh_endpoint
-        from hfc_tasks.transfer import ArchiveTarget, archive_night
+        from hfc_tasks.archive import ArchiveTarget, archive_night
+        from hfc_tasks.provider.hooks import ssh_endpoint
 
         frc = self.reg.frc(name or self.name)
         target = ArchiveTarget(frc=frc.name, archive_dir=frc.archive_dir, observatory=frc.observatory,
@@ -112,8 +113,8 @@ class Night:
 
     def load(self, name: str | None = None) -> None:
         from hfc_tasks.catalogue import load_night
-        from hfc_tasks.hooks import sftp_session
-        from hfc_tasks.transfer import find_manifest
+        from hfc_tasks.manifest import find as find_manifest
+        from hfc_tasks.provider.hooks import sftp_session
 
         frc = self.reg.frc(name or self.name)
         with sftp_session(self.site.archive_conn_id) as sftp:
@@ -132,7 +133,7 @@ class Night:
         return posixpath.join(self.site.archive_root, entry["archive_path"])
 
     def sftp(self, which: str):
-        from hfc_tasks.hooks import sftp_session
+        from hfc_tasks.provider.hooks import sftp_session
 
         return sftp_session(self.site.archive_conn_id if which == "archive" else self.site.cluster_conn_id)
 
@@ -316,7 +317,7 @@ def test_a_no_data_night_has_a_batch_of_0_rows(night):
 
 def test_a_second_job_with_the_same_name_is_a_possible_silent_duplicate(night):
     # Last test: SLURM accounting keeps the second job for ever.
-    from hfc_tasks.hooks import SlurmHook
+    from hfc_tasks.provider.hooks import SlurmHook
 
     hook = SlurmHook(night.site.cluster_conn_id)
     try:

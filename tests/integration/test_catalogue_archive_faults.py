@@ -36,7 +36,7 @@ from catalogue_files import Archive
 from test_catalogue_load import _stamp, feat_csv, feat_values, init_csv, quicklook_name
 
 from hfc_tasks import products
-from hfc_tasks.cli import main
+from hfc_tasks.ops.cli import main
 from hfc_tasks.registry import DEFAULT_REGISTRY
 
 pytestmark = pytest.mark.site

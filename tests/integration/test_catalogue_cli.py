@@ -9,7 +9,7 @@ import pytest
 from test_catalogue_formats import sdoss_night
 
 from hfc_tasks.catalogue import schema
-from hfc_tasks.cli import main
+from hfc_tasks.ops.cli import main
 
 pytestmark = pytest.mark.site
 

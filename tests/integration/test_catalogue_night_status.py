@@ -76,7 +76,7 @@ def test_hfc_ingest_reads_a_manifest_at_its_per_frc_path(fresh_db, tmp_path, cap
     """<root>/<folder>/manifests/<frc>/<night>.json: the archive paths are relative to <root>."""
     import json
 
-    from hfc_tasks.cli import main
+    from hfc_tasks.ops.cli import main
 
     night = Archive("sdoss-tracking", NIGHT, "sdoss", folder="sdoss")
     night.sample("sdoss_106_frc_info.csv", "frc_info")

@@ -131,7 +131,7 @@ def _server_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
 @pytest.fixture
 def notify(monkeypatch):
     """notify(port, **extra) sends a failure notice through connection hfc_test_smtp."""
-    from hfc_tasks.notifiers import HfcFailureNotifier
+    from hfc_tasks.provider.notifiers import HfcFailureNotifier
 
     def send(port: int, **extra):
         monkeypatch.setenv("AIRFLOW_CONN_HFC_TEST_SMTP", json.dumps({

@@ -13,7 +13,7 @@ import paramiko
 import psycopg
 import pytest
 
-from hfc_tasks import localsite
+from hfc_tasks.ops import localsite
 
 pytestmark = pytest.mark.site
 

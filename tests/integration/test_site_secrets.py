@@ -19,10 +19,10 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from hfc_tasks import localsite
-from hfc_tasks.cli import airflow_env
-from hfc_tasks.localsite import postgres, slurm
-from hfc_tasks.localsite.layout import Layout
+from hfc_tasks.ops import localsite
+from hfc_tasks.ops.cli import airflow_env
+from hfc_tasks.ops.localsite import postgres, slurm
+from hfc_tasks.ops.localsite.layout import Layout
 
 pytestmark = pytest.mark.site
 

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from hfc_tasks import products
-from hfc_tasks.localsite import slurm_conf_path
+from hfc_tasks.ops.localsite import slurm_conf_path
 from hfc_tasks.registry import DEFAULT_REGISTRY
 
 pytestmark = pytest.mark.site
@@ -161,7 +161,7 @@ def test_job_missing_from_accounting_fails_loudly(registry, test_airflow_db):
 
 def test_resubmit_adopts_live_job(registry):
     """Re-running submit while its job is pending or running never starts a second job."""
-    from hfc_tasks.hooks import SlurmHook
+    from hfc_tasks.provider.hooks import SlurmHook
     from hfc_tasks.registry import load_registry
 
     reg = load_registry(registry)
@@ -196,7 +196,7 @@ def test_timeout(registry, test_airflow_db):
 
 def test_submissions_are_staggered(registry):
     """With stagger S, a second submission within S seconds is told to wait, then goes through."""
-    from hfc_tasks.hooks import SlurmHook
+    from hfc_tasks.provider.hooks import SlurmHook
     from hfc_tasks.registry import load_registry
 
     reg = load_registry(registry)

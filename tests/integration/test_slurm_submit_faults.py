@@ -19,8 +19,8 @@ import time
 import pytest
 
 from hfc_tasks import products
-from hfc_tasks.hooks import SlurmHook
-from hfc_tasks.localsite import slurm_conf_path
+from hfc_tasks.ops.localsite import slurm_conf_path
+from hfc_tasks.provider.hooks import SlurmHook
 from hfc_tasks.registry import SlurmResources, load_registry
 
 pytestmark = pytest.mark.site

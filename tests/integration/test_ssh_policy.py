@@ -79,7 +79,7 @@ def cases(sshd, tmp) -> dict[str, tuple[bool, str]]:
 
 
 def via_submit(conn_id: str) -> str:
-    from hfc_tasks.hooks import SlurmHook
+    from hfc_tasks.provider.hooks import SlurmHook
 
     hook = SlurmHook(conn_id)
     try:
@@ -89,7 +89,7 @@ def via_submit(conn_id: str) -> str:
 
 
 def via_sftp(conn_id: str) -> str:
-    from hfc_tasks.hooks import sftp_session
+    from hfc_tasks.provider.hooks import sftp_session
 
     with sftp_session(conn_id) as sftp:
         sftp.listdir(".")
@@ -97,8 +97,8 @@ def via_sftp(conn_id: str) -> str:
 
 
 def via_archive(conn_id: str) -> str:
-    from hfc_tasks import transfer
-    from hfc_tasks.hooks import ssh_endpoint
+    from hfc_tasks.archive import night as transfer
+    from hfc_tasks.provider.hooks import ssh_endpoint
 
     async def go():
         async with await transfer.connect(ssh_endpoint(conn_id)) as conn:
@@ -108,7 +108,7 @@ def via_archive(conn_id: str) -> str:
 
 
 def via_wait(conn_id: str) -> str:
-    from hfc_tasks.triggers import open_cluster_connection
+    from hfc_tasks.provider.triggers import open_cluster_connection
 
     async def go():
         conn = await asyncio.wait_for(open_cluster_connection(conn_id), 60)
@@ -174,7 +174,7 @@ def test_unknown_connection_is_a_configuration_error_in_every_stage():
 
 
 async def first_event(conn_id: str, *, unreachable: float = 3600.0, within: float = 60.0):
-    from hfc_tasks.triggers import SlurmJobTrigger
+    from hfc_tasks.provider.triggers import SlurmJobTrigger
 
     SlurmJobTrigger.MIN_EVENT_DELAY = 0.0  # the scheduler race it guards against needs a scheduler
     trigger = SlurmJobTrigger(ssh_conn_id=conn_id, job_id="999999999", poll_interval=0.5, max_poll_interval=1.0,

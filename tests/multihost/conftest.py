@@ -27,7 +27,7 @@ import paramiko
 import pytest
 
 from hfc_tasks.airflow_api import AirflowAPI
-from hfc_tasks.localsite import multihost
+from hfc_tasks.ops.localsite import multihost
 
 REPO = Path(__file__).resolve().parents[2]
 DAG = "hfc_nightly"

@@ -1,7 +1,7 @@
 """docs/connections.md is what works: its connection blocks, word for word, with only the
 placeholders it documents replaced by the multihost site's values, open every connection through
-the project's own functions (hfc_tasks.hooks.ssh_client / sftp_session / ssh_endpoint /
-catalogue_connect, hfc_tasks.triggers.open_cluster_connection) against the multihost hosts, as
+the project's own functions (hfc_tasks.provider.hooks.ssh_client / sftp_session / ssh_endpoint /
+catalogue_connect, hfc_tasks.provider.triggers.open_cluster_connection) against the multihost hosts, as
 AIRFLOW_CONN_* JSON and through `airflow connections add` / `get` in a throwaway metadata
 database. Run alone: `pytest -m multihost tests/multihost/test_connections_doc.py` (as root)."""
 
@@ -18,8 +18,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from hfc_tasks import hooks, transfer
-from hfc_tasks.localsite import multihost
+from hfc_tasks.archive import night as transfer
+from hfc_tasks.ops.localsite import multihost
+from hfc_tasks.provider import hooks
 
 pytestmark = pytest.mark.multihost
 
@@ -105,7 +106,7 @@ def open_all(monkeypatch, conns: dict[str, str], values: dict[str, str]) -> dict
         client.close()
 
     async def cluster_async():
-        from hfc_tasks.triggers import open_cluster_connection
+        from hfc_tasks.provider.triggers import open_cluster_connection
 
         conn = await asyncio.wait_for(open_cluster_connection("hfc_cluster"), 60)
         async with conn:

@@ -36,7 +36,7 @@ from pathlib import Path
 import pytest
 
 from hfc_tasks import products
-from hfc_tasks.localsite import multihost
+from hfc_tasks.ops.localsite import multihost
 
 from .conftest import DAG, DETECTOR, TIMINGS, TRACKER, MHStack, now_on_login
 

@@ -33,8 +33,8 @@ from pathlib import Path
 import pytest
 
 from hfc_tasks import products
-from hfc_tasks.localsite import multihost
-from hfc_tasks.localsite._util import pidfile_alive, read_pid, stop_pid
+from hfc_tasks.ops.localsite import multihost
+from hfc_tasks.ops.localsite._util import pidfile_alive, read_pid, stop_pid
 
 from .conftest import ACTIVE_REGIONS, DAG, DETECTOR, TIMINGS, MHStack, now_on_login, set_partitions, slurm_admin
 

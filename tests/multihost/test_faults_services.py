@@ -36,10 +36,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from hfc_tasks.localsite import multihost
-from hfc_tasks.localsite import ssh as site_ssh
-from hfc_tasks.localsite._util import pidfile_alive, stop_pid
-from hfc_tasks.localsite.layout import PG_BIN
+from hfc_tasks.ops.localsite import multihost
+from hfc_tasks.ops.localsite import ssh as site_ssh
+from hfc_tasks.ops.localsite._util import pidfile_alive, stop_pid
+from hfc_tasks.ops.localsite.layout import PG_BIN
 
 from .conftest import ACTIVE_REGIONS, DAG, DETECTOR, TIMINGS, TRACKER, MHStack, hfc, now_on_login, set_partitions
 
@@ -372,7 +372,7 @@ def test_archive_host_key_replaced(mh_stack: MHStack, mh):
         assert all(states[f"{TRACKER}.{s}"] == "upstream_failed" for s in ("submit", "wait", "archive",
                                                                            "catalogue")), table
         # The catalogue stage's reader (SFTP through the same connection) refuses the same way.
-        from hfc_tasks import hooks
+        from hfc_tasks.provider import hooks
         from hfc_tasks.sshpolicy import SshConfigError
 
         with pytest.MonkeyPatch.context() as mp:

@@ -21,7 +21,7 @@ import time
 import psycopg
 import pytest
 
-from hfc_tasks.localsite import multihost
+from hfc_tasks.ops.localsite import multihost
 
 from .conftest import DAG, DETECTOR, STAGES, TIMINGS, TRACKER, MHStack, now_on_login, ssh_client, ssh_exec
 
@@ -32,7 +32,7 @@ pytestmark = pytest.mark.multihost
 def test_catalogue_connection_honours_its_tls_extras(mh, tmp_path, monkeypatch):
     """The pipeline's catalogue connection verifies the server as the connection's extras say
     (sslmode verify-full, sslrootcert): with another CA it must refuse, not fall back."""
-    from hfc_tasks import hooks
+    from hfc_tasks.provider import hooks
 
     conn = json.loads(mh["AIRFLOW_CONN_HFC_MH_CATALOGUE"])
     monkeypatch.setenv("AIRFLOW_CONN_HFC_MH_CATALOGUE", json.dumps(conn))

@@ -15,7 +15,7 @@ import paramiko
 import psycopg
 import pytest
 
-from hfc_tasks.localsite import multihost
+from hfc_tasks.ops.localsite import multihost
 
 pytestmark = pytest.mark.multihost
 
@@ -258,7 +258,7 @@ def _project_pids_of_shape() -> set[int]:
 
 
 def test_down_removes_every_namespace_link_and_process(mh):
-    from hfc_tasks import localsite
+    from hfc_tasks.ops import localsite
 
     single_before = localsite.status(print_table=False)
     pids = {p for h in multihost.HOSTS for p in multihost.ns_pids(h)}

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from hfc_tasks import hooks, products, slurm
-from hfc_tasks.localsite import multihost
+from hfc_tasks import products, slurm
+from hfc_tasks.ops.localsite import multihost
+from hfc_tasks.provider import hooks
 from hfc_tasks.registry import load_registry
 
 pytestmark = pytest.mark.multihost

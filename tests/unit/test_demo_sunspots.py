@@ -514,7 +514,7 @@ def test_uncreatable_outdir_exits_2(tmp_path):
 # ------------------------------------------------------------------ the cluster's interpreter
 
 
-# The site installs python3-numpy/python3-pil (hfc_tasks.localsite.system): depend on it
+# The site installs python3-numpy/python3-pil (hfc_tasks.ops.localsite.system): depend on it
 # rather than skip, so a machine without them fails loudly instead of passing quietly.
 @pytest.mark.site
 def test_runs_with_debian_python_like_on_the_cluster(site, night, tmp_path):

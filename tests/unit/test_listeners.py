@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from hfc_tasks import listeners
+from hfc_tasks.provider import listeners
 from hfc_tasks.registry import load_registry
 
 FRC = load_registry().enabled_frcs[0].name

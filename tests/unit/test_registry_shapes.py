@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hfc_tasks.localsite import multihost
+from hfc_tasks.ops.localsite import multihost
 from hfc_tasks.registry import Frc, Registry, Site, load_registry
 
 CONFIG = Path(__file__).resolve().parents[2] / "config"

@@ -62,7 +62,7 @@ def _private(path: Path) -> bool:
 
 
 def test_airflow_secrets_are_created_private(tmp_path, watched):
-    from hfc_tasks.cli import airflow_env
+    from hfc_tasks.ops.cli import airflow_env
 
     home = tmp_path / "airflow"
     seen = watched(home / "jwt_secret", home / "passwords.json")
@@ -78,8 +78,8 @@ def test_airflow_secrets_are_created_private(tmp_path, watched):
 
 
 def test_site_keys_and_passwords_are_created_private(tmp_path, watched):
-    from hfc_tasks.localsite import postgres, slurm, ssh
-    from hfc_tasks.localsite.layout import Layout
+    from hfc_tasks.ops.localsite import postgres, slurm, ssh
+    from hfc_tasks.ops.localsite.layout import Layout
 
     lay = Layout(tmp_path / "site")
     lay.pg_dir.mkdir(parents=True)

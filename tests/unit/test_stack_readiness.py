@@ -10,7 +10,7 @@ restarted worker's appended log must not count for the new process.
 
 from __future__ import annotations
 
-from hfc_tasks import airflow_stack
+from hfc_tasks.ops import airflow_stack
 
 READY = b"2026-12-02T05:26:47Z [info ] worker2@vm ready. [celery.apps.worker]\n"
 

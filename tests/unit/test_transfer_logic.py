@@ -8,8 +8,8 @@ import stat
 
 import pytest
 
-from hfc_tasks import transfer
-from hfc_tasks.transfer import TransferError, classify_names, copy_file
+from hfc_tasks.archive import TransferError, classify_names, copy_file
+from hfc_tasks.archive import night as transfer
 
 REG = stat.S_IFREG | 0o644
 

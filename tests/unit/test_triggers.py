@@ -7,7 +7,7 @@ import importlib
 import pytest
 
 from hfc_tasks import slurm
-from hfc_tasks.triggers import SacctPoller, SlurmJobTrigger
+from hfc_tasks.provider.triggers import SacctPoller, SlurmJobTrigger
 
 
 def test_serialize_round_trip():
@@ -17,7 +17,7 @@ def test_serialize_round_trip():
     module, _, name = path.rpartition(".")
     rebuilt = getattr(importlib.import_module(module), name)(**kwargs)
     assert rebuilt.serialize() == (path, kwargs)
-    assert path == "hfc_tasks.triggers.SlurmJobTrigger"
+    assert path == "hfc_tasks.provider.triggers.SlurmJobTrigger"
 
 
 def test_hostile_job_id_refused():
@@ -52,8 +52,8 @@ def test_poller_batches_and_delivers(monkeypatch):
 
 
 def test_poller_hands_configuration_errors_to_subscribers_and_stops(monkeypatch):
+    from hfc_tasks.provider.triggers import PollFailure
     from hfc_tasks.sshpolicy import SshConfigError
-    from hfc_tasks.triggers import PollFailure
 
     calls = []
 
@@ -75,7 +75,7 @@ def test_poller_hands_configuration_errors_to_subscribers_and_stops(monkeypatch)
 
 
 def test_poller_reports_transient_errors_and_keeps_trying(monkeypatch):
-    from hfc_tasks.triggers import PollFailure
+    from hfc_tasks.provider.triggers import PollFailure
 
     answers = [ConnectionRefusedError(111, "Connection refused"), TimeoutError("timed out"),
                "1|a|RUNNING|0:0|00:00:01|x|y|n|None\n"]

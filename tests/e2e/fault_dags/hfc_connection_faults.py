@@ -14,9 +14,9 @@ import datetime as dt
 
 from airflow.sdk import DAG, Param, TaskGroup
 
-from hfc_tasks.operators import ArchiveProductsOperator, CatalogueLoadOperator, SlurmSubmitOperator
+from hfc_tasks.provider.operators import ArchiveProductsOperator, CatalogueLoadOperator, SlurmSubmitOperator
+from hfc_tasks.provider.sensors import SlurmJobSensor
 from hfc_tasks.registry import load_registry
-from hfc_tasks.sensors import SlurmJobSensor
 
 registry = load_registry()
 

@@ -23,14 +23,17 @@ from email.message import EmailMessage
 
 from airflow.sdk import BaseHook, BaseNotifier
 
+from hfc_tasks import products
+
 
 def failure_text(context) -> str:
     ti = context.get("ti") or context.get("task_instance")
     dag_run = context.get("dag_run")
     params = context.get("params") or {}
-    night = params.get("night") or (
-        context.get("data_interval_start").date().isoformat() if context.get("data_interval_start") else "?"
-    )
+    try:
+        night = products.night_of_run(params.get("night"), context.get("data_interval_start")).isoformat()
+    except ValueError:  # a night param that is no date: say it as given
+        night = str(params.get("night") or "?")
     exc = context.get("exception")
     lines = [
         f"HFC nightly: task {ti.task_id if ti else '?'} FAILED for night {night}",

@@ -2,7 +2,7 @@
 
 Thin on purpose: connections come from Airflow (``AIRFLOW_CONN_*`` or a secrets backend)
 through the providers' hooks, the command lines and their parsing come from the pure
-modules (:mod:`hfc_tasks.slurm`, :mod:`hfc_tasks.transfer`). Every SSH connection of every
+modules (:mod:`hfc_tasks.slurm`, :mod:`hfc_tasks.archive`). Every SSH connection of every
 stage and process (worker, triggerer, api-server) goes through one host-key policy,
 :func:`hfc_tasks.sshpolicy.resolve`: :func:`ssh_client` (paramiko: submit, the catalogue's and
 the status page's SFTP reads), :func:`ssh_endpoint` (the asyncssh archive engine) and
@@ -269,7 +269,7 @@ def ssh_endpoint(conn_id: str):
     The same extras and the same host-key policy as every stage (:func:`ssh_target`): the
     trusted keys are handed over as ``host_key`` lines, so the engine never reads another file.
     """
-    from hfc_tasks.transfer import Endpoint
+    from hfc_tasks.archive import Endpoint
 
     target = ssh_target(conn_id)
     return Endpoint(

@@ -3,10 +3,10 @@
 
 Three paths reach it, so that cancelling never depends on which process happens to hold the wait:
 
-- the trigger's ``on_kill`` (:mod:`hfc_tasks.triggers`, async twin of this rule) when the triggerer
+- the trigger's ``on_kill`` (:mod:`hfc_tasks.provider.triggers`, async twin of this rule) when the triggerer
   runs the wait's trigger at the moment the task is cleared or marked;
 - the sensor's ``on_kill`` (worker side, non-deferrable mode);
-- the API server's listener (:mod:`hfc_tasks.listeners`) when a ``wait`` is **marked** failed or
+- the API server's listener (:mod:`hfc_tasks.provider.listeners`) when a ``wait`` is **marked** failed or
   success (the task, its group or its DAG run): a wait marked before the triggerer had picked its
   trigger up has no running trigger, hence no ``on_kill`` (the race CI found on the multihost
   site). The listener does not know the job id: it cancels our live jobs named after the night
@@ -30,7 +30,7 @@ def cancel_if_held(*, catalogue_conn_id: str, cluster_conn_id: str, frc: str, ni
                    job_ids: list[str] | None = None, logger: logging.Logger | None = None) -> list[str]:
     """Cancel ``job_ids`` (or, when None, our live jobs named ``hfc.<frc>.<YYYYMMDD>``) if ``run``
     holds the claim on (frc, night). Returns the ids cancelled; logs why when nothing is."""
-    from hfc_tasks.hooks import SlurmHook, catalogue_connect
+    from hfc_tasks.provider.hooks import SlurmHook, catalogue_connect
 
     say = logger or log
     what = f"SLURM job {', '.join(job_ids)}" if job_ids else f"the live SLURM job {products.job_name(frc, night)}"

@@ -161,7 +161,7 @@ def env_vars() -> dict[str, str]:
 
 
 def env_lines() -> str:
-    """`export NAME='value'` lines for a shell (`eval "$(python -m hfc_tasks.localsite env)"`)."""
+    """`export NAME='value'` lines for a shell (`eval "$(python -m hfc_tasks.ops.localsite env)"`)."""
     return "".join(f"export {name}={_single_quote(value)}\n" for name, value in env_vars().items())
 
 

@@ -15,7 +15,6 @@ last error. Each of these failures leaves the job as it is on the cluster.
 from __future__ import annotations
 
 import datetime as dt
-import posixpath
 import re
 import shlex
 import time
@@ -26,8 +25,8 @@ from airflow.sdk import BaseSensorOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSensorTimeout
 
 from hfc_tasks import products, slurm
-from hfc_tasks.links import HFC_LINKS
-from hfc_tasks.operators import claim_night, night_of
+from hfc_tasks.provider.links import HFC_LINKS
+from hfc_tasks.provider.runs import claim_night, night_of
 from hfc_tasks.registry import load_registry
 
 
@@ -82,7 +81,7 @@ class SlurmJobSensor(BaseSensorOperator):
         if not self.deferrable:
             self.timeout = min(self.timeout, limit + margin)
             return super().execute(context)
-        from hfc_tasks.triggers import SlurmJobTrigger  # asyncssh: imported on run, not at DAG parse
+        from hfc_tasks.provider.triggers import SlurmJobTrigger  # asyncssh: imported on run, not at DAG parse
 
         self.log.info("waiting for SLURM job %s at most %d s (the FRC's time limit %d s + the site's "
                       "wait_margin_seconds %d s)", self.job_id, limit + margin, limit, margin)
@@ -101,7 +100,7 @@ class SlurmJobSensor(BaseSensorOperator):
         )
 
     def poke(self, context) -> bool:
-        from hfc_tasks.hooks import SlurmHook
+        from hfc_tasks.provider.hooks import SlurmHook
 
         hook = SlurmHook(self._site().cluster_conn_id)
         try:
@@ -143,7 +142,7 @@ class SlurmJobSensor(BaseSensorOperator):
         site = self._site()
         limit, margin = self._wait_bound(site)
         try:
-            from hfc_tasks.hooks import SlurmHook
+            from hfc_tasks.provider.hooks import SlurmHook
 
             hook = SlurmHook(site.cluster_conn_id)
             try:
@@ -169,13 +168,10 @@ class SlurmJobSensor(BaseSensorOperator):
         return self._finish(context, slurm.JobStatus(**event["job"]))
 
     def _output_path(self, context, job_id: str) -> str:
-        night = night_of(context)
-        site = self._site()
-        run_dir = products.run_dir(site.products_root, self.frc, night)
-        return posixpath.join(run_dir, f"{products.job_name(self.frc, night)}.{job_id}.out")
+        return products.output_path(self._site().products_root, self.frc, night_of(context), job_id)
 
     def _finish(self, context, status: slurm.JobStatus) -> dict[str, Any]:
-        from hfc_tasks.hooks import SlurmHook
+        from hfc_tasks.provider.hooks import SlurmHook
 
         output = self._output_path(context, status.job_id)
         result = {"job_id": status.job_id, "state": status.raw_state, "exit_code": status.exit_code,
@@ -203,7 +199,7 @@ class SlurmJobSensor(BaseSensorOperator):
         node = status.nodes or "(unknown)"
         now = ""
         if status.nodes:
-            from hfc_tasks.hooks import SlurmHook
+            from hfc_tasks.provider.hooks import SlurmHook
 
             try:
                 hook = SlurmHook(self._site().cluster_conn_id)
@@ -226,8 +222,8 @@ class SlurmJobSensor(BaseSensorOperator):
         claim = getattr(self, "_claim", None)
         if not self.job_id or claim is None:  # the wait never started: no job of this run to cancel
             return
-        from hfc_tasks.cancellation import cancel_if_held
         from hfc_tasks.claims import RunRef
+        from hfc_tasks.provider.cancellation import cancel_if_held
 
         cancel_if_held(catalogue_conn_id=claim["conn_id"], cluster_conn_id=self._site().cluster_conn_id,
                        frc=claim["frc"], night=dt.date.fromisoformat(claim["night"]),

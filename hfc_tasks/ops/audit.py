@@ -16,7 +16,7 @@ For each FRC and the night, against the real services:
 
 Pure logic here (no Airflow import at module level): :func:`audit_night` takes open sessions;
 :func:`audit` opens them from the site's Airflow connection ids (``AIRFLOW_CONN_*``, through
-:mod:`hfc_tasks.hooks`, the one host-key policy). The CLI, the tests and the fault tests call it.
+:mod:`hfc_tasks.provider.hooks`, the one host-key policy). The CLI, the tests and the fault tests call it.
 """
 
 from __future__ import annotations
@@ -172,7 +172,7 @@ def audit_night(
     """Audit one (FRC, night). ``frc``/``site``: registry entries; ``archive_sftp``/``cluster_sftp``:
     paramiko SFTP clients; ``run_cluster(cmd) -> (rc, out, err)`` on the cluster's login node;
     ``catalogue``: an open psycopg connection."""
-    from hfc_tasks.transfer import find_manifest
+    from hfc_tasks.manifest import find as find_manifest
 
     res = NightAudit(frc.name, night)
     run_dir = products.run_dir(site.products_root, frc.name, night)
@@ -389,7 +389,7 @@ def audit(
     :class:`AuditConnectionError` naming the connection that cannot be used."""
     import psycopg
 
-    from hfc_tasks.hooks import SlurmHook, catalogue_connect, sftp_session
+    from hfc_tasks.provider.hooks import SlurmHook, catalogue_connect, sftp_session
 
     s = registry.site(site)
     chosen = [registry.frc(n) for n in frcs] if frcs else registry.frcs_for(site)

@@ -22,7 +22,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from hfc_tasks.localsite import procs
+from hfc_tasks.ops.localsite import procs
 
 COMPONENTS = {
     "api-server": ["api-server", "--host", "127.0.0.1", "--port", "{port}"],
@@ -80,7 +80,7 @@ def _component_env(name: str, env: dict[str, str], run_dir: Path) -> dict[str, s
     if not name.startswith("worker"):
         return env
     return {**env, "HFC_WORKER_NAME": name,
-            "AIRFLOW__CORE__HOSTNAME_CALLABLE": "hfc_tasks.airflow_stack.worker_hostname"}
+            "AIRFLOW__CORE__HOSTNAME_CALLABLE": "hfc_tasks.ops.airflow_stack.worker_hostname"}
 
 
 def _component_port(name: str) -> tuple[int, str] | None:
@@ -110,14 +110,14 @@ def _write_redis_conf(run_dir: Path) -> None:
     and the instance's broker URL then has none either (see _redis_password)."""
     import secrets
 
-    from hfc_tasks.localsite._util import write_secret
+    from hfc_tasks.ops.localsite._util import write_secret
 
     pw_file = run_dir / "redis.password"
     if not pw_file.exists():
         write_secret(pw_file, secrets.token_urlsafe(24) + "\n", replace=False)
     pw = pw_file.read_text().strip()
     write_secret(_redis_conf(run_dir), (
-        "# Written by hfc_tasks.airflow_stack when the instance's Redis starts.\n"
+        "# Written by hfc_tasks.ops.airflow_stack when the instance's Redis starts.\n"
         f"bind 127.0.0.1\nport {REDIS_PORT}\nprotected-mode yes\n"
         f'dir "{run_dir}"\nsave ""\nappendonly no\n'
         f"requirepass {pw}\n"))
@@ -155,8 +155,8 @@ def run_dir() -> Path:
 
 def stack_env() -> dict[str, str]:
     """The environment of every component: the site's connections and Airflow settings."""
-    from hfc_tasks import localsite
-    from hfc_tasks.cli import airflow_env
+    from hfc_tasks.ops import localsite
+    from hfc_tasks.ops.cli import airflow_env
 
     site = localsite.env_vars()
     env = {**os.environ, **site, **airflow_env(localsite.state_dir())}
@@ -230,7 +230,7 @@ def _pid(run_dir: Path, name: str) -> int | None:
 def _ensure_database(env: dict[str, str]) -> None:
     import psycopg
 
-    from hfc_tasks import localsite
+    from hfc_tasks.ops import localsite
 
     with psycopg.connect(localsite.env_vars()["HFC_CATALOGUE_DSN"], autocommit=True) as conn:
         for name in (_database(), CATALOGUE_DB):
@@ -257,7 +257,7 @@ def _pools(env: dict[str, str]) -> None:
 
 def up(wait: float = 120.0, verbose: bool = True) -> dict[str, int]:
     """Start the components that are not running; wait until the API says all are healthy."""
-    from hfc_tasks import localsite
+    from hfc_tasks.ops import localsite
 
     say = print if verbose else (lambda *a, **k: None)
     localsite.up(verbose=False)

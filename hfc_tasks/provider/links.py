@@ -5,7 +5,7 @@
 * **Quicklooks**: the night's images with the catalogue's contours drawn;
 * **Catalogue batch**: the batch (FRC, night): provenance, rows per table, rejected files.
 
-All four open pages of the catalogue status app (``/hfc-status``, :mod:`hfc_tasks.status_app`).
+All four open pages of the catalogue status app (``/hfc-status``, :mod:`hfc_tasks.provider.status_app`).
 In Airflow 3 a link is computed on the worker when the task ends (any end state, so a failed
 ``wait`` still links to the job's output) and stored as an XCom the UI reads; the links only
 need the FRC and the night, so they work for every stage and every re-run.
@@ -19,6 +19,7 @@ from urllib.parse import quote, urlencode
 from airflow.sdk import BaseOperatorLink
 
 from hfc_tasks import products
+from hfc_tasks.provider.runs import night_of
 
 PREFIX = "/hfc-status"
 
@@ -37,8 +38,6 @@ def _base() -> str:
 
 
 def _frc_night(operator, ti_key) -> tuple[str, str] | None:
-    from hfc_tasks.operators import night_of
-
     frc = getattr(operator, "frc", None)
     get_context = getattr(ti_key, "get_template_context", None)
     if not frc or get_context is None:

@@ -7,7 +7,7 @@ when a task ends by itself (``previous_state`` RUNNING: nothing to do, the job h
 trigger's own ``on_kill`` only runs if the triggerer had the trigger running at that moment; a wait
 marked in the seconds after it deferred had none, and its job stayed queued (CI, multihost site).
 The cancellation runs in a thread: the operator's request does not wait on SSH. See
-:mod:`hfc_tasks.cancellation` for the rule (only while the run holds the night's claim).
+:mod:`hfc_tasks.provider.cancellation` for the rule (only while the run holds the night's claim).
 """
 
 from __future__ import annotations
@@ -25,12 +25,7 @@ WAIT_OPERATOR = "SlurmJobSensor"
 def _night(dag_run):
     from hfc_tasks import products
 
-    night = (dag_run.conf or {}).get("night")
-    if night:
-        return products.parse_night(str(night))
-    if dag_run.data_interval_start is None:
-        raise ValueError(f"run {dag_run.run_id} has no data interval and no 'night' param")
-    return dag_run.data_interval_start.date()
+    return products.night_of_run((dag_run.conf or {}).get("night"), dag_run.data_interval_start)
 
 
 def _marked_by_hand(task_instance, new_state: str) -> None:
@@ -55,8 +50,8 @@ def _marked_by_hand(task_instance, new_state: str) -> None:
         return
 
     def cancel() -> None:
-        from hfc_tasks.cancellation import cancel_if_held
         from hfc_tasks.claims import RunRef
+        from hfc_tasks.provider.cancellation import cancel_if_held
 
         try:
             cancel_if_held(catalogue_conn_id=site.catalogue_conn_id, cluster_conn_id=site.cluster_conn_id,

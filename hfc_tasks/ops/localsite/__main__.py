@@ -1,4 +1,4 @@
-"""python -m hfc_tasks.localsite up|down|status|env"""
+"""python -m hfc_tasks.ops.localsite up|down|status|env"""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from . import SiteError, down, env_lines, status, up
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hfc_tasks.localsite",
+    parser = argparse.ArgumentParser(prog="python -m hfc_tasks.ops.localsite",
                                      description="Local embedded HFC site (loopback only).")
     parser.add_argument("command", choices=["up", "down", "status", "env"])
     parser.add_argument("-q", "--quiet", action="store_true", help="up: no progress messages")

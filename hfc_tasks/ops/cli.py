@@ -29,7 +29,7 @@ def airflow_env(state: Path) -> dict[str, str]:
     home = state / "airflow"
     home.mkdir(parents=True, exist_ok=True)
     # Secrets are created mode 0600 from their first byte (never written 0644, chmod-ed after).
-    from hfc_tasks.localsite._util import write_secret
+    from hfc_tasks.ops.localsite._util import write_secret
 
     secret_file = home / "jwt_secret"
     if not secret_file.exists():
@@ -55,10 +55,10 @@ def airflow_env(state: Path) -> dict[str, str]:
 
 
 def _site_cmd(args) -> int:
-    from hfc_tasks import localsite
+    from hfc_tasks.ops import localsite
 
     if getattr(args, "shape", "single") == "multihost":
-        from hfc_tasks.localsite import multihost
+        from hfc_tasks.ops.localsite import multihost
 
         return multihost.main([args.action])
     if args.action == "up":
@@ -76,7 +76,7 @@ def _site_cmd(args) -> int:
 
 
 def _airflow_cmd(args) -> int:
-    from hfc_tasks import airflow_stack
+    from hfc_tasks.ops import airflow_stack
 
     if args.action == "up":
         try:
@@ -122,8 +122,9 @@ def _summary_cmd(args) -> int:
     import psycopg
 
     from hfc_tasks import products
-    from hfc_tasks.hooks import SlurmHook, sftp_session
-    from hfc_tasks.transfer import find_manifest, sha256_of
+    from hfc_tasks.archive import sha256_of
+    from hfc_tasks.manifest import find as find_manifest
+    from hfc_tasks.provider.hooks import SlurmHook, sftp_session
 
     reg = load_registry(args.registry)
     site = reg.site(args.site)
@@ -230,7 +231,7 @@ def _manifest_of_folder(folder: Path, args, reg) -> tuple[dict, Path]:
     quicklook in it, with its sha256; FRC, night and format from the options or the names."""
     import hashlib
 
-    from hfc_tasks import products
+    from hfc_tasks import manifest, products
 
     files, stamps, codes = [], [], set()
     for path in sorted(p for p in folder.iterdir() if p.is_file()):
@@ -255,9 +256,8 @@ def _manifest_of_folder(folder: Path, args, reg) -> tuple[dict, Path]:
     fmt = args.product_format
     if fmt is None and reg is not None and any(f.name == frc for f in reg.frcs):
         fmt = reg.frc(frc).product_format
-    manifest = {"format": "hfc-manifest/1", "frc": frc, "night": products.parse_night(night).isoformat(),
-                "product_format": fmt or frc, "files": files, "created_by": "hfc ingest"}
-    return manifest, folder
+    return manifest.new(frc=frc, night=products.parse_night(night), product_format=fmt or frc, files=files,
+                        created_by="hfc ingest"), folder
 
 
 def _ingest_cmd(args) -> int:
@@ -341,8 +341,9 @@ def _catalogue_cmd(args) -> int:
 
 
 def _audit_cmd(args) -> int:
-    """The check after a fault (hfc_tasks/audit.py): exit 0 all fine, 1 a problem, 2 usage/connection."""
-    from hfc_tasks import audit, products
+    """The check after a fault (hfc_tasks/ops/audit.py): exit 0 all fine, 1 a problem, 2 usage/connection."""
+    from hfc_tasks import products
+    from hfc_tasks.ops import audit
 
     try:
         report = audit.audit(load_registry(args.registry), products.parse_night(args.night), frcs=args.frc,

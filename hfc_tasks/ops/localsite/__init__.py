@@ -1,7 +1,7 @@
 """The local embedded site: PostgreSQL, OpenSSH (cluster + archive accounts) and single-node SLURM
 with accounting, all on loopback under one state folder. Plain Python, no Airflow import.
 
-    from hfc_tasks import localsite
+    from hfc_tasks.ops import localsite
     localsite.up(); os.environ.update(localsite.env_vars())
 """
 

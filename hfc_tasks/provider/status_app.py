@@ -37,7 +37,6 @@ import datetime as dt
 import html
 import json
 import os
-import posixpath
 import re
 import secrets
 from urllib.parse import quote, urlencode, urlsplit
@@ -185,7 +184,7 @@ def _frc_names(reg) -> list[str]:
 
 
 def _catalogue(site):
-    from hfc_tasks.hooks import catalogue_connect
+    from hfc_tasks.provider.hooks import catalogue_connect
 
     try:
         return catalogue_connect(site.catalogue_conn_id)
@@ -463,7 +462,7 @@ document.querySelectorAll('button.backfill').forEach(b => b.addEventListener('cl
 
     @app.get("/quicklook/{frc}/{night}/{name}", dependencies=[read])
     def quicklook(frc: str, night: str, name: str, overlay: int = Query(1, ge=0, le=1)):
-        from hfc_tasks.hooks import sftp_session
+        from hfc_tasks.provider.hooks import sftp_session
 
         reg, site = _registry()
         _check_frc(reg, frc)
@@ -536,8 +535,8 @@ document.querySelectorAll('button.backfill').forEach(b => b.addEventListener('cl
 
     @app.get("/archive/{frc}/{night}", response_class=HTMLResponse, dependencies=[read])
     def archive(frc: str, night: str):
-        from hfc_tasks.hooks import sftp_session
-        from hfc_tasks.transfer import find_manifest
+        from hfc_tasks.manifest import find as find_manifest
+        from hfc_tasks.provider.hooks import sftp_session
 
         reg, site = _registry()
         _check_frc(reg, frc)
@@ -582,7 +581,7 @@ document.querySelectorAll('button.backfill').forEach(b => b.addEventListener('cl
 
     @app.get("/job-output/{frc}/{night}", response_class=PlainTextResponse, dependencies=[read_logs])
     def job_output(frc: str, night: str, job_id: str | None = None, lines: int = Query(200, ge=1, le=5000)):
-        from hfc_tasks.hooks import SlurmHook
+        from hfc_tasks.provider.hooks import SlurmHook
 
         reg, site = _registry()
         _check_frc(reg, frc)
@@ -595,8 +594,7 @@ document.querySelectorAll('button.backfill').forEach(b => b.addEventListener('cl
             job_id = details and details.get("slurm_job_id")
         if not job_id or not _JOB_ID.match(str(job_id)):
             raise HTTPException(404, f"no SLURM job id known for {frc} {day} (give ?job_id=)")
-        path = posixpath.join(products.run_dir(site.products_root, frc, day),
-                              f"{products.job_name(frc, day)}.{job_id}.out")
+        path = products.output_path(site.products_root, frc, day, str(job_id))
         try:
             hook = SlurmHook(site.cluster_conn_id)
             try:

@@ -1,4 +1,4 @@
-"""Operators of the four HFC stages: ``submit``, ``wait`` (in :mod:`hfc_tasks.sensors`),
+"""Operators of the four HFC stages: ``submit``, ``wait`` (in :mod:`hfc_tasks.provider.sensors`),
 ``archive`` and ``catalogue``.
 
 Every stage computes its inputs from (FRC, night) alone (the re-run contract in
@@ -20,71 +20,9 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
 from hfc_tasks import products
-from hfc_tasks.links import HFC_LINKS
+from hfc_tasks.provider.links import HFC_LINKS
+from hfc_tasks.provider.runs import claim_night, night_of, release_night, submit_attempt
 from hfc_tasks.registry import Frc, Registry, Site, load_registry
-
-
-def night_of(context) -> dt.date:
-    """The night a task works on: the ``night`` param if given, else the data interval's start."""
-    params = context.get("params") or {}
-    if params.get("night"):
-        return products.parse_night(str(params["night"]))
-    start = context.get("data_interval_start")
-    if start is None:
-        raise AirflowException("this run has no data interval and no 'night' param: cannot tell which night")
-    return start.date()
-
-
-def claim_night(context, site: Site, frc: str, night: dt.date, log) -> None:
-    """Take or check this run's claim on (FRC, night) before a stage changes anything.
-
-    Another run of the same night that is still queued or running holds it: the task fails at
-    once, without retries (:class:`AirflowFailException`), naming that run. A claim left by a
-    run that is no longer active (failed, succeeded, marked, deleted) is taken over. Whether a
-    run is active comes from Airflow through the Task SDK (``get_dr_count``). See
-    :mod:`hfc_tasks.claims`.
-    """
-    from hfc_tasks import claims
-    from hfc_tasks.hooks import catalogue_connect
-
-    ti = context["ti"]
-    me = claims.RunRef(ti.dag_id, ti.run_id)
-
-    def active(run: claims.RunRef) -> bool:
-        return ti.get_dr_count(dag_id=run.dag_id, run_ids=[run.run_id], states=list(claims.ACTIVE_RUN_STATES)) > 0
-
-    with catalogue_connect(site.catalogue_conn_id) as conn:
-        try:
-            previous = claims.claim(conn, frc, night, me, active)
-        except claims.ClaimRefused as exc:
-            raise AirflowFailException(str(exc)) from exc
-    if previous is not None:
-        log.info("night %s of FRC %s: took over the claim of run %s (no longer queued or running)",
-                 night, frc, previous)
-
-
-def release_night(context, site: Site, frc: str, night: dt.date, log) -> None:
-    """The night is done (its catalogue stage succeeded): another run may process it now."""
-    from hfc_tasks import claims
-    from hfc_tasks.hooks import catalogue_connect
-
-    ti = context["ti"]
-    with catalogue_connect(site.catalogue_conn_id) as conn:
-        if not claims.release(conn, frc, night, claims.RunRef(ti.dag_id, ti.run_id)):
-            log.warning("night %s of FRC %s: this run did not hold its claim at the end", night, frc)
-
-
-def submit_attempt(context) -> str:
-    """The key of this submit task's chain of tries: its retries share it, a clear starts a new one.
-
-    Airflow raises ``max_tries`` by the task's retries when a task instance is cleared, so
-    ``max_tries - retries + 1`` is the first try of the current chain (Airflow's own reading,
-    see ``RuntimeTaskInstance.get_first_reschedule_date``). A retry adopts the job an earlier
-    try of the chain submitted even when that try never heard the answer.
-    """
-    ti = context["ti"]
-    first_try = int(ti.max_tries or 0) - int(ti.task.retries or 0) + 1
-    return f"{ti.dag_id}/{ti.run_id}/{ti.task_id}/{first_try}"
 
 
 class _FrcStage(BaseOperator):
@@ -117,7 +55,7 @@ class SlurmSubmitOperator(_FrcStage):
     ui_color = "#c6dbef"
 
     def execute(self, context, event: dict | None = None) -> str:
-        from hfc_tasks.hooks import SlurmHook
+        from hfc_tasks.provider.hooks import SlurmHook
 
         _, frc, site = self.resolve()
         night = night_of(context)
@@ -162,7 +100,7 @@ class SlurmSubmitOperator(_FrcStage):
                 "job_id": job_id,
                 "job_name": job_name,
                 "run_dir": run_dir,
-                "output": posixpath.join(run_dir, f"{job_name}.{job_id}.out"),
+                "output": products.output_path(site.products_root, frc.name, night, job_id),
                 "adopted": adopted,
             },
         )
@@ -172,7 +110,7 @@ class SlurmSubmitOperator(_FrcStage):
 class ArchiveProductsOperator(_FrcStage):
     """Copy the night's products cluster → archive, verify sha256 on the archive, then delete on the cluster.
 
-    The work is :func:`hfc_tasks.transfer.archive_night` (asyncssh, one connection per endpoint,
+    The work is :func:`hfc_tasks.archive.archive_night` (asyncssh, one connection per endpoint,
     many requests in flight, its own event loop); this class only turns the Airflow connections
     into plain parameters and logs. ``verify``: ``auto`` (``sha256sum`` on the archive where the
     account may run it, else read-back), ``sha256sum`` or ``readback``. Returns the summary
@@ -190,8 +128,8 @@ class ArchiveProductsOperator(_FrcStage):
         self.concurrency = concurrency
 
     def execute(self, context) -> dict[str, Any]:
-        from hfc_tasks.hooks import ssh_endpoint
-        from hfc_tasks.transfer import ArchiveFullError, ArchiveTarget, HostKeyError, TransferError, archive_night
+        from hfc_tasks.archive import ArchiveFullError, ArchiveTarget, HostKeyError, TransferError, archive_night
+        from hfc_tasks.provider.hooks import ssh_endpoint
 
         _, frc, site = self.resolve()
         night = night_of(context)
@@ -270,8 +208,8 @@ class CatalogueLoadOperator(_FrcStage):
         import psycopg
 
         from hfc_tasks.catalogue import ArchiveReadError, load_night
-        from hfc_tasks.hooks import catalogue_connect, sftp_session
-        from hfc_tasks.transfer import find_manifest
+        from hfc_tasks.manifest import find as find_manifest
+        from hfc_tasks.provider.hooks import catalogue_connect, sftp_session
 
         _, frc, site = self.resolve()
         night = night_of(context)

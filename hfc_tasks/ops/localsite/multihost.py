@@ -1,7 +1,7 @@
 """The multihost shape of the local site: login, node1, node2, archive and catalogue as Linux
 network namespaces on a bridge of their own, each with its own address, sshd and host key.
 
-    python -m hfc_tasks.localsite.multihost up|down|status|env      (also: hfc site ... --shape multihost)
+    python -m hfc_tasks.ops.localsite.multihost up|down|status|env      (also: hfc site ... --shape multihost)
 
 - Addresses: 10.231.0.0/24 only (``HFC_MH_SUBNET`` overrides the first three octets), the root
   namespace is .1 on the bridge; no route, NAT or forwarding to anywhere else.
@@ -9,7 +9,7 @@ network namespaces on a bridge of their own, each with its own address, sshd and
   node1/node2: slurmd (``-N nodeX``, pid/spool/log per node through ``%n``), sshd (`cluster`).
   archive: sshd (`archive`, the same forced command as the single-host site, its own tree).
   catalogue: PostgreSQL over TCP, scram password, TLS with a site CA (hostssl only), sshd.
-- Every daemon of a host is started by a child ``python -m hfc_tasks.localsite.multihost
+- Every daemon of a host is started by a child ``python -m hfc_tasks.ops.localsite.multihost
   _inside <host>`` run through ``ip netns exec`` + ``unshare --uts`` (own host name), so the
   single-host site's code (postgres.up, the MariaDB/munge/slurmdbd start) runs unchanged inside.
 - State: <site state>/multihost. The accounts `cluster` and `archive` are the machine's (shared
@@ -434,7 +434,7 @@ def _run_inside(host: str, log) -> None:
     # nsenter --net, not `ip netns exec`: the latter also makes a mount namespace with a fresh
     # /sys, without /sys/fs/cgroup, and slurmd then refuses to start ("Unable to initialize cgroup").
     cmd = ["nsenter", f"--net=/run/netns/{netns(host)}", "unshare", "--uts", "--",
-           "sh", "-c", f'hostname {host} && exec "$0" -m hfc_tasks.localsite.multihost _inside {host}',
+           "sh", "-c", f'hostname {host} && exec "$0" -m hfc_tasks.ops.localsite.multihost _inside {host}',
            sys.executable]
     env = {"HFC_SITE_DIR": str(state_dir())}
     proc = run(cmd, env=env, check=False, timeout=300, what=f"multihost: start {host}")
@@ -606,7 +606,7 @@ def env_vars() -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hfc_tasks.localsite.multihost")
+    parser = argparse.ArgumentParser(prog="python -m hfc_tasks.ops.localsite.multihost")
     parser.add_argument("command", choices=["up", "down", "status", "env", "_inside"])
     parser.add_argument("host", nargs="?")
     args = parser.parse_args(argv)

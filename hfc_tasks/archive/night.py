@@ -32,8 +32,8 @@ sequential client is round-trip bound on small files (paramiko's ``get`` ~160 fi
 connection parameters (:class:`Endpoint`). A lost connection is retried: the run reconnects
 and carries on from what is already verified.
 
-The small paramiko helpers at the end (``read_manifest``, ``sha256_of``...) serve the CLI and
-the catalogue stage, which hold a paramiko ``SFTPClient``.
+The manifest itself (schema, bytes, reading) is :mod:`hfc_tasks.manifest`; ``sha256_of`` at the end
+serves the CLI, which holds a paramiko ``SFTPClient``.
 
 Pure logic: no Airflow import.
 """
@@ -43,9 +43,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import errno
 import hashlib
-import json
 import logging
 import posixpath
 import random
@@ -58,18 +56,18 @@ from dataclasses import dataclass, field
 
 import asyncssh
 
+from hfc_tasks import manifest as manifest_mod
 from hfc_tasks.products import (
-    QUICKLOOK,
     ProductNameError,
     archive_relpath,
     job_name,
     legacy_manifest_relpath,
     manifest_relpath,
+    output_name,
     parse_product_name,
     url_join,
 )
 
-MANIFEST_FORMAT = "hfc-manifest/1"
 CHUNK = 1024 * 1024  # streaming unit: a file is never held in memory beyond a few chunks
 PIPELINE_CHUNKS = 4  # chunks read ahead of the archive writes, and writes in flight, per large file
 BIG_IN_FLIGHT = 4  # files larger than 2 chunks copied at once (memory: PIPELINE_CHUNKS chunks each)
@@ -303,17 +301,6 @@ def _inside(root: str, path: str) -> str:
     return norm
 
 
-def _manifest_bytes(manifest: dict) -> bytes:
-    return (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode("utf-8")
-
-
-def _same_manifest(a: dict | None, b: dict) -> bool:
-    if a is None:
-        return False
-    strip = {"created"}
-    return {k: v for k, v in a.items() if k not in strip} == {k: v for k, v in b.items() if k not in strip}
-
-
 # ---------------------------------------------------------------------------- archive-side sha256
 
 
@@ -494,12 +481,12 @@ class _Night:
         """The job's SLURM output file is in the run folder (``<job name>.<job id>.out``)."""
         prefix = job_name(self.t.frc, self.t.night) + "."
         if self.t.slurm_job_id:
-            return f"{prefix}{self.t.slurm_job_id}.out" in ignored
+            return output_name(job_name(self.t.frc, self.t.night), self.t.slurm_job_id) in ignored
         return any(n.startswith(prefix) and n.endswith(".out") for n in ignored)
 
     def _did_it_run(self) -> str:
         t = self.t
-        out = f"{job_name(t.frc, t.night)}.{t.slurm_job_id or '<job id>'}.out"
+        out = output_name(job_name(t.frc, t.night), t.slurm_job_id or "<job id>")
         where = (f"the run folder {t.run_dir} does not exist on the cluster" if not self.run_dir_exists
                  else f"no products and no SLURM output {out} in {t.run_dir} on the cluster")
         return (f"{t.frc} night {t.night}: {where}, and no manifest of this job at {self.manifest_path}: "
@@ -704,28 +691,16 @@ class _Night:
             self.say(f"stale: {name} ({stale[name].get('archive_path')}) of job {stale[name].get('slurm_job_id')} "
                      f"was not produced by job {t.slurm_job_id}: kept on the archive, no longer in the manifest's "
                      "files (listed under 'stale')")
-        manifest = {
-            "format": MANIFEST_FORMAT,
-            "frc": t.frc,
-            "night": t.night.isoformat(),
-            "product_format": t.product_format,
-            "frc_version": t.frc_version,
-            "slurm_job_id": t.slurm_job_id or (self.old or {}).get("slurm_job_id"),
-            "archive_root": t.archive_root,
-            "public_url_base": t.public_url_base,
-            "created": self.now().strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "files": sorted(entries.values(), key=lambda e: (e["kind"] == QUICKLOOK, e["name"])),
-        }
-        if not manifest["files"]:
-            manifest["no_data"] = True  # the job ran and wrote no product: a night without data
-        if stale:
-            manifest["stale"] = [stale[n] for n in sorted(stale)]
-        if self.unmatched:
-            manifest["unmatched"] = sorted(self.unmatched)
-        if _same_manifest(self.old, manifest) and self.old_path == self.manifest_path:
+        manifest = manifest_mod.new(
+            frc=t.frc, night=t.night, product_format=t.product_format, files=entries.values(),
+            stale=stale.values(), unmatched=self.unmatched, frc_version=t.frc_version,
+            slurm_job_id=t.slurm_job_id or (self.old or {}).get("slurm_job_id"), archive_root=t.archive_root,
+            public_url_base=t.public_url_base, created=self.now().strftime("%Y-%m-%dT%H:%M:%SZ"),
+        )
+        if manifest_mod.same(self.old, manifest) and self.old_path == self.manifest_path:
             manifest = self.old  # nothing new: the manifest (and its sha256) stays as it is
         else:
-            data = _manifest_bytes(manifest)
+            data = manifest_mod.to_bytes(manifest)
             await dst.makedirs(posixpath.dirname(self.manifest_path), exist_ok=True)
             part = f"{self.manifest_path}.{self.token}.part"
             try:
@@ -905,13 +880,9 @@ async def _read_manifest_async(sftp, path: str) -> dict | None:
     except asyncssh.SFTPNoSuchFile:
         return None
     try:
-        manifest = json.loads(raw.decode("utf-8"))
-    except ValueError as exc:
-        raise TransferError(f"the manifest {path} on the archive is not valid JSON ({exc}); it was not "
-                            "written by this pipeline's atomic writer: move it aside and run the task again") from None
-    if not isinstance(manifest, dict):
-        raise TransferError(f"the manifest {path} on the archive is not a JSON object: move it aside and run again")
-    return manifest
+        return manifest_mod.parse_json(raw, path)
+    except manifest_mod.ManifestError as exc:
+        raise TransferError(str(exc)) from None
 
 
 async def _chunks(f, size: int = -1):
@@ -1085,7 +1056,7 @@ async def archive_night_async(
             "(\"no_data\": true): a night without data")
     else:
         night.report(force=True)
-    s.manifest_sha256 = hashlib.sha256(_manifest_bytes(manifest)).hexdigest()
+    s.manifest_sha256 = hashlib.sha256(manifest_mod.to_bytes(manifest)).hexdigest()
     s.unmatched = sorted(night.unmatched)
     s.stale = [e["name"] for e in manifest.get("stale", [])]
     s.no_data = not manifest.get("files")
@@ -1119,17 +1090,6 @@ def archive_night(cluster: Endpoint, archive: Endpoint, target: ArchiveTarget, *
 # ---------------------------------------------------------------------------- paramiko helpers
 
 
-def _exists(sftp, path: str):
-    try:
-        return sftp.stat(path)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        if getattr(exc, "errno", None) == errno.ENOENT:
-            return None
-        raise
-
-
 def sha256_of(sftp, path: str) -> str:
     """Read a remote file back (paramiko) and hash it."""
     h = hashlib.sha256()
@@ -1138,37 +1098,3 @@ def sha256_of(sftp, path: str) -> str:
         while chunk := f.read(CHUNK):
             h.update(chunk)
     return h.hexdigest()
-
-
-def read_manifest_bytes(sftp, path: str) -> bytes | None:
-    """The manifest file as stored (its sha256 is what a catalogue batch records)."""
-    if _exists(sftp, path) is None:
-        return None
-    with sftp.open(path, "rb") as f:
-        return f.read()
-
-
-def read_manifest(sftp, path: str) -> dict | None:
-    raw = read_manifest_bytes(sftp, path)
-    return None if raw is None else json.loads(raw.decode("utf-8"))
-
-
-def find_manifest(sftp, archive_root: str, frc: str, archive_dir: str, night: dt.date) -> tuple[str, bytes | None]:
-    """(full path, bytes as stored) of the manifest of (FRC, night), or (its path, None).
-
-    ``<archive_dir>/manifests/<frc>/<YYYYMMDD>.json``. For an FRC that archives into its own
-    folder only, a manifest written before there was a folder per FRC
-    (``<frc>/manifests/<YYYYMMDD>.json``) is read when the new one does not exist and it names
-    this FRC. In a shared folder the old file may be another FRC's: never read.
-    """
-    path = posixpath.join(archive_root, manifest_relpath(archive_dir, frc, night))
-    raw = read_manifest_bytes(sftp, path)
-    legacy = legacy_manifest_relpath(archive_dir, frc, night)
-    if raw is None and legacy:
-        old_path = posixpath.join(archive_root, legacy)
-        old = read_manifest_bytes(sftp, old_path)
-        if old is not None:
-            with contextlib.suppress(ValueError, AttributeError):
-                if json.loads(old.decode("utf-8")).get("frc") == frc:
-                    return old_path, old
-    return path, raw

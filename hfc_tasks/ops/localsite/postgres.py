@@ -43,7 +43,7 @@ def running(lay: Layout) -> bool:
 
 def _settings(lay: Layout) -> str:
     return (
-        "# Written by hfc_tasks.localsite on every `up`; included from postgresql.conf.\n"
+        "# Written by hfc_tasks.ops.localsite on every `up`; included from postgresql.conf.\n"
         f"listen_addresses = '{lay.pg_listen_addresses}'\n"
         f"port = {lay.pg_port}\n"
         f"unix_socket_directories = '{lay.pg_run}'\n"

@@ -1,7 +1,7 @@
 """Which processes are the project's: who holds a port, the processes of an Airflow instance, and
 what still runs beyond the site's own services. Reads /proc only (no Airflow import).
 
-Every process of an Airflow instance started by :mod:`hfc_tasks.airflow_stack` carries
+Every process of an Airflow instance started by :mod:`hfc_tasks.ops.airflow_stack` carries
 ``HFC_STACK_DIR`` (the instance's run folder), ``HFC_STACK_INSTANCE`` and ``HFC_STACK_COMPONENT``
 in its environment, and so do its children (LocalExecutor and Celery pool processes, task
 supervisors), and runs in the run folder: a scan finds them even when their pid files are gone.

@@ -16,8 +16,10 @@ LOOPBACK = "127.0.0.1"
 
 
 def repo_root() -> Path:
-    """The folder holding pyproject.toml: two levels above this package (hfc_tasks/localsite)."""
-    return Path(__file__).resolve().parents[2]
+    """The folder holding pyproject.toml (the checkout)."""
+    from hfc_tasks.registry import REPO_ROOT
+
+    return REPO_ROOT
 
 
 # Where the state lives when the checkout sits under a folder sshd/munged would refuse
@@ -261,7 +263,7 @@ class Layout:
     def slurm_env(self) -> dict[str, str]:
         return {"SLURM_CONF": str(self.slurm_conf)}
 
-    # ---- what differs for another site shape (hfc_tasks.localsite.multihost overrides these) ----
+    # ---- what differs for another site shape (hfc_tasks.ops.localsite.multihost overrides these) ----
     @property
     def slurmctld_addr(self) -> str:
         return LOOPBACK

@@ -1,0 +1,74 @@
+"""What a task knows of its DAG run, read the same way by every stage: the night it works on
+(:func:`night_of`, the Airflow face of :func:`hfc_tasks.products.night_of_run`), the run's claim
+on (FRC, night) (:func:`claim_night`, :func:`release_night`; the rule is :mod:`hfc_tasks.claims`)
+and the submit task's chain of tries (:func:`submit_attempt`)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+from hfc_tasks import products
+from hfc_tasks.registry import Site
+
+
+def night_of(context) -> dt.date:
+    """The night a task works on (:func:`hfc_tasks.products.night_of_run` on its context)."""
+    params = context.get("params") or {}
+    try:
+        return products.night_of_run(params.get("night"), context.get("data_interval_start"))
+    except ValueError as exc:
+        raise AirflowException(str(exc)) from None
+
+
+def claim_night(context, site: Site, frc: str, night: dt.date, log) -> None:
+    """Take or check this run's claim on (FRC, night) before a stage changes anything.
+
+    Another run of the same night that is still queued or running holds it: the task fails at
+    once, without retries (:class:`AirflowFailException`), naming that run. A claim left by a
+    run that is no longer active (failed, succeeded, marked, deleted) is taken over. Whether a
+    run is active comes from Airflow through the Task SDK (``get_dr_count``). See
+    :mod:`hfc_tasks.claims`.
+    """
+    from hfc_tasks import claims
+    from hfc_tasks.provider.hooks import catalogue_connect
+
+    ti = context["ti"]
+    me = claims.RunRef(ti.dag_id, ti.run_id)
+
+    def active(run: claims.RunRef) -> bool:
+        return ti.get_dr_count(dag_id=run.dag_id, run_ids=[run.run_id], states=list(claims.ACTIVE_RUN_STATES)) > 0
+
+    with catalogue_connect(site.catalogue_conn_id) as conn:
+        try:
+            previous = claims.claim(conn, frc, night, me, active)
+        except claims.ClaimRefused as exc:
+            raise AirflowFailException(str(exc)) from exc
+    if previous is not None:
+        log.info("night %s of FRC %s: took over the claim of run %s (no longer queued or running)",
+                 night, frc, previous)
+
+
+def release_night(context, site: Site, frc: str, night: dt.date, log) -> None:
+    """The night is done (its catalogue stage succeeded): another run may process it now."""
+    from hfc_tasks import claims
+    from hfc_tasks.provider.hooks import catalogue_connect
+
+    ti = context["ti"]
+    with catalogue_connect(site.catalogue_conn_id) as conn:
+        if not claims.release(conn, frc, night, claims.RunRef(ti.dag_id, ti.run_id)):
+            log.warning("night %s of FRC %s: this run did not hold its claim at the end", night, frc)
+
+
+def submit_attempt(context) -> str:
+    """The key of this submit task's chain of tries: its retries share it, a clear starts a new one.
+
+    Airflow raises ``max_tries`` by the task's retries when a task instance is cleared, so
+    ``max_tries - retries + 1`` is the first try of the current chain (Airflow's own reading,
+    see ``RuntimeTaskInstance.get_first_reschedule_date``). A retry adopts the job an earlier
+    try of the chain submitted even when that try never heard the answer.
+    """
+    ti = context["ti"]
+    first_try = int(ti.max_tries or 0) - int(ti.task.retries or 0) + 1
+    return f"{ti.dag_id}/{ti.run_id}/{ti.task_id}/{first_try}"

@@ -1,0 +1,372 @@
+"""Triggers run in the triggerer, which imports them from this installed package (the
+triggerer does not load DAG bundles).
+
+:class:`SlurmJobTrigger` waits for a SLURM job's end state without holding a worker slot.
+All the triggers of one triggerer that watch jobs on the same cluster connection share one
+:class:`SacctPoller`: **one** SSH connection and **one** ``sacct -j id1,id2,...`` per poll
+interval, whatever the number of waiting tasks (the providers' pattern opens a connection
+and runs a command per trigger). The trigger cancels its job (``scancel``) when the task is
+cleared or marked failed/success while it waits (``on_kill``, Airflow 3.3); a mark also reaches
+the API server's listener (:mod:`hfc_tasks.provider.listeners`), which cancels even when no trigger runs.
+
+The wait never hangs in silence: a configuration error (no or invalid host key, unknown
+connection, changed host key, login refused: :class:`hfc_tasks.sshpolicy.SshConfigError`) is
+not retried, the poller hands it to every subscriber and each trigger fires an ``error`` event
+at once, so the task fails with the reason in its own log. Transient errors (connection
+refused/reset, timeouts, a failing ``sacct``) are retried with back-off; a trigger whose cluster
+stays unreachable for ``unreachable_timeout`` seconds fires an ``error`` event with the last error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import asyncssh
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from hfc_tasks import slurm
+from hfc_tasks.sshpolicy import SshConfigError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PollFailure:
+    """What subscribers get instead of a status when a poll failed."""
+
+    message: str
+    config: bool  # True: retrying cannot help (the poller has stopped)
+
+
+async def open_cluster_connection(conn_id: str):
+    """asyncssh connection from an Airflow SSH connection, by the one host-key policy
+    (:mod:`hfc_tasks.sshpolicy`, the same as every stage). Configuration errors raise
+    :class:`~hfc_tasks.sshpolicy.SshConfigError`; network errors propagate as they are."""
+    from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    from hfc_tasks import sshpolicy
+    from hfc_tasks.provider.hooks import target_of
+
+    try:
+        conn = await BaseHook.aget_connection(conn_id)
+    except AirflowNotFoundException:
+        raise sshpolicy.unknown_connection(conn_id) from None
+    target = target_of(conn)
+    options: dict[str, Any] = {
+        "username": target.username or None,
+        # (trusted keys, CA keys, revoked keys): only the keys the policy trusts are accepted.
+        "known_hosts": ([asyncssh.import_public_key(k) for k in target.host_keys], [], []),
+        "agent_path": None,
+        "config": None,
+        "connect_timeout": target.connect_timeout,
+        "login_timeout": target.connect_timeout,
+        "keepalive_interval": 30,
+        "client_keys": [target.key_file] if target.key_file else (
+            [asyncssh.import_private_key(target.private_key)] if target.private_key else ()),
+    }
+    if target.password:
+        options["password"] = target.password
+    try:
+        return await asyncssh.connect(target.host, target.port, **options)
+    except asyncssh.HostKeyNotVerifiable as exc:
+        raise target.host_key_changed(exc.reason) from None
+    except asyncssh.PermissionDenied as exc:
+        raise target.login_refused(exc.reason) from None
+
+
+class SacctPoller:
+    """One SSH connection and one batched ``sacct`` per interval for every watched job.
+
+    One instance per (event loop, connection id): the triggerer runs all its triggers in one
+    event loop, so every :class:`SlurmJobTrigger` on the same cluster shares it. Each poll
+    delivers the job's status (``None`` when SLURM does not know the job) to every subscriber.
+    The interval starts at the smallest asked for, grows ×1.5 while nothing changes (up to
+    ``max_interval``) and resets when any job changes state. Since one poll serves every
+    waiting task, the cap stays short (15 s by default): a longer one only delays noticing
+    that a job ended (measured: a 60 s cap added ~40 s per 2-minute job to a night). A dropped connection is
+    reopened with exponential back-off.
+    """
+
+    _instances: ClassVar[dict[tuple[int, str], SacctPoller]] = {}
+    # Ids per sacct call: keeps the command line far below ARG_MAX with thousands of jobs.
+    BATCH = 1000
+
+    def __init__(self, conn_id: str, interval: float, max_interval: float) -> None:
+        self.conn_id = conn_id
+        self.interval = interval
+        self.max_interval = max_interval
+        self.subscribers: dict[str, set[asyncio.Queue]] = {}
+        self.last: dict[str, slurm.JobStatus | None] = {}
+        self.conn = None
+        self.task: asyncio.Task | None = None
+        self.wake = asyncio.Event()
+        self.stats = {"connections": 0, "sacct_calls": 0, "squeue_calls": 0, "polls": 0, "errors": 0}
+
+    @classmethod
+    def get(cls, conn_id: str, interval: float, max_interval: float) -> SacctPoller:
+        key = (id(asyncio.get_running_loop()), conn_id)
+        poller = cls._instances.get(key)
+        if poller is None:
+            poller = cls._instances[key] = cls(conn_id, interval, max_interval)
+        poller.interval = min(poller.interval, interval)
+        poller.max_interval = max(poller.max_interval, max_interval)
+        return poller
+
+    def subscribe(self, job_id: str) -> asyncio.Queue:
+        queue: asyncio.Queue = asyncio.Queue()
+        self.subscribers.setdefault(job_id, set()).add(queue)
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self._run(), name=f"sacct-poller-{self.conn_id}")
+        self.wake.set()  # a new job is polled at once, not at the end of a long back-off
+        return queue
+
+    def unsubscribe(self, job_id: str, queue: asyncio.Queue) -> None:
+        queues = self.subscribers.get(job_id)
+        if queues is not None:
+            queues.discard(queue)
+            if not queues:
+                del self.subscribers[job_id]
+                self.last.pop(job_id, None)
+
+    async def _command(self, command: str) -> str:
+        if self.conn is None:
+            self.conn = await open_cluster_connection(self.conn_id)
+            self.stats["connections"] += 1
+        result = await self.conn.run(command, check=False, timeout=120)
+        if result.exit_status != 0:
+            raise slurm.SlurmError(f"{command.split()[0]} failed (exit {result.exit_status}): "
+                                   f"{(result.stderr or '').strip()}")
+        return result.stdout or ""
+
+    async def poll_once(self) -> bool:
+        """Query every watched job once and deliver; True when some job changed state."""
+        ids = sorted(self.subscribers, key=int)
+        found: dict[str, slurm.JobStatus] = {}
+        for i in range(0, len(ids), self.BATCH):
+            found.update(slurm.parse_sacct(await self._command(slurm.sacct_command(ids[i : i + self.BATCH]))))
+            self.stats["sacct_calls"] += 1
+        missing = [j for j in ids if j not in found]
+        if missing:
+            for job_id, status in slurm.parse_squeue(await self._command(slurm.squeue_command(missing))).items():
+                if status.is_final:  # accounting lags: the exit code comes from the controller
+                    status = slurm.with_scontrol_exit(status, await self._command(slurm.scontrol_command(job_id)))
+                found[job_id] = status
+            self.stats["squeue_calls"] += 1
+        self.stats["polls"] += 1
+        changed = False
+        for job_id in ids:
+            status = found.get(job_id)
+            previous = self.last.get(job_id)
+            if (status and status.raw_state) != (previous and previous.raw_state):
+                changed = True
+            self.last[job_id] = status
+            for queue in list(self.subscribers.get(job_id, ())):
+                queue.put_nowait(status)
+        return changed
+
+    async def _run(self) -> None:
+        interval = self.interval
+        backoff = self.interval
+        try:
+            while self.subscribers:
+                try:
+                    changed = await self.poll_once()
+                    backoff = self.interval
+                    interval = self.interval if changed else min(interval * 1.5, self.max_interval)
+                except SshConfigError as exc:
+                    # Retrying cannot help: every waiting task fails now, with the reason.
+                    self._drop(exc)
+                    self._deliver(PollFailure(str(exc), config=True))
+                    self.subscribers.clear()
+                    self.last.clear()
+                    return
+                except (OSError, asyncssh.Error, slurm.SlurmError, TimeoutError) as exc:
+                    self._drop(exc)
+                    self._deliver(PollFailure(f"{type(exc).__name__}: {exc}".rstrip(": "), config=False))
+                    interval = backoff
+                    backoff = min(backoff * 2, self.max_interval)
+                self.wake.clear()
+                try:
+                    await asyncio.wait_for(self.wake.wait(), timeout=interval)
+                except TimeoutError:
+                    pass
+        finally:
+            if self.conn is not None:
+                self.conn.close()
+                self.conn = None
+
+    def _deliver(self, item: PollFailure) -> None:
+        for queues in list(self.subscribers.values()):
+            for queue in list(queues):
+                queue.put_nowait(item)
+
+    def _drop(self, exc: BaseException) -> None:
+        self.stats["errors"] += 1
+        log.warning("polling SLURM on %s failed (%s): reconnecting", self.conn_id, exc)
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+
+class SlurmJobTrigger(BaseTrigger):
+    """Fire once the SLURM job has ended (any final state); the sensor decides success."""
+
+    def __init__(
+        self,
+        *,
+        ssh_conn_id: str,
+        job_id: str,
+        poll_interval: float = 5.0,
+        max_poll_interval: float = 15.0,
+        missing_timeout: float = 300.0,
+        claim: dict[str, str] | None = None,
+        unreachable_timeout: float = 3600.0,
+    ) -> None:
+        super().__init__()
+        self.ssh_conn_id = ssh_conn_id
+        self.job_id = slurm.check_job_id(job_id)
+        self.poll_interval = poll_interval
+        self.max_poll_interval = max_poll_interval
+        self.missing_timeout = missing_timeout
+        # Seconds the cluster may stay unreachable before the wait fails (site setting
+        # cluster_unreachable_seconds).
+        self.unreachable_timeout = unreachable_timeout
+        # The run's claim on its (FRC, night) (hfc_tasks.claims): conn_id, frc, night, dag_id, run_id.
+        self.claim = claim
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "ssh_conn_id": self.ssh_conn_id,
+                "job_id": self.job_id,
+                "poll_interval": self.poll_interval,
+                "max_poll_interval": self.max_poll_interval,
+                "missing_timeout": self.missing_timeout,
+                "claim": self.claim,
+                "unreachable_timeout": self.unreachable_timeout,
+            },
+        )
+
+    # No event sooner than this after the trigger started. Airflow 3.3's scheduler race: when a
+    # trigger fires within a second or two of the deferral, the task can be re-queued before the
+    # executor's "success" of the deferring process is processed, and the scheduler then marks
+    # the resumed try "state changed externally" (up_for_retry, the event's message lost). Seen
+    # with a configuration error, which the poller finds at once; same with a job already ended.
+    # (apache/airflow#66374, race between the executor's event and the trigger's; re-check on upgrades.)
+    MIN_EVENT_DELAY: ClassVar[float] = 10.0
+
+    async def _settle(self, started: float) -> None:
+        await asyncio.sleep(max(0.0, self.MIN_EVENT_DELAY - (time.monotonic() - started)))
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        started = time.monotonic()
+        poller = SacctPoller.get(self.ssh_conn_id, self.poll_interval, self.max_poll_interval)
+        queue = poller.subscribe(self.job_id)
+        first_missing: float | None = None
+        first_failure: float | None = None
+        last_failure = ""
+        last_state = None
+        try:
+            while True:
+                status: slurm.JobStatus | PollFailure | None = await queue.get()
+                if isinstance(status, PollFailure):
+                    if status.config:
+                        self.log.error("cannot watch SLURM job %s: %s", self.job_id, status.message)
+                        await self._settle(started)
+                        yield TriggerEvent({"status": "error", "config": True, "job_id": self.job_id,
+                                            "message": status.message})
+                        return
+                    now = time.monotonic()
+                    first_failure = first_failure or now
+                    if status.message != last_failure:
+                        self.log.warning("cannot reach the cluster over connection %r (%s): retrying; the wait "
+                                         "fails if this lasts %.0f s", self.ssh_conn_id, status.message,
+                                         self.unreachable_timeout)
+                        last_failure = status.message
+                    if now - first_failure >= self.unreachable_timeout:
+                        await self._settle(started)
+                        yield TriggerEvent({
+                            "status": "error", "config": False, "job_id": self.job_id,
+                            "message": f"the cluster was unreachable over connection {self.ssh_conn_id!r} for "
+                            f"{now - first_failure:.0f} s (site setting cluster_unreachable_seconds: "
+                            f"{self.unreachable_timeout:.0f} s); last error: {status.message}. SLURM job "
+                            f"{self.job_id} was left as it is on the cluster: clear this task once the cluster "
+                            "answers again to wait for it again",
+                        })
+                        return
+                    continue
+                if first_failure is not None:
+                    self.log.info("the cluster answers again over connection %r", self.ssh_conn_id)
+                    first_failure, last_failure = None, ""
+                if status is None:
+                    # Accounting can lag the controller: a missing job counts as pending for a while.
+                    first_missing = first_missing or time.monotonic()
+                    if time.monotonic() - first_missing > self.missing_timeout:
+                        await self._settle(started)
+                        yield TriggerEvent(
+                            {
+                                "status": "missing",
+                                "job_id": self.job_id,
+                                "message": f"SLURM job {self.job_id} is unknown to sacct and squeue after "
+                                f"{self.missing_timeout:.0f} s: it vanished from accounting (or never existed)",
+                            }
+                        )
+                        return
+                    continue
+                first_missing = None
+                if status.is_final:
+                    await self._settle(started)
+                    yield TriggerEvent({"status": "final", "job_id": self.job_id, "job": status.to_dict()})
+                    return
+                if status.state != last_state:
+                    self.log.info("SLURM job %s is %s (%s)", self.job_id, status.raw_state, status.reason)
+                    last_state = status.state
+        finally:
+            poller.unsubscribe(self.job_id, queue)
+
+    async def on_kill(self) -> None:
+        """The task was cleared or marked while deferred: cancel the job on the cluster, but only
+        while this run holds the claim on its night (never a job another run adopted)."""
+        if self.claim is not None and not await self._holds_claim():
+            return
+        conn = await open_cluster_connection(self.ssh_conn_id)
+        try:
+            await conn.run(slurm.scancel_command(self.job_id), check=False, timeout=60)
+            self.log.info("cancelled SLURM job %s (task cleared or marked while waiting)", self.job_id)
+        finally:
+            conn.close()
+
+    async def _holds_claim(self) -> bool:
+        import datetime as dt
+
+        import psycopg
+        from airflow.sdk import BaseHook
+
+        from hfc_tasks.claims import RunRef, aholder
+        from hfc_tasks.provider.hooks import catalogue_params
+
+        claim = self.claim or {}
+        me = RunRef(claim["dag_id"], claim["run_id"])
+        try:
+            conn = await BaseHook.aget_connection(claim["conn_id"])
+            # The same parameters as the workers' catalogue connections (TLS extras included).
+            params = {"connect_timeout": "30", **catalogue_params(conn, application_name="hfc-triggerer")}
+            async with await psycopg.AsyncConnection.connect(**params) as db:
+                owner = await aholder(db, claim["frc"], dt.date.fromisoformat(claim["night"]))
+        except Exception as exc:  # noqa: BLE001 - whatever the database says, never cancel blind
+            self.log.error("cannot read the claim on night %s of FRC %s (%s): SLURM job %s NOT cancelled; "
+                           "cancel it by hand if it must stop (scancel %s)", claim["night"], claim["frc"], exc,
+                           self.job_id, self.job_id)
+            return False
+        if owner != me:
+            self.log.warning("night %s of FRC %s is held by run %s, not this run: SLURM job %s NOT cancelled",
+                             claim["night"], claim["frc"], owner or "(nobody)", self.job_id)
+            return False
+        return True
