@@ -6,6 +6,8 @@ run in production shape on one machine, and what the end-to-end tests drive thro
 REST API (trigger, backfill, clear, mark failed). Scheduler and triggerer run with
 ``--skip-serve-logs`` since their log servers would bind every interface.
 
+What the instance runs with (settings, components, environment) is
+:mod:`hfc_tasks.ops.airflow_instance`; this module starts, checks and stops its processes.
 Plain process management, no Airflow import.
 """
 
@@ -16,193 +18,24 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
+from hfc_tasks.ops import airflow_instance as inst
 from hfc_tasks.ops.localsite import procs
 
-COMPONENTS = {
-    "api-server": ["api-server", "--host", "127.0.0.1", "--port", "{port}"],
-    "scheduler": ["scheduler", "--skip-serve-logs"],
-    "dag-processor": ["dag-processor"],
-    "triggerer": ["triggerer", "--skip-serve-logs"],
-}
-PORT = int(os.environ.get("HFC_AIRFLOW_PORT", "8080"))
-# Several stacks can run side by side (a LocalExecutor one and a CeleryExecutor one, say):
-# each instance has its own metadata database, pid files and port (HFC_AIRFLOW_PORT).
-INSTANCE = os.environ.get("HFC_AIRFLOW_INSTANCE", "main")
-EXECUTOR = os.environ.get("HFC_AIRFLOW_EXECUTOR", "LocalExecutor")
-# CeleryExecutor instances also run their own Redis broker (127.0.0.1:HFC_REDIS_PORT) and
-# HFC_CELERY_WORKERS workers, each a separate Celery node (worker1@<host>, worker2@<host>...).
-REDIS_PORT = int(os.environ.get("HFC_REDIS_PORT", "6380"))
-CELERY_WORKERS = int(os.environ.get("HFC_CELERY_WORKERS", "2"))
-CELERY_CONCURRENCY = int(os.environ.get("HFC_CELERY_CONCURRENCY", "2"))
-# An instance may use its own catalogue database on the site's PostgreSQL (tests that must not
-# touch the shared catalogue): HFC_AIRFLOW_CATALOGUE_DB=<name>, created if missing.
-CATALOGUE_DB = os.environ.get("HFC_AIRFLOW_CATALOGUE_DB") or None
-
-
-def celery() -> bool:
-    return EXECUTOR == "CeleryExecutor"
-
-
-def instance_components() -> dict[str, list[str]]:
-    """The processes of this instance, in start order (Redis and workers only with Celery)."""
-    if not celery():
-        return dict(COMPONENTS)
-    comps: dict[str, list[str]] = {"redis": []}
-    comps.update(COMPONENTS)
-    for i in range(1, CELERY_WORKERS + 1):
-        comps[f"worker{i}"] = ["celery", "worker", "--celery-hostname", f"worker{i}@%h",
-                               "--concurrency", str(CELERY_CONCURRENCY), "--skip-serve-logs", "--without-mingle"]
-    return comps
-
-
-def worker_hostname() -> str:
-    """``[core] hostname_callable`` of the Celery workers of an instance: ``worker1@<host>``...
-
-    Several workers on one machine would otherwise all record the same host name in their task
-    instances; with this, the UI and the API say which worker ran each task.
-    """
-    import socket
-
-    name = os.environ.get("HFC_WORKER_NAME")
-    return f"{name}@{socket.getfqdn()}" if name else socket.getfqdn()
-
-
-def _component_env(name: str, env: dict[str, str], run_dir: Path) -> dict[str, str]:
-    # Markers inherited by the component's children too: `down` and `hfc site status` find every
-    # process of the instance by them, also when a pid file is lost (see localsite.procs).
-    env = {**env, procs.MARK_DIR: str(run_dir), procs.MARK_INSTANCE: INSTANCE, procs.MARK_COMPONENT: name}
-    if not name.startswith("worker"):
-        return env
-    return {**env, "HFC_WORKER_NAME": name,
-            "AIRFLOW__CORE__HOSTNAME_CALLABLE": "hfc_tasks.ops.airflow_stack.worker_hostname"}
-
-
-def _component_port(name: str) -> tuple[int, str] | None:
-    """The port a component binds, and the setting that chooses it."""
-    if name == "api-server":
-        return PORT, "HFC_AIRFLOW_PORT"
-    if name == "redis":
-        return REDIS_PORT, "HFC_REDIS_PORT"
-    return None
-
-
-def _command(name: str, args: list[str], run_dir: Path) -> list[str]:
-    if name == "redis":
-        # Settings and password in a 0600 file, never in argv (readable by every local user).
-        return ["redis-server", str(_redis_conf(run_dir))]
-    return [_airflow_bin(), *[a.format(port=PORT) for a in args]]
-
-
-def _redis_conf(run_dir: Path) -> Path:
-    return run_dir / "redis.conf"
-
-
-def _write_redis_conf(run_dir: Path) -> None:
-    """The broker's configuration with its password (generated once per instance), both 0600.
-
-    Written before Redis starts; a Redis started before this existed runs without a password,
-    and the instance's broker URL then has none either (see _redis_password)."""
-    import secrets
-
-    from hfc_tasks.ops.localsite._util import write_secret
-
-    pw_file = run_dir / "redis.password"
-    if not pw_file.exists():
-        write_secret(pw_file, secrets.token_urlsafe(24) + "\n", replace=False)
-    pw = pw_file.read_text().strip()
-    write_secret(_redis_conf(run_dir), (
-        "# Written by hfc_tasks.ops.airflow_stack when the instance's Redis starts.\n"
-        f"bind 127.0.0.1\nport {REDIS_PORT}\nprotected-mode yes\n"
-        f'dir "{run_dir}"\nsave ""\nappendonly no\n'
-        f"requirepass {pw}\n"))
-
-
-def _redis_password(run_dir: Path) -> str | None:
-    """The password of the instance's Redis if it was started with one (its conf exists)."""
-    try:
-        for line in _redis_conf(run_dir).read_text().splitlines():
-            if line.startswith("requirepass "):
-                return line.split(" ", 1)[1].strip()
-    except OSError:
-        pass
-    return None
+# What callers (the CLI, tests, benches) read here; the instance's settings live in airflow_instance.
+INSTANCE, PORT = inst.INSTANCE, inst.PORT
+run_dir, stack_env = inst.run_dir, inst.stack_env
+# [core] hostname_callable of Celery workers started before airflow_instance existed (their
+# environment names this path): keep it while such workers may run.
+worker_hostname = inst.worker_hostname
 
 
 class StackError(RuntimeError):
     """The instance could not be brought up (or down); the message says which component and why."""
-
-
-def _airflow_bin() -> str:
-    return str(Path(sys.executable).with_name("airflow"))
-
-
-def _run_dir(env: dict[str, str]) -> Path:
-    path = Path(env["AIRFLOW_HOME"]) / ("stack" if INSTANCE == "main" else f"stack-{INSTANCE}")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def run_dir() -> Path:
-    """This instance's run folder (pid files, logs): its processes run in it (see down)."""
-    return _run_dir(stack_env())
-
-
-def stack_env() -> dict[str, str]:
-    """The environment of every component: the site's connections and Airflow settings."""
-    from hfc_tasks.ops import localsite
-    from hfc_tasks.ops.cli import airflow_env
-
-    site = localsite.env_vars()
-    env = {**os.environ, **site, **airflow_env(localsite.state_dir())}
-    dsn = site["HFC_CATALOGUE_DSN"]  # postgresql://hfc:pw@127.0.0.1:port/hfc
-    base = dsn.rsplit("/", 1)[0]
-    env.update(
-        {
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": base.replace("postgresql://", "postgresql+psycopg2://")
-            + f"/{_database()}",
-            "AIRFLOW__CORE__EXECUTOR": os.environ.get("HFC_AIRFLOW_EXECUTOR", "LocalExecutor"),
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{PORT}/execution/",
-            "AIRFLOW__API__PORT": str(PORT),
-            "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{PORT}",
-            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
-            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
-            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
-            "AIRFLOW__TRIGGERER__CAPACITY": "1000",
-            "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
-        }
-    )
-    if env.get("HFC_REGISTRY"):
-        # The components run in their run folder: a relative registry path would not be found.
-        env["HFC_REGISTRY"] = os.path.abspath(env["HFC_REGISTRY"])
-    if CATALOGUE_DB:
-        env["HFC_CATALOGUE_DSN"] = f"{base}/{CATALOGUE_DB}"
-        conn = json.loads(env["AIRFLOW_CONN_HFC_CATALOGUE"])
-        conn["schema"] = CATALOGUE_DB
-        env["AIRFLOW_CONN_HFC_CATALOGUE"] = json.dumps(conn)
-    if celery():
-        redis_pw = _redis_password(_run_dir(env))
-        auth = f":{redis_pw}@" if redis_pw else ""  # token_urlsafe: nothing to quote
-        env.update(
-            {
-                "AIRFLOW__CELERY__BROKER_URL": f"redis://{auth}127.0.0.1:{REDIS_PORT}/0",
-                "AIRFLOW__CELERY__RESULT_BACKEND": "db+"
-                + env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].replace("+psycopg2", ""),
-                "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(CELERY_CONCURRENCY),
-                # Tasks must be picked up at once in tests and demos (no prefetch of a whole batch).
-                "AIRFLOW__CELERY__WORKER_PREFETCH_MULTIPLIER": "1",
-            }
-        )
-    return env
-
-
-def _database() -> str:
-    return "airflow" if INSTANCE == "main" else f"airflow_{INSTANCE}"
 
 
 def _alive(pid: int) -> bool:
@@ -233,10 +66,10 @@ def _ensure_database(env: dict[str, str]) -> None:
     from hfc_tasks.ops import localsite
 
     with psycopg.connect(localsite.env_vars()["HFC_CATALOGUE_DSN"], autocommit=True) as conn:
-        for name in (_database(), CATALOGUE_DB):
+        for name in (inst.database(), inst.CATALOGUE_DB):
             if name and not conn.execute("select 1 from pg_database where datname = %s", (name,)).fetchone():
                 conn.execute(f'create database "{name}"')
-    if CATALOGUE_DB:
+    if inst.CATALOGUE_DB:
         from hfc_tasks.catalogue import schema
 
         with psycopg.connect(env["HFC_CATALOGUE_DSN"]) as conn:
@@ -251,7 +84,7 @@ def _pools(env: dict[str, str]) -> None:
         (site.cluster_pool, site.cluster_pool_slots, "SSH sessions to the cluster's login node"),
         (site.archive_pool, site.archive_pool_slots, "sessions to the HFC archive"),
     ):
-        subprocess.run([_airflow_bin(), "pools", "set", name, str(slots), what], env=env, check=True,
+        subprocess.run([inst.airflow_bin(), "pools", "set", name, str(slots), what], env=env, check=True,
                        capture_output=True)
 
 
@@ -261,22 +94,22 @@ def up(wait: float = 120.0, verbose: bool = True) -> dict[str, int]:
 
     say = print if verbose else (lambda *a, **k: None)
     localsite.up(verbose=False)
-    if celery():
-        home_run_dir = _run_dir({"AIRFLOW_HOME": str(localsite.state_dir() / "airflow")})
+    if inst.celery():
+        home_run_dir = inst.instance_run_dir({"AIRFLOW_HOME": str(localsite.state_dir() / "airflow")})
         if _pid(home_run_dir, "redis") is None:
-            _write_redis_conf(home_run_dir)  # before stack_env(): the broker URL carries its password
-    env = stack_env()
-    run_dir = _run_dir(env)
+            inst.write_redis_conf(home_run_dir)  # before stack_env(): the broker URL carries its password
+    env = inst.stack_env()
+    run_dir = inst.instance_run_dir(env)
     # Every component must read the same registry: remember which one this stack runs with.
     (run_dir / "registry").write_text(env.get("HFC_REGISTRY", ""))
     _ensure_database(env)
     marker = run_dir / "db-migrated"
     if not marker.exists():
-        say(f"[hfc-airflow] migrating the metadata database (PostgreSQL '{_database()}')")
-        subprocess.run([_airflow_bin(), "db", "migrate"], env=env, check=True, capture_output=True)
+        say(f"[hfc-airflow] migrating the metadata database (PostgreSQL '{inst.database()}')")
+        subprocess.run([inst.airflow_bin(), "db", "migrate"], env=env, check=True, capture_output=True)
         marker.touch()
     _pools(env)
-    comps = instance_components()
+    comps = inst.instance_components()
     _check_ports(run_dir, [n for n in comps if _pid(run_dir, n) is None])
     started: dict[str, subprocess.Popen] = {}
     try:
@@ -293,7 +126,7 @@ def up(wait: float = 120.0, verbose: bool = True) -> dict[str, int]:
             what = ", ".join(stopped) if stopped else "nothing was running"
             raise StackError(f"{exc}\n  stopped what this `up` had started: {what}") from None
         raise
-    say(f"[hfc-airflow] healthy: http://127.0.0.1:{PORT} (user admin, password in "
+    say(f"[hfc-airflow] healthy: http://127.0.0.1:{inst.PORT} (user admin, password in "
         f"{env['AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE']})")
     return pids
 
@@ -301,16 +134,16 @@ def up(wait: float = 120.0, verbose: bool = True) -> dict[str, int]:
 def _check_ports(run_dir: Path, to_start: list[str]) -> None:
     """Before starting anything: the ports of the components to start must be free."""
     for name in to_start:
-        port = _component_port(name)
+        port = inst.component_port(name)
         if port is None:
             continue
         holders = procs.port_holders(port[0])
         if not holders:
             continue
         ours = [h for h in holders if h.environ.get(procs.MARK_DIR) == str(run_dir)]
-        hint = (f"it belongs to this instance ({INSTANCE}) but its pid file is lost: run `hfc airflow down` first"
+        hint = (f"it belongs to this instance ({inst.INSTANCE}) but its pid file is lost: run `hfc airflow down` first"
                 if ours else f"stop that process, or give this instance another port ({port[1]})")
-        raise StackError(f"cannot start {name} of Airflow instance {INSTANCE}: "
+        raise StackError(f"cannot start {name} of Airflow instance {inst.INSTANCE}: "
                          f"{procs.describe_holders(port[0])}; {hint}")
 
 
@@ -322,11 +155,11 @@ def _start_components(comps: dict[str, list[str]], env: dict[str, str], run_dir:
     for name, args in comps.items():
         pid = _pid(run_dir, name)
         if pid is None:
-            cmd = _command(name, args, run_dir)
+            cmd = inst.command(name, args, run_dir)
             # cwd: the run folder marks the instance's processes (see localsite.procs).
             with open(run_dir / f"{name}.log", "ab") as log:
                 log_offsets[name] = log.tell()
-                proc = subprocess.Popen(cmd, env=_component_env(name, env, run_dir), stdout=log,
+                proc = subprocess.Popen(cmd, env=inst.component_env(name, env, run_dir), stdout=log,
                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                         start_new_session=True, cwd=run_dir)
             started[name] = proc
@@ -335,8 +168,8 @@ def _start_components(comps: dict[str, list[str]], env: dict[str, str], run_dir:
             say(f"[hfc-airflow] {name}: started (pid {pid}, log {run_dir / (name + '.log')})")
             if name == "redis":
                 # The broker must answer before anything that uses it starts.
-                if not _wait(lambda p=proc: p.poll() is not None or _port_is(REDIS_PORT, p.pid), 15):
-                    raise StackError(f"redis of instance {INSTANCE} did not listen on 127.0.0.1:{REDIS_PORT} "
+                if not _wait(lambda p=proc: p.poll() is not None or _port_is(inst.REDIS_PORT, p.pid), 15):
+                    raise StackError(f"redis of instance {inst.INSTANCE} did not listen on 127.0.0.1:{inst.REDIS_PORT} "
                                      f"within 15 s; read {run_dir / 'redis.log'}")
                 if proc.poll() is not None:
                     raise StackError(_exited(name, proc, run_dir))
@@ -354,16 +187,16 @@ def _wait_healthy(run_dir: Path, started: dict[str, subprocess.Popen], wait: flo
         for name, proc in started.items():
             if proc.poll() is not None:
                 raise StackError(_exited(name, proc, run_dir))
-        for name in instance_components():
+        for name in inst.instance_components():
             if name not in started and _pid(run_dir, name) is None:
-                raise StackError(f"{name} of instance {INSTANCE} exited: read {run_dir / (name + '.log')}")
+                raise StackError(f"{name} of instance {inst.INSTANCE} exited: read {run_dir / (name + '.log')}")
         last = health()
         ready = _workers_ready(run_dir, workers)
         if last and all(last.get(k, {}).get("status") == "healthy" for k in components) and ready:
             return
         time.sleep(1)
     waiting = [n for n in workers if not _workers_ready(run_dir, {n: workers[n]})]
-    raise StackError(f"Airflow instance {INSTANCE}: components not healthy after {wait:.0f} s: {last}"
+    raise StackError(f"Airflow instance {inst.INSTANCE}: components not healthy after {wait:.0f} s: {last}"
                      + (f"; Celery workers that never said 'ready': {', '.join(waiting)}" if waiting else "")
                      + f"; logs in {run_dir}")
 
@@ -373,8 +206,8 @@ def _exited(name: str, proc: subprocess.Popen, run_dir: Path) -> str:
     process holding its port if it could not bind."""
     log = run_dir / f"{name}.log"
     tail = _tail(log)
-    msg = f"{name} of Airflow instance {INSTANCE} exited during start-up (exit code {proc.returncode})"
-    port = _component_port(name)
+    msg = f"{name} of Airflow instance {inst.INSTANCE} exited during start-up (exit code {proc.returncode})"
+    port = inst.component_port(name)
     if port and "in use" in "\n".join(tail).lower():
         msg += f": {procs.describe_holders(port[0])}"
     msg += f"\n  last lines of {log}:\n    " + "\n    ".join(tail)
@@ -420,7 +253,7 @@ def _workers_ready(run_dir: Path, log_offsets: dict[str, int]) -> bool:
 
 def health() -> dict | None:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{PORT}/api/v2/monitor/health", timeout=5) as resp:
+        with urllib.request.urlopen(f"http://127.0.0.1:{inst.PORT}/api/v2/monitor/health", timeout=5) as resp:
             return json.loads(resp.read())
     except (urllib.error.URLError, OSError, ValueError):
         return None
@@ -434,11 +267,11 @@ def down(names: tuple[str, ...] | None = None) -> list[str]:
 
     With Celery: workers first, the broker last, so that nothing is left waiting on a dead Redis.
     """
-    env = stack_env()
-    run_dir = _run_dir(env)
+    env = inst.stack_env()
+    run_dir = inst.instance_run_dir(env)
     everything = names is None
     if names is None:
-        names = tuple(sorted({p.stem for p in run_dir.glob("*.pid")} | set(instance_components())))
+        names = tuple(sorted({p.stem for p in run_dir.glob("*.pid")} | set(inst.instance_components())))
     names = tuple([n for n in names if n.startswith("worker")]
                   + [n for n in names if not n.startswith("worker") and n != "redis"]
                   + [n for n in names if n == "redis"])
@@ -478,9 +311,9 @@ def _legacy_matcher(env: dict[str, str]):
     api-server or Redis holding this instance's ports."""
     conn = env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
     home = env["AIRFLOW_HOME"]
-    holders = {p.pid for p in procs.port_holders(PORT) if p.cmdline.startswith("airflow api_server")}
-    if celery():
-        holders |= {p.pid for p in procs.port_holders(REDIS_PORT) if p.cmdline.startswith("redis-server")}
+    holders = {p.pid for p in procs.port_holders(inst.PORT) if p.cmdline.startswith("airflow api_server")}
+    if inst.celery():
+        holders |= {p.pid for p in procs.port_holders(inst.REDIS_PORT) if p.cmdline.startswith("redis-server")}
 
     def match(proc: procs.Proc) -> bool:
         return proc.pid in holders or (proc.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN") == conn
@@ -493,10 +326,10 @@ def restart(names: tuple[str, ...]) -> list[str]:
     """Stop the named components and start them again with the current environment (a changed
     ``AIRFLOW_CONN_*``: the workers, the triggerer and the api-server hold connections); the other
     components keep running. Returns the components restarted."""
-    known = instance_components()
+    known = inst.instance_components()
     unknown = [n for n in names if n not in known]
     if not names or unknown:
-        raise StackError(f"restart: name components of instance {INSTANCE} ({', '.join(known)})"
+        raise StackError(f"restart: name components of instance {inst.INSTANCE} ({', '.join(known)})"
                          + (f"; unknown: {', '.join(unknown)}" if unknown else ""))
     down(tuple(names))
     up(verbose=False)
@@ -505,7 +338,7 @@ def restart(names: tuple[str, ...]) -> list[str]:
 
 def running_registry() -> str | None:
     """The HFC_REGISTRY the running stack was started with ('' = the project's), None if down."""
-    run_dir = _run_dir(stack_env())
+    run_dir = inst.instance_run_dir(inst.stack_env())
     if not any(status().values()):
         return None
     f = run_dir / "registry"
@@ -513,5 +346,5 @@ def running_registry() -> str | None:
 
 
 def status() -> dict[str, bool]:
-    run_dir = _run_dir(stack_env())
-    return {name: _pid(run_dir, name) is not None for name in instance_components()}
+    run_dir = inst.instance_run_dir(inst.stack_env())
+    return {name: _pid(run_dir, name) is not None for name in inst.instance_components()}

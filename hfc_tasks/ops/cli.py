@@ -16,62 +16,41 @@ import argparse
 import json
 import logging
 import os
-import secrets
 import shlex
 import sys
 from pathlib import Path
 
-from hfc_tasks.registry import REPO_ROOT, RegistryError, load_registry
-
-
-def airflow_env(state: Path) -> dict[str, str]:
-    """Airflow settings for running the project on the local site (all on 127.0.0.1)."""
-    home = state / "airflow"
-    home.mkdir(parents=True, exist_ok=True)
-    # Secrets are created mode 0600 from their first byte (never written 0644, chmod-ed after).
-    from hfc_tasks.ops.localsite._util import write_secret
-
-    secret_file = home / "jwt_secret"
-    if not secret_file.exists():
-        write_secret(secret_file, secrets.token_urlsafe(32), replace=False)
-    # The UI login of the local site: user admin, a password generated once (not in code or logs).
-    passwords = home / "passwords.json"
-    if not passwords.exists():
-        write_secret(passwords, json.dumps({"admin": secrets.token_urlsafe(12)}), replace=False)
-    return {
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__PARALLELISM": "4",
-        "AIRFLOW__API__HOST": "127.0.0.1",
-        "AIRFLOW__API__PORT": "8080",
-        "AIRFLOW__API_AUTH__JWT_SECRET": secret_file.read_text().strip(),
-        # User admin, role admin; a test instance may add users ("viewer:viewer,...").
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": os.environ.get("HFC_AIRFLOW_USERS") or "admin:admin",
-        "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
-    }
+from hfc_tasks.registry import RegistryError, load_registry
 
 
 def _site_cmd(args) -> int:
+    """``hfc site up|down|status|env`` for either shape: each shape's module (localsite, or
+    localsite.multihost) has up, down, status and env_vars; this is the one command plumbing."""
     from hfc_tasks.ops import localsite
 
-    if getattr(args, "shape", "single") == "multihost":
-        from hfc_tasks.ops.localsite import multihost
+    if args.shape == "multihost":
+        from hfc_tasks.ops.localsite import multihost as shape
+    else:
+        shape = localsite
+    try:
+        if args.action == "up":
+            shape.up()
+        elif args.action == "down":
+            for kind, items in (shape.down() or {}).items():  # multihost: what was stopped and removed
+                print(f"{kind}: {', '.join(items) or 'nothing'}")
+        elif args.action == "status":
+            return 0 if all(shape.status(print_table=True).values()) else 1
+        elif args.action == "env":
+            env = shape.env_vars()
+            if shape is localsite:  # the Airflow settings of the single-host site's stack
+                from hfc_tasks.ops.airflow_instance import airflow_env
 
-        return multihost.main([args.action])
-    if args.action == "up":
-        localsite.up()
-    elif args.action == "down":
-        localsite.down()
-    elif args.action == "status":
-        states = localsite.status(print_table=True)
-        return 0 if all(states.values()) else 1
-    elif args.action == "env":
-        env = {**localsite.env_vars(), **airflow_env(localsite.state_dir())}
-        for key, value in env.items():
-            print(f"export {key}={shlex.quote(value)}")
+                env |= airflow_env(localsite.state_dir())
+            for key, value in env.items():
+                print(f"export {key}={shlex.quote(value)}")
+    except localsite.SiteError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -355,42 +334,47 @@ def _audit_cmd(args) -> int:
     return 0 if report.ok else 1
 
 
+def _command(sub, name: str, func, help: str, actions: list[str] | None = None) -> argparse.ArgumentParser:
+    """One subcommand of ``hfc``: its parser, its ``action`` argument where it has one, and the
+    function that runs it (``func(args) -> exit code``)."""
+    p = sub.add_parser(name, help=help)
+    if actions:
+        p.add_argument("action", choices=actions)
+    p.set_defaults(func=func)
+    return p
+
+
+def _dsn_option(p: argparse.ArgumentParser, default: str = "$HFC_CATALOGUE_DSN") -> None:
+    p.add_argument("--dsn", help=f"catalogue database (default: {default})")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="hfc", description="HFC nightly pipeline: operators' commands")
     parser.add_argument("--registry", help="registry file (default: config/registry.yaml or $HFC_REGISTRY)")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("site", help="the local embedded site")
-    p.add_argument("action", choices=["up", "down", "status", "env"])
+    p = _command(sub, "site", _site_cmd, "the local embedded site", ["up", "down", "status", "env"])
     p.add_argument("--shape", choices=["single", "multihost"], default="single",
                    help="single: one host on loopback (default); multihost: login, node1, node2, archive, "
                         "catalogue as network namespaces (docs/multihost_site.md)")
-    p.set_defaults(func=_site_cmd)
 
-    p = sub.add_parser("airflow", help="the Airflow stack on the local site (api-server, scheduler, ...)")
-    p.add_argument("action", choices=["up", "down", "status", "restart"])
+    p = _command(sub, "airflow", _airflow_cmd, "the Airflow stack on the local site (api-server, scheduler, ...)",
+                 ["up", "down", "status", "restart"])
     p.add_argument("components", nargs="*",
                    help="restart: the components to stop and start again (e.g. worker1 worker2 triggerer "
                         "api-server after a connection changed)")
-    p.set_defaults(func=_airflow_cmd)
 
-    p = sub.add_parser("config", help="the registry")
-    p.add_argument("action", choices=["validate"])
-    p.set_defaults(func=_config_cmd)
+    _command(sub, "config", _config_cmd, "the registry", ["validate"])
 
-    p = sub.add_parser("summary", help="what one night left behind (job, archive, catalogue)")
+    p = _command(sub, "summary", _summary_cmd, "what one night left behind (job, archive, catalogue)")
     p.add_argument("--night", required=True, help="YYYY-MM-DD")
     p.add_argument("--site", default=None)
-    p.set_defaults(func=_summary_cmd)
 
-    p = sub.add_parser("db", help="the catalogue database schema")
-    p.add_argument("action", choices=["upgrade"])
-    p.add_argument("--dsn", help="catalogue database (default: $HFC_CATALOGUE_DSN)")
-    p.set_defaults(func=_db_cmd)
+    _dsn_option(_command(sub, "db", _db_cmd, "the catalogue database schema", ["upgrade"]))
 
-    p = sub.add_parser("ingest", help="load a night's manifest, or a folder of product files, into the catalogue "
-                       "(exit 0: loaded; 1: some files rejected; 3: a file unreadable or not the manifest's, "
-                       "nothing loaded)")
+    p = _command(sub, "ingest", _ingest_cmd, "load a night's manifest, or a folder of product files, into the "
+                 "catalogue (exit 0: loaded; 1: some files rejected; 3: a file unreadable or not the manifest's, "
+                 "nothing loaded)")
     p.add_argument("path", help="a manifest <root>/<folder>/manifests/<frc>/<night>.json, or a folder of product files")
     p.add_argument("--root", help="archive root the manifest's paths are relative to (default: the root of "
                    "<root>/<folder>/manifests/<frc>/<night>.json)")
@@ -400,26 +384,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--products", type=lambda s: tuple(s.split("=", 1)), action="append", metavar="KIND=SPEC",
                    help="file kind -> kind of formats.yaml (default: the registry's 'products' for the FRC)")
     p.add_argument("--run-id", default=None, help="recorded as the batch's DAG run id (default: none)")
-    p.add_argument("--dsn", help="catalogue database (default: $HFC_CATALOGUE_DSN)")
+    _dsn_option(p)
     p.add_argument("--json", action="store_true", help="print the load report as JSON")
-    p.set_defaults(func=_ingest_cmd)
 
-    p = sub.add_parser("catalogue", help="the catalogue's contents")
-    p.add_argument("action", choices=["stats"])
-    p.add_argument("--dsn", help="catalogue database (default: $HFC_CATALOGUE_DSN)")
-    p.set_defaults(func=_catalogue_cmd)
+    _dsn_option(_command(sub, "catalogue", _catalogue_cmd, "the catalogue's contents", ["stats"]))
 
-    p = sub.add_parser("audit", help="check a night after a fault: every product on the archive (or the cluster), "
-                       "one batch with its files' rows, the SLURM jobs (exit 0 fine, 1 problem, 2 usage/connection)")
+    p = _command(sub, "audit", _audit_cmd, "check a night after a fault: every product on the archive (or the "
+                 "cluster), one batch with its files' rows, the SLURM jobs (exit 0 fine, 1 problem, 2 "
+                 "usage/connection)")
     p.add_argument("--night", required=True, help="YYYY-MM-DD")
     p.add_argument("--frc", action="append", help="an FRC to audit (repeatable; default: the site's FRCs)")
     p.add_argument("--site", default=None)
     p.add_argument("--expect-jobs", type=int, default=None, metavar="K",
                    help="SLURM jobs expected per (FRC, night) (default 1: more COMPLETED ones = possible duplicate)")
     p.add_argument("--since", default="2000-01-01", help="sacct -S: count jobs submitted since (default: all time)")
-    p.add_argument("--dsn", help="catalogue database (default: the site's catalogue connection)")
+    _dsn_option(p, "the site's catalogue connection")
     p.add_argument("--json", action="store_true", help="print the audit as JSON")
-    p.set_defaults(func=_audit_cmd)
 
     args = parser.parse_args(argv)
     # paramiko logs every connection at INFO: noise on an operator's terminal.

@@ -20,7 +20,7 @@ import paramiko
 import pytest
 
 from hfc_tasks.ops import localsite
-from hfc_tasks.ops.cli import airflow_env
+from hfc_tasks.ops.airflow_instance import airflow_env
 from hfc_tasks.ops.localsite import postgres, slurm
 from hfc_tasks.ops.localsite.layout import Layout
 

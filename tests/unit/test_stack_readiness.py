@@ -10,14 +10,14 @@ restarted worker's appended log must not count for the new process.
 
 from __future__ import annotations
 
-from hfc_tasks.ops import airflow_stack
+from hfc_tasks.ops import airflow_instance, airflow_stack
 
 READY = b"2026-12-02T05:26:47Z [info ] worker2@vm ready. [celery.apps.worker]\n"
 
 
 def test_a_worker_running_for_long_is_not_waited_for(tmp_path, monkeypatch):
-    monkeypatch.setattr(airflow_stack, "EXECUTOR", "CeleryExecutor")
-    monkeypatch.setattr(airflow_stack, "CELERY_WORKERS", 2)
+    monkeypatch.setattr(airflow_instance, "EXECUTOR", "CeleryExecutor")
+    monkeypatch.setattr(airflow_instance, "CELERY_WORKERS", 2)
     # worker2 has run for long: its 'ready' is far back, under 300 kB of task output.
     (tmp_path / "worker2.log").write_bytes(READY + b"task output line\n" * 20_000)
     # worker1 was just started by this `up`: its log had old content, then its new 'ready'.
@@ -31,5 +31,5 @@ def test_a_worker_running_for_long_is_not_waited_for(tmp_path, monkeypatch):
 
 
 def test_no_worker_started_means_nothing_to_wait_for(tmp_path, monkeypatch):
-    monkeypatch.setattr(airflow_stack, "EXECUTOR", "CeleryExecutor")
+    monkeypatch.setattr(airflow_instance, "EXECUTOR", "CeleryExecutor")
     assert airflow_stack._workers_ready(tmp_path, {})

@@ -7,13 +7,12 @@ with accounting, all on loopback under one state folder. Plain Python, no Airflo
 
 from ._util import SiteError
 from .layout import state_dir
-from .site import SERVICES, down, env_lines, env_vars, slurm_conf_path, status, up
+from .site import SERVICES, down, env_vars, slurm_conf_path, status, up
 
 __all__ = [
     "SERVICES",
     "SiteError",
     "down",
-    "env_lines",
     "env_vars",
     "slurm_conf_path",
     "state_dir",

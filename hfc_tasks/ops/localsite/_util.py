@@ -200,13 +200,17 @@ def wait_for(predicate, timeout: float, interval: float = 0.05) -> bool:
 def ensure_dir(path: Path, owner: str = "root", mode: int = 0o755) -> Path:
     """Create path (and parents, root-owned 755) and force its owner and mode."""
     path.mkdir(parents=True, exist_ok=True)
-    pw = pwd.getpwnam(owner)
+    _own(path, pwd.getpwnam(owner), mode)
+    return path
+
+
+def _own(path: Path, pw: pwd.struct_passwd, mode: int) -> None:
+    """Force path's owner (and group) to pw's and its mode to mode, touching only what differs."""
     st = path.stat()
     if (st.st_uid, st.st_gid) != (pw.pw_uid, pw.pw_gid):
         os.chown(path, pw.pw_uid, pw.pw_gid)
     if st.st_mode & 0o7777 != mode:
         os.chmod(path, mode)
-    return path
 
 
 def write_file(path: Path, text: str, owner: str = "root", mode: int = 0o644) -> bool:
@@ -226,11 +230,7 @@ def write_file(path: Path, text: str, owner: str = "root", mode: int = 0o644) ->
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     else:
-        st = path.stat()
-        if (st.st_uid, st.st_gid) != (pw.pw_uid, pw.pw_gid):
-            os.chown(path, pw.pw_uid, pw.pw_gid)
-        if st.st_mode & 0o7777 != mode:
-            os.chmod(path, mode)
+        _own(path, pw, mode)
     return changed
 
 

@@ -12,7 +12,6 @@ from pathlib import Path
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 CLUSTER_USER = "cluster"
 ARCHIVE_USER = "archive"
-LOOPBACK = "127.0.0.1"
 
 
 def repo_root() -> Path:
@@ -266,7 +265,7 @@ class Layout:
     # ---- what differs for another site shape (hfc_tasks.ops.localsite.multihost overrides these) ----
     @property
     def slurmctld_addr(self) -> str:
-        return LOOPBACK
+        return "127.0.0.1"
 
     @property
     def slurm_extra_conf(self) -> str:
@@ -280,7 +279,7 @@ class Layout:
 
     @property
     def pg_listen_addresses(self) -> str:
-        return LOOPBACK
+        return "127.0.0.1"
 
     @property
     def pg_extra_settings(self) -> str:

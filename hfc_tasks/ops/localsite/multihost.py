@@ -1,7 +1,7 @@
 """The multihost shape of the local site: login, node1, node2, archive and catalogue as Linux
 network namespaces on a bridge of their own, each with its own address, sshd and host key.
 
-    python -m hfc_tasks.ops.localsite.multihost up|down|status|env      (also: hfc site ... --shape multihost)
+    hfc site up|down|status|env --shape multihost
 
 - Addresses: 10.231.0.0/24 only (``HFC_MH_SUBNET`` overrides the first three octets), the root
   namespace is .1 on the bridge; no route, NAT or forwarding to anywhere else.
@@ -606,24 +606,14 @@ def env_vars() -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m hfc_tasks.ops.localsite.multihost _inside <host>``: the child that starts a
+    host's daemons in its namespace (see _run_inside). Operators use ``hfc site ... --shape multihost``."""
     parser = argparse.ArgumentParser(prog="python -m hfc_tasks.ops.localsite.multihost")
-    parser.add_argument("command", choices=["up", "down", "status", "env", "_inside"])
-    parser.add_argument("host", nargs="?")
+    parser.add_argument("command", choices=["_inside"])
+    parser.add_argument("host", choices=list(HOSTS))
     args = parser.parse_args(argv)
     try:
-        if args.command == "up":
-            up()
-        elif args.command == "down":
-            for kind, items in down().items():
-                print(f"{kind}: {', '.join(items) or 'nothing'}")
-        elif args.command == "status":
-            return 0 if all(status().values()) else 1
-        elif args.command == "env":
-            import shlex
-            for key, value in env_vars().items():
-                print(f"export {key}={shlex.quote(value)}")
-        else:
-            _inside(args.host)
+        _inside(args.host)
     except SiteError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -155,8 +155,3 @@ def stop(lay: Layout) -> bool:
     _as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(lay.pg_data), "-m", "fast", "-w", "stop"],
                  what="postgres: pg_ctl stop", log=lay.pg_log, timeout=60)
     return True
-
-
-def admin_psql(lay: Layout, sql: str, database: str = "postgres") -> str:
-    """Run SQL as the postgres superuser over the private socket (for fixtures and tools)."""
-    return _psql(lay, sql, database)

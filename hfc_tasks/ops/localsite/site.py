@@ -1,4 +1,4 @@
-"""up / down / status / env for the local embedded site (plain Python, no Airflow import)."""
+"""up / down / status / env_vars for the local embedded site (plain Python, no Airflow import)."""
 
 from __future__ import annotations
 
@@ -158,16 +158,6 @@ def env_vars() -> dict[str, str]:
         "HFC_CATALOGUE_DSN": postgres.dsn(lay),
         "HFC_SSH_KNOWN_HOSTS": str(lay.known_hosts),
     }
-
-
-def env_lines() -> str:
-    """`export NAME='value'` lines for a shell (`eval "$(python -m hfc_tasks.ops.localsite env)"`)."""
-    return "".join(f"export {name}={_single_quote(value)}\n" for name, value in env_vars().items())
-
-
-def _single_quote(value: str) -> str:
-    # Always single quotes (JSON values are full of double quotes); a ' inside becomes '"'"'.
-    return "'" + value.replace("'", "'\"'\"'") + "'"
 
 
 def slurm_conf_path() -> str:
