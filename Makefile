@@ -1,5 +1,6 @@
 # HFC nightly pipeline: the two commands of a fresh machine are `make demo NIGHT=YYYY-MM-DD`
 # and `make test`. Both install what they need (Debian packages, the virtualenv, the site).
+# `make unit` runs the pure tests alone: seconds, no root, no site, no network.
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 PY ?= python3.11
@@ -9,7 +10,7 @@ NIGHT ?= 2024-03-01
 STAMP := $(VENV)/.installed
 SITE_ENV = set -a; eval "$$($(BIN)/hfc site env)"; set +a
 
-.PHONY: demo test venv site site-down airflow-db lint clean-site ui up down ops-debs
+.PHONY: demo test unit venv site site-down airflow-db lint ui up down ops-debs
 
 $(STAMP): requirements.txt constraints.txt pyproject.toml
 	@command -v $(PY) >/dev/null || { apt-get update -qq && apt-get install -y -qq python3 python3-venv python3-dev; }
@@ -70,6 +71,11 @@ test: airflow-db ops-debs
 	  $(BIN)/hfc site down --shape multihost >/dev/null || true; \
 	  for r in $$rc $$mrc; do if [ $$r -eq 5 ]; then echo "pytest collected no tests: that is a failure here"; exit 1; fi; done; \
 	  if [ $$rc -ne 0 ]; then exit $$rc; fi; exit $$mrc
+
+# The pure tests (tests/unit): no root, no site, no network; Airflow gets a temporary
+# AIRFLOW_HOME (tests/conftest.py), nothing is written into the checkout.
+unit: venv
+	$(BIN)/pytest -q -p no:cacheprovider tests/unit
 
 lint: venv
 	$(BIN)/ruff check .

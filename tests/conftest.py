@@ -4,24 +4,40 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
+UNIT = Path(__file__).resolve().parent / "unit"
 
-def _airflow_settings() -> None:
-    # Airflow reads its configuration when first imported: point it at the local site's
-    # AIRFLOW_HOME (SQLite metadata under .site/airflow) before any test module imports it,
-    # also when pytest is run directly rather than through `make test`.
-    from hfc_tasks.ops.cli import airflow_env
-    from hfc_tasks.ops.localsite import state_dir
 
-    for key, value in airflow_env(state_dir()).items():
+def _only_unit_tests(config: pytest.Config) -> bool:
+    """Whether every path pytest was given lies under tests/unit (the pure tests)."""
+    paths = [Path(config.invocation_params.dir, arg.split("::")[0]).resolve() for arg in config.args]
+    return bool(paths) and all(path.is_relative_to(UNIT) for path in paths)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Airflow reads its configuration when first imported (no conftest imports it): point it at
+    # an AIRFLOW_HOME before any test module does, also when pytest is run directly rather than
+    # through `make`. The pure tests (tests/unit alone, `make unit`) get a temporary one, so that
+    # they need neither root nor the site nor write into the checkout; any other run gets the
+    # local site's (SQLite metadata under .site/airflow). Settings already exported win.
+    from hfc_tasks.ops.airflow_instance import airflow_env
+
+    if _only_unit_tests(config):
+        state = Path(tempfile.mkdtemp(prefix="hfc-unit-"))
+        config.add_cleanup(lambda: shutil.rmtree(state, ignore_errors=True))
+    else:
+        from hfc_tasks.ops.localsite import state_dir
+
+        state = state_dir()
+    for key, value in airflow_env(state).items():
         os.environ.setdefault(key, value)
-
-
-_airflow_settings()
 
 
 @pytest.fixture(scope="session")

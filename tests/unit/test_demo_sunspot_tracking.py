@@ -9,11 +9,8 @@ functions.
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import hashlib
-import importlib.util
-import io
 import json
 import shutil
 import subprocess
@@ -22,24 +19,14 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+from helpers import FRCS, load_frc_program, read_csv
 
 from hfc_tasks import products
 
-FRCS = Path(__file__).resolve().parents[2] / "site" / "frcs"
 TRACKER = FRCS / "demo_sunspot_tracking.py"
 DETECTOR = FRCS / "demo_sunspots.py"
-
-
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses resolve their module by name
-    spec.loader.exec_module(module)
-    return module
-
-
-trk = _load("demo_sunspot_tracking", TRACKER)
-ds = _load("demo_sunspots", DETECTOR)
+trk = load_frc_program("demo_sunspot_tracking")
+ds = load_frc_program("demo_sunspots")
 
 TRACK_HEADER = (
     "ID_SUNSPOT;TRACK_ID;DATE_OBS;FEAT_X_PIX;FEAT_Y_PIX;PHENOM;REF_FEAT;LVL_TRUST;TRACK_FILENAME;FEAT_FILENAME;RUN_DATE"
@@ -77,15 +64,6 @@ def track(archive: Path, out: Path, night: dt.date, *extra: str, python: str = s
         *extra,
         python=python,
     )
-
-
-def read_csv(path: Path) -> tuple[list[str], list[dict]]:
-    text = path.read_bytes().decode("utf-8")
-    assert "\r" not in text
-    assert text.endswith("\n")
-    reader = csv.reader(io.StringIO(text), delimiter=";")
-    header = next(reader)
-    return header, [dict(zip(header, row, strict=True)) for row in reader]
 
 
 def publish(root: Path, frc: str, night: dt.date, files: dict[str, bytes]) -> None:

@@ -1,8 +1,10 @@
 """Secrets are born private: created mode 0600, never written 0644 and chmod-ed afterwards.
 
 The generation functions run on a fresh temporary state folder while a Python audit hook looks
-at the secret files at every file-system event (open, chmod, rename...): a secret that exists
-with group/other permission at any of those moments is a failure, not only one that ends so.
+at the secret files at every file-system event (open, chmod, rename...; helpers.born_private): a
+secret that exists with group/other permission at any of those moments is a failure, not only one
+that ends so. The local site's own secrets (owned by its system users, so created as root):
+tests/integration/test_site_secret_files.py.
 The compose secrets come from running docker/site/make-secrets.sh in a temporary copy of the
 repository layout.
 """
@@ -17,91 +19,25 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from helpers import born_private, is_private
 
 REPO = Path(__file__).resolve().parents[2]
 
-_watch: dict[str, object] = {"paths": [], "seen": []}
 
-
-def _audit(event: str, args: tuple) -> None:
-    if not _watch["paths"] or event not in ("open", "os.chmod", "os.rename", "os.replace", "os.remove",
-                                             "os.chown", "subprocess.Popen", "os.listdir"):
-        return
-    for path in _watch["paths"]:
-        try:
-            mode = os.stat(path).st_mode
-        except OSError:
-            continue
-        if mode & 0o077:
-            _watch["seen"].append(f"{path} mode {stat.filemode(mode)} at {event}")
-
-
-sys.addaudithook(_audit)
-
-
-@pytest.fixture
-def watched():
-    """watched(paths) -> list of moments a path was readable by others (empty = always private)."""
-    old = os.umask(0o022)  # the usual umask: a plain write_text would give 0644
-
-    def watch(*paths: Path) -> list:
-        _watch["paths"] = [str(p) for p in paths]
-        return _watch["seen"]
-
-    try:
-        yield watch
-    finally:
-        _watch["paths"] = []
-        _watch["seen"] = []
-        os.umask(old)
-
-
-def _private(path: Path) -> bool:
-    return path.stat().st_mode & 0o077 == 0
-
-
-def test_airflow_secrets_are_created_private(tmp_path, watched):
-    from hfc_tasks.ops.cli import airflow_env
+def test_airflow_secrets_are_created_private(tmp_path):
+    from hfc_tasks.ops.airflow_instance import airflow_env
 
     home = tmp_path / "airflow"
-    seen = watched(home / "jwt_secret", home / "passwords.json")
-    env = airflow_env(tmp_path)
-    for path in (home / "jwt_secret", home / "passwords.json"):
-        assert _private(path), f"{path}: {stat.filemode(path.stat().st_mode)}"
-    assert seen == [], f"a secret was readable by others while being written: {seen}"
-    assert len(env["AIRFLOW__API_AUTH__JWT_SECRET"]) >= 32
-    assert json.loads((home / "passwords.json").read_text())["admin"]
-    # A second call keeps them (same secret) and keeps them private.
-    assert airflow_env(tmp_path)["AIRFLOW__API_AUTH__JWT_SECRET"] == env["AIRFLOW__API_AUTH__JWT_SECRET"]
-    assert seen == []
-
-
-def test_site_keys_and_passwords_are_created_private(tmp_path, watched):
-    from hfc_tasks.ops.localsite import postgres, slurm, ssh
-    from hfc_tasks.ops.localsite.layout import Layout
-
-    lay = Layout(tmp_path / "site")
-    lay.pg_dir.mkdir(parents=True)
-    lay.mysql_dir.mkdir(parents=True)
-    lay.ssh_dir.mkdir(parents=True)
-    secrets = [lay.pg_password_file, lay.slurmdb_password_file, lay.client_key("cluster"),
-               lay.client_key("archive"), lay.host_key]
-    seen = watched(*secrets)
-    postgres.ensure_password(lay)
-    slurm.ensure_slurmdb_password(lay)
-    ssh.ensure_keys(lay)
-    for path in secrets:
-        assert _private(path), f"{path}: {stat.filemode(path.stat().st_mode)}"
-    assert seen == [], f"a secret was readable by others while being written: {seen}"
-    # One key per account: the cluster and the archive accounts never share a key.
-    assert ssh.public_key(lay.client_key("cluster")) != ssh.public_key(lay.client_key("archive"))
-    # Idempotent: a second call keeps every secret.
-    before = {p: p.read_bytes() for p in secrets}
-    postgres.ensure_password(lay)
-    slurm.ensure_slurmdb_password(lay)
-    ssh.ensure_keys(lay)
-    assert {p: p.read_bytes() for p in secrets} == before
+    with born_private(home / "jwt_secret", home / "passwords.json") as seen:
+        env = airflow_env(tmp_path)
+        for path in (home / "jwt_secret", home / "passwords.json"):
+            assert is_private(path), f"{path}: {stat.filemode(path.stat().st_mode)}"
+        assert seen == [], f"a secret was readable by others while being written: {seen}"
+        assert len(env["AIRFLOW__API_AUTH__JWT_SECRET"]) >= 32
+        assert json.loads((home / "passwords.json").read_text())["admin"]
+        # A second call keeps them (same secret) and keeps them private.
+        assert airflow_env(tmp_path)["AIRFLOW__API_AUTH__JWT_SECRET"] == env["AIRFLOW__API_AUTH__JWT_SECRET"]
+        assert seen == []
 
 
 def _make_secrets(root: Path) -> subprocess.CompletedProcess:
@@ -125,7 +61,7 @@ def test_make_secrets_writes_private_files_host_keys_and_one_key_per_account(tmp
     private = [env_file, secrets / "airflow" / "passwords.json", secrets / "site" / "ssh_host_ed25519_key",
                secrets / "ssh" / "cluster_ed25519", secrets / "ssh" / "archive_ed25519"]
     for path in private:
-        assert _private(path), f"{path.relative_to(tmp_path)}: {stat.filemode(path.stat().st_mode)}"
+        assert is_private(path), f"{path.relative_to(tmp_path)}: {stat.filemode(path.stat().st_mode)}"
     env = _dotenv(env_file)
     host_key = " ".join((secrets / "site" / "ssh_host_ed25519_key.pub").read_text().split()[:2])
     keys = {}
@@ -171,7 +107,7 @@ def test_make_secrets_migrates_an_old_env_and_keeps_its_secrets(tmp_path):
     for name in ("CLUSTER", "ARCHIVE"):
         extra = json.loads(env[f"AIRFLOW_CONN_HFC_{name}"])["extra"]
         assert extra["host_key"].startswith("ssh-ed25519 AAAA") and "id_ed25519" not in extra["key_file"]
-    assert _private(tmp_path / ".env")
+    assert is_private(tmp_path / ".env")
     first = (tmp_path / ".env").read_text()
     assert _make_secrets(tmp_path).returncode == 0
     assert (tmp_path / ".env").read_text() == first
