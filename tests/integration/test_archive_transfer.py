@@ -23,8 +23,17 @@ from pathlib import Path
 import asyncssh
 import pytest
 
-from hfc_tasks.archive import ArchiveTarget, Endpoint, HostKeyError, TransferError, archive_night
-from hfc_tasks.archive import night as transfer
+from hfc_tasks.archive import (
+    ArchiveTarget,
+    Endpoint,
+    HostKeyError,
+    TransferError,
+    archive_night,
+    archive_night_async,
+    connect,
+    deletion,
+)
+from hfc_tasks.archive.night import _Night
 
 pytestmark = pytest.mark.site
 
@@ -238,7 +247,7 @@ def test_checksum_mismatch_keeps_the_source(site, night, monkeypatch):
                 fh.seek(100)
                 fh.write(b"X")
 
-    monkeypatch.setattr(transfer._Night, "_after_write", tamper)
+    monkeypatch.setattr(_Night, "_after_write", tamper)
     with pytest.raises(TransferError, match=rf"{victim}: archive copy sha256 \w+ != source") as err:
         run(site, night)
     assert "kept all 5 source files" in str(err.value)
@@ -387,7 +396,7 @@ def test_connection_cut_mid_file_20_plus_times(site, night):
         cproxy, aproxy = CuttingProxy(port, cuts), CuttingProxy(port, cuts)
         cport, aport = await cproxy.start(), await aproxy.start()
         try:
-            summary, _ = await transfer.archive_night_async(
+            summary, _ = await archive_night_async(
                 endpoint(site, "cluster", port=cport), endpoint(site, "archive", port=aport), night.target(),
                 attempts=80, retry_pause=0.01, progress=print,
             )
@@ -409,7 +418,7 @@ def test_archive_account_runs_sha256sum_in_its_tree_only(site, night):
     inside = f"{night.archive_root}/f.csv"
 
     async def main():
-        async with await transfer.connect(endpoint(site, "archive")) as conn:
+        async with await connect(endpoint(site, "archive")) as conn:
             out = {}
             for cmd in (f"sha256sum -- {inside}", "sha256sum -- /etc/passwd", f"sha256sum -- {inside}/../f.csv",
                         f"sha256sum -- {inside}; id", "echo SHELL-$((6*7))", "sh -c id"):
@@ -502,15 +511,15 @@ def test_a_source_changed_after_verification_is_kept_even_with_the_same_size(sit
     still equals the verified archive copy's: by ``sha256sum`` on the cluster, or where the
     cluster account may not run commands (``sftp-only``: they answer 127) by reading it back."""
     if cluster == "sftp-only":
-        real_run = transfer._run
+        real_run = deletion.run_command
 
         async def no_commands(conn, command):
             return None if command.startswith("cd -- ") else await real_run(conn, command)
 
-        monkeypatch.setattr(transfer, "_run", no_commands)
+        monkeypatch.setattr(deletion, "run_command", no_commands)
     night.add_set(n_csv=4, n_jpg=1)
     victim = sorted(night.files)[1]
-    real_write = transfer._Night._write_manifest
+    real_write = _Night._write_manifest
 
     async def write_then_tamper(self, dst) -> None:
         await real_write(self, dst)
@@ -519,7 +528,7 @@ def test_a_source_changed_after_verification_is_kept_even_with_the_same_size(sit
         data[10] ^= 0xFF  # the FRC rewrote the file after its copy was verified: same size
         path.write_bytes(bytes(data))
 
-    monkeypatch.setattr(transfer._Night, "_write_manifest", write_then_tamper)
+    monkeypatch.setattr(_Night, "_write_manifest", write_then_tamper)
     with pytest.raises(TransferError, match=rf"{victim}: changed on the cluster after its copy was verified"):
         run(site, night)
     assert (night.run_dir / victim).exists(), "a changed source must stay on the cluster"

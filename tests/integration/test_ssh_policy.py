@@ -97,11 +97,11 @@ def via_sftp(conn_id: str) -> str:
 
 
 def via_archive(conn_id: str) -> str:
-    from hfc_tasks.archive import night as transfer
+    from hfc_tasks.archive import connect
     from hfc_tasks.provider.hooks import ssh_endpoint
 
     async def go():
-        async with await transfer.connect(ssh_endpoint(conn_id)) as conn:
+        async with await connect(ssh_endpoint(conn_id)) as conn:
             return (await conn.run("echo ok", check=True)).stdout.strip()
 
     return asyncio.run(go())

@@ -18,7 +18,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from hfc_tasks.archive import night as transfer
+from hfc_tasks.archive import connect
 from hfc_tasks.ops.localsite import multihost
 from hfc_tasks.provider import hooks
 
@@ -111,10 +111,10 @@ def open_all(monkeypatch, conns: dict[str, str], values: dict[str, str]) -> dict
         conn = await asyncio.wait_for(open_cluster_connection("hfc_cluster"), 60)
         async with conn:
             trig = (await conn.run("echo $SSH_CONNECTION", check=True)).stdout.split()[2]
-        conn = await transfer.connect(hooks.ssh_endpoint("hfc_cluster"))
+        conn = await connect(hooks.ssh_endpoint("hfc_cluster"))
         async with conn:
             endpoint = (await conn.run("echo $SSH_CONNECTION", check=True)).stdout.split()[2]
-        conn = await transfer.connect(hooks.ssh_endpoint("hfc_archive"))
+        conn = await connect(hooks.ssh_endpoint("hfc_archive"))
         async with conn:
             async with conn.start_sftp_client() as sftp:
                 listing = await sftp.listdir(".")

@@ -8,8 +8,8 @@ import stat
 
 import pytest
 
-from hfc_tasks.archive import TransferError, classify_names, copy_file
-from hfc_tasks.archive import night as transfer
+from hfc_tasks.archive import TransferError, VerifyMode, classify_names, copy_file
+from hfc_tasks.archive.files import CHUNK, RESUME_MIN, inside
 
 REG = stat.S_IFREG | 0o644
 
@@ -49,11 +49,11 @@ def test_hostile_names_refuse_the_whole_folder(bad):
 @pytest.mark.parametrize("path", ["/a/root/../etc/passwd", "/a/rootx/f", "/a/root", "/a/root//f", "/elsewhere/f"])
 def test_inside_refuses_paths_outside_the_root(path):
     with pytest.raises(TransferError, match="refused archive path"):
-        transfer._inside("/a/root", path)
+        inside("/a/root", path)
 
 
 def test_inside_accepts_plain_paths():
-    assert transfer._inside("/a/root", "/a/root/F/results/2024/x.csv") == "/a/root/F/results/2024/x.csv"
+    assert inside("/a/root", "/a/root/F/results/2024/x.csv") == "/a/root/F/results/2024/x.csv"
 
 
 class FakeFile:
@@ -115,7 +115,7 @@ def test_small_file_is_one_read_request():
 
 
 def test_large_file_streams_in_chunks_and_shrunk_file_is_seen():
-    data = bytes(range(256)) * (3 * transfer.CHUNK // 256 + 17)
+    data = bytes(range(256)) * (3 * CHUNK // 256 + 17)
     src, dst = FakeSFTP({"/s": data}), FakeSFTP()
     digest, n = asyncio.run(copy_file(src, "/s", dst, "/d.part", len(data)))
     assert bytes(dst.files["/d.part"]) == data and n == len(data)
@@ -125,8 +125,8 @@ def test_large_file_streams_in_chunks_and_shrunk_file_is_seen():
 
 
 def test_large_part_is_resumed_and_whole_file_hashed():
-    data = bytes(range(256)) * (transfer.RESUME_MIN // 256 * 2)
-    keep = transfer.RESUME_MIN + 12345
+    data = bytes(range(256)) * (RESUME_MIN // 256 * 2)
+    keep = RESUME_MIN + 12345
     dst = FakeSFTP({"/d.part": data[:keep]})
     src = FakeSFTP({"/s": data})
     written = []
@@ -145,4 +145,12 @@ def test_large_part_is_resumed_and_whole_file_hashed():
     dst.open = spy
     digest, n = asyncio.run(copy_file(src, "/s", dst, "/d.part", len(data)))
     assert bytes(dst.files["/d.part"]) == data and digest == hashlib.sha256(data).hexdigest()
-    assert min(written) >= keep - keep % transfer.CHUNK, "bytes already there are not sent again"
+    assert min(written) >= keep - keep % CHUNK, "bytes already there are not sent again"
+
+
+def test_verify_mode_is_the_operators_string_and_refuses_others():
+    assert VerifyMode.of("auto") is VerifyMode.AUTO and VerifyMode.AUTO == "auto"
+    assert VerifyMode.of(VerifyMode.READBACK) is VerifyMode.READBACK
+    assert [str(m) for m in VerifyMode] == ["auto", "sha256sum", "readback"]
+    with pytest.raises(ValueError, match=r"verify='fast': expected auto, sha256sum or readback"):
+        VerifyMode.of("fast")
