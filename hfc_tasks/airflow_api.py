@@ -1,51 +1,140 @@
-"""A small client of Airflow 3's public REST API (``/api/v2``): used by the operators' CLI
-(backfills, status) and by the end-to-end tests. Plain urllib, no Airflow import."""
+"""The one client of Airflow 3's public REST API (``/api/v2``). Plain urllib, no Airflow import.
+
+:class:`AirflowAPI` talks either with a bearer token it is given (the status page: the *user's
+own* token, so Airflow checks the user's rights exactly as for its own UI and records who asked)
+or with a token it gets by logging in (``/auth/token``; the operators' tools, the end-to-end
+tests, the benchmark). Every error answer raises :class:`ApiError`, naming the method, the path,
+the status and the body; the waits raise :class:`TimeoutError`.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
+from collections.abc import Sequence
+
+
+class ApiError(RuntimeError):
+    """Airflow's REST API answered ``status`` to ``method path``.
+
+    ``message`` is the answer's ``detail`` when it has one (else its text), ``body`` the text as
+    it came.
+    """
+
+    def __init__(self, method: str, path: str, status: int, message: str, body: str = "") -> None:
+        super().__init__(f"Airflow API answered {status} to {method} {path}: {message[:2000]}")
+        self.method = method
+        self.path = path
+        self.status = status
+        self.message = message
+        self.body = body
+
+
+def _error(method: str, path: str, exc: urllib.error.HTTPError) -> ApiError:
+    text = exc.read().decode(errors="replace")
+    try:
+        detail = json.loads(text).get("detail", text)
+    except (ValueError, AttributeError):
+        detail = text
+    return ApiError(method, path, exc.code, detail if isinstance(detail, str) else json.dumps(detail), text)
 
 
 class AirflowAPI:
-    """A small client of Airflow 3's public REST API (/api/v2), logged in as the site's admin."""
+    """Airflow's public REST API, with ``token`` or logged in as ``username``/``password``."""
 
-    def __init__(self, base: str, username: str, password: str) -> None:
+    def __init__(self, base: str, username: str | None = None, password: str | None = None, *,
+                 token: str | None = None, timeout: float = 60) -> None:
+        if (token is None) == (username is None or password is None):
+            raise ValueError("AirflowAPI needs either a token or a username and a password")
         self.base = base.rstrip("/")
+        self.timeout = timeout
+        self.token = token if token is not None else self._login(username, password)
+
+    def _login(self, username: str, password: str) -> str:
         body = json.dumps({"username": username, "password": password}).encode()
         req = urllib.request.Request(f"{self.base}/auth/token", data=body,
                                      headers={"Content-Type": "application/json"}, method="POST")
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            self.token = json.loads(resp.read())["access_token"]
+        try:
+            with urllib.request.urlopen(req, timeout=min(self.timeout, 30)) as resp:
+                return json.loads(resp.read())["access_token"]
+        except urllib.error.HTTPError as exc:
+            raise _error("POST", "/auth/token", exc) from None
 
-    def call(self, method: str, path: str, body: dict | None = None, ok=(200, 201, 204)):
+    def call(self, method: str, path: str, body: dict | None = None, query: dict | None = None):
+        """``method /api/v2{path}`` (``path`` may hold a query string; ``query`` adds one); the
+        answer's JSON, None if it has no body."""
+        if query:
+            path += ("&" if "?" in path else "?") + urllib.parse.urlencode(query, doseq=True)
         req = urllib.request.Request(
-            f"{self.base}/api/v2{path}",
-            data=None if body is None else json.dumps(body).encode(),
-            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
-            method=method,
+            f"{self.base}/api/v2{path}", method=method, data=None if body is None else json.dumps(body).encode(),
+            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json",
+                     "Accept": "application/json"},
         )
         try:
-            with urllib.request.urlopen(req, timeout=60) as resp:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
                 raw = resp.read()
                 return json.loads(raw) if raw else None
         except urllib.error.HTTPError as exc:
-            if exc.code in ok:
-                return None
-            raise AssertionError(f"{method} {path} → {exc.code}: {exc.read().decode()[:2000]}") from None
+            raise _error(method, path, exc) from None
 
-    def get(self, path):
+    def get(self, path: str):
         return self.call("GET", path)
 
-    def post(self, path, body):
+    def post(self, path: str, body: dict):
         return self.call("POST", path, body)
 
-    def patch(self, path, body):
+    def patch(self, path: str, body: dict):
         return self.call("PATCH", path, body)
 
-    # -- conveniences ---------------------------------------------------------------------
+    # -- what the status page reads and creates ------------------------------------------------
+
+    def dag_runs(self, dag_id: str, first: dt.date, last: dt.date, limit: int = 2000) -> list[dict]:
+        """Runs that may be about nights ``first..last``: those whose data interval starts in
+        the range, and every run created since the range began (manual runs naming a night)."""
+        runs: dict[str, dict] = {}
+        start = dt.datetime.combine(first, dt.time(), dt.UTC).isoformat()
+        end = dt.datetime.combine(last + dt.timedelta(days=1), dt.time(), dt.UTC).isoformat()
+        for query in ({"logical_date_gte": start, "logical_date_lt": end}, {"run_after_gte": start}):
+            offset = 0
+            while offset < limit:
+                page = self.call("GET", f"/dags/{dag_id}/dagRuns",
+                                 query={**query, "limit": 100, "offset": offset, "order_by": "-run_after"})
+                for run in page["dag_runs"]:
+                    runs[run["dag_run_id"]] = run
+                offset += 100
+                if offset >= page["total_entries"]:
+                    break
+        return list(runs.values())
+
+    def task_instances(self, dag_id: str, run_ids: Sequence[str]) -> list[dict]:
+        tis: list[dict] = []
+        for i in range(0, len(run_ids), 50):
+            offset = 0
+            while True:  # pages of 100 (the API's default maximum page size)
+                body = {"dag_ids": [dag_id], "dag_run_ids": list(run_ids[i:i + 50]), "page_limit": 100,
+                        "page_offset": offset}
+                page = self.call("POST", "/dags/~/dagRuns/~/taskInstances/list", body)["task_instances"]
+                tis.extend(page)
+                offset += len(page)
+                if len(page) < 100:
+                    break
+        return tis
+
+    def dag_params(self, dag_id: str) -> dict:
+        return (self.call("GET", f"/dags/{dag_id}/details") or {}).get("params") or {}
+
+    def backfills(self, dag_id: str) -> list[dict]:
+        return self.call("GET", "/backfills", query={"dag_id": dag_id, "limit": 100})["backfills"]
+
+    def create_backfill(self, body: dict) -> dict:
+        return self.call("POST", "/backfills", body)
+
+    # -- waits (tools and tests) ---------------------------------------------------------------
+
     def wait_for_dag(self, dag_id: str, timeout: float = 120) -> dict:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -53,10 +142,10 @@ class AirflowAPI:
                 dag = self.get(f"/dags/{dag_id}")
                 if dag and not dag.get("has_import_errors"):
                     return dag
-            except AssertionError:
+            except ApiError:
                 pass
             time.sleep(2)
-        raise AssertionError(f"DAG {dag_id} not parsed within {timeout} s")
+        raise TimeoutError(f"DAG {dag_id} not parsed within {timeout} s")
 
     def task_states(self, dag_id: str, run_id: str) -> dict[str, str | None]:
         tis = self.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances?limit=1000")["task_instances"]
@@ -70,9 +159,9 @@ class AirflowAPI:
             if state in ("success", "failed"):
                 return state
             time.sleep(2)
-        raise AssertionError(f"run {run_id} still {state} after {timeout} s: {self.task_states(dag_id, run_id)}")
+        raise TimeoutError(f"run {run_id} still {state} after {timeout} s: {self.task_states(dag_id, run_id)}")
 
-    def wait_task(self, dag_id, run_id, task_id, states, timeout=300) -> str:
+    def wait_task(self, dag_id: str, run_id: str, task_id: str, states, timeout: float = 300) -> str:
         deadline = time.monotonic() + timeout
         state = None
         while time.monotonic() < deadline:
@@ -80,4 +169,4 @@ class AirflowAPI:
             if state in states:
                 return state
             time.sleep(1)
-        raise AssertionError(f"{task_id} still {state} after {timeout} s")
+        raise TimeoutError(f"{task_id} still {state} after {timeout} s")

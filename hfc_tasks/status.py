@@ -5,9 +5,9 @@ else that wants the same answer (tests, the CLI):
 
 * :func:`catalogue_batches` reads the pipeline's batch tables (``hfc.batch``,
   ``hfc.rejected_file``) for a range of nights;
-* :class:`AirflowREST` reads the DAG runs and task instances from Airflow's public REST API
-  *with the caller's own token*, and creates backfills the same way, so Airflow checks the
-  user's rights exactly as for its own UI;
+* :class:`hfc_tasks.airflow_api.AirflowAPI` (the one REST client) reads the DAG runs and task
+  instances from Airflow's public REST API *with the caller's own token*, and creates backfills
+  the same way, so Airflow checks the user's rights exactly as for its own UI;
 * :func:`build_heatmap` folds both into one cell per (FRC, night): ``loaded``, ``not_clean``
   (loaded, but the batch lists ``issues``: files of the FRC left on the cluster, stale files of
   an earlier run), ``rejected`` (loaded, some files refused), ``no_data`` (batch status
@@ -15,8 +15,8 @@ else that wants the same answer (tests, the CLI):
   ``failed`` or ``missing`` (catalogue migration 0005, docs/catalogue.md);
 * :func:`find_gaps` turns the cells into runs of consecutive nights to backfill and
   :func:`backfill_body` into the body of ``POST /api/v2/backfills``;
-* :func:`quicklooks` and :func:`draw_features` give the gallery of one FRC night, with the
-  sunspot contours (chain codes) or positions of the catalogue drawn on the archived images;
+* the gallery of one FRC night (quicklooks with the catalogue's contours) is
+  :mod:`hfc_tasks.gallery`;
 * :func:`query_range` and :func:`archive_file` check what a browser or a manifest gives before
   it reaches SQL or SFTP (a range of nights; an ``archive_path`` that must stay in the archive).
 """
@@ -24,16 +24,13 @@ else that wants the same answer (tests, the CLI):
 from __future__ import annotations
 
 import datetime as dt
-import io
 import json
 import posixpath
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 
 from hfc_tasks import products
+from hfc_tasks.airflow_api import AirflowAPI, ApiError
 
 DAG_ID = "hfc_nightly"
 STATES = ("loaded", "not_clean", "rejected", "no_data", "running", "failed", "missing")
@@ -42,9 +39,6 @@ MAX_NIGHTS = 366  # nights of one page or API call
 FIRST_NIGHT = dt.date(1900, 1, 1)  # no HFC observation is older
 ACTIVE_TI = {"queued", "scheduled", "running", "deferred", "up_for_retry", "up_for_reschedule", "restarting"}
 FAILED_TI = {"failed", "upstream_failed"}
-# Freeman chain-code steps in the image frame of the FRC (+x west, +y north): 0=E ... 7=SE.
-CC_DX = (1, 1, 0, -1, -1, -1, 0, 1)
-CC_DY = (0, 1, 1, 1, 0, -1, -1, -1)
 
 
 # --------------------------------------------------------------------------- nights
@@ -61,20 +55,6 @@ def default_range(today: dt.date | None = None, nights: int = 30) -> tuple[dt.da
     today = today or dt.datetime.now(dt.UTC).date()
     last = today - dt.timedelta(days=1)
     return last - dt.timedelta(days=nights - 1), last
-
-
-def _date(value) -> dt.date | None:
-    if value in (None, ""):
-        return None
-    if isinstance(value, dt.datetime):
-        return value.astimezone(dt.UTC).date() if value.tzinfo else value.date()
-    if isinstance(value, dt.date):
-        return value
-    text = str(value)
-    if len(text) > 10:
-        parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-        return parsed.astimezone(dt.UTC).date() if parsed.tzinfo else parsed.date()
-    return products.parse_night(text)
 
 
 def query_range(first: str | None, last: str | None, today: dt.date | None = None) -> tuple[dt.date, dt.date]:
@@ -242,194 +222,6 @@ def batch_details(conn, frc: str, night: dt.date) -> dict | None:
         )
     ]
     return {"frc": frc, "night": night.isoformat(), **batch}
-
-
-@dataclass
-class Feature:
-    x: int  # feature centre, pixel of the FRC's image (FITS-like: row 0 at the bottom)
-    y: int
-    cc_x: int | None = None  # chain code start
-    cc_y: int | None = None
-    cc: str | None = None
-
-    def contour(self) -> list[tuple[int, int]]:
-        if self.cc_x is None or self.cc_y is None or not self.cc:
-            return []
-        pts = [(self.cc_x, self.cc_y)]
-        for ch in self.cc:
-            if ch.isdigit() and int(ch) < 8:
-                x, y = pts[-1]
-                pts.append((x + CC_DX[int(ch)], y + CC_DY[int(ch)]))
-        return pts
-
-
-@dataclass
-class Quicklook:
-    name: str
-    archive_path: str
-    date_obs: str
-    naxis1: int | None
-    naxis2: int | None
-    features: list[Feature] = field(default_factory=list)
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["features"] = len(self.features)
-        d["contours"] = sum(1 for f in self.features if f.cc)
-        return d
-
-
-def quicklooks(conn, frc: str, night: dt.date) -> list[Quicklook]:
-    """The quicklooks of one FRC night (archive path from the batch's files) and the sunspots
-    the catalogue holds for each observation."""
-    obs = conn.execute(
-        """
-        select o.id_observations, o.qclk_fname, f.archive_path, o.date_obs, o.naxis1, o.naxis2
-        from hfc.observations o
-        join hfc.batch b on b.id = o.batch_id
-        join hfc.batch_file f on f.batch_id = b.id and f.name = o.qclk_fname and f.kind = 'quicklook'
-        where b.frc = %s and b.night = %s
-        order by o.date_obs, o.qclk_fname
-        """,
-        (frc, night),
-    ).fetchall()
-    out: dict[int, Quicklook] = {}
-    for oid, name, path, date_obs, n1, n2 in obs:
-        out[oid] = Quicklook(name=name, archive_path=path, date_obs=date_obs.isoformat(), naxis1=n1, naxis2=n2)
-    if out:
-        for oid, x, y, cx, cy, cc in conn.execute(
-            "select observations_id_ic, feat_x_pix, feat_y_pix, cc_x_pix, cc_y_pix, cc from hfc.sunspots "
-            "where observations_id_ic = any(%s) order by id_sunspot",
-            (list(out),),
-        ):
-            out[oid].features.append(Feature(x=x, y=y, cc_x=cx, cc_y=cy, cc=cc))
-    return list(out.values())
-
-
-def quicklook_path(conn, frc: str, night: dt.date, name: str) -> str | None:
-    """The archive path of a quicklook *listed in the night's batch* (None otherwise): the only
-    files the page ever reads from the archive, so no path given by a browser reaches SFTP."""
-    products.check_plain_name(name)
-    row = conn.execute(
-        "select f.archive_path from hfc.batch_file f join hfc.batch b on b.id = f.batch_id "
-        "where b.frc = %s and b.night = %s and f.name = %s and f.kind = 'quicklook'",
-        (frc, night, name),
-    ).fetchone()
-    return row[0] if row else None
-
-
-def draw_features(image: bytes, features: Sequence[Feature], naxis1: int | None, naxis2: int | None) -> bytes:
-    """The quicklook as PNG with the contours (chain codes) drawn in red, or a cross at each
-    feature's position where there is no contour.
-
-    Pixel coordinates of the catalogue are those of the FRC's full image (``naxis1 x naxis2``,
-    FITS-like: row 0 at the bottom, solar north up); the quicklook may be smaller and is shown
-    north up, so x is scaled and y scaled and flipped.
-    """
-    from PIL import Image, ImageDraw
-
-    img = Image.open(io.BytesIO(image)).convert("RGB")
-    w, h = img.size
-    sx = w / (naxis1 or w)
-    sy = h / (naxis2 or h)
-
-    def to_img(x: float, y: float) -> tuple[float, float]:
-        return (x + 0.5) * sx, h - (y + 0.5) * sy
-
-    draw = ImageDraw.Draw(img)
-    for feat in features:
-        contour = feat.contour()
-        if len(contour) > 1:
-            draw.line([to_img(x, y) for x, y in contour] + [to_img(*contour[0])], fill=(255, 40, 40), width=1)
-        else:
-            cx, cy = to_img(feat.x, feat.y)
-            r = max(3, int(4 * max(sx, sy)))
-            draw.line([(cx - r, cy), (cx + r, cy)], fill=(255, 200, 0), width=1)
-            draw.line([(cx, cy - r), (cx, cy + r)], fill=(255, 200, 0), width=1)
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
-
-
-# --------------------------------------------------------------------------- Airflow's REST API
-
-
-class ApiError(RuntimeError):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(f"Airflow API answered {status}: {message}")
-        self.status = status
-        self.message = message
-
-
-class AirflowREST:
-    """Airflow's public REST API with the *caller's* bearer token (never a service account)."""
-
-    def __init__(self, base: str, token: str, timeout: float = 30) -> None:
-        self.base = base.rstrip("/")
-        self.token = token
-        self.timeout = timeout
-
-    def call(self, method: str, path: str, body: dict | None = None, query: dict | None = None):
-        url = f"{self.base}/api/v2{path}"
-        if query:
-            url += "?" + urllib.parse.urlencode(query, doseq=True)
-        req = urllib.request.Request(
-            url, method=method, data=None if body is None else json.dumps(body).encode(),
-            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json",
-                     "Accept": "application/json"},
-        )
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                raw = resp.read()
-                return json.loads(raw) if raw else None
-        except urllib.error.HTTPError as exc:
-            text = exc.read().decode(errors="replace")
-            try:
-                detail = json.loads(text).get("detail", text)
-            except ValueError:
-                detail = text
-            raise ApiError(exc.code, detail if isinstance(detail, str) else json.dumps(detail)) from None
-
-    def dag_runs(self, dag_id: str, first: dt.date, last: dt.date, limit: int = 2000) -> list[dict]:
-        """Runs that may be about nights ``first..last``: those whose data interval starts in
-        the range, and every run created since the range began (manual runs naming a night)."""
-        runs: dict[str, dict] = {}
-        start = dt.datetime.combine(first, dt.time(), dt.UTC).isoformat()
-        end = dt.datetime.combine(last + dt.timedelta(days=1), dt.time(), dt.UTC).isoformat()
-        for query in ({"logical_date_gte": start, "logical_date_lt": end}, {"run_after_gte": start}):
-            offset = 0
-            while offset < limit:
-                page = self.call("GET", f"/dags/{dag_id}/dagRuns",
-                                 query={**query, "limit": 100, "offset": offset, "order_by": "-run_after"})
-                for run in page["dag_runs"]:
-                    runs[run["dag_run_id"]] = run
-                offset += 100
-                if offset >= page["total_entries"]:
-                    break
-        return list(runs.values())
-
-    def task_instances(self, dag_id: str, run_ids: Sequence[str]) -> list[dict]:
-        tis: list[dict] = []
-        for i in range(0, len(run_ids), 50):
-            offset = 0
-            while True:  # pages of 100 (the API's default maximum page size)
-                body = {"dag_ids": [dag_id], "dag_run_ids": list(run_ids[i:i + 50]), "page_limit": 100,
-                        "page_offset": offset}
-                page = self.call("POST", "/dags/~/dagRuns/~/taskInstances/list", body)["task_instances"]
-                tis.extend(page)
-                offset += len(page)
-                if len(page) < 100:
-                    break
-        return tis
-
-    def dag_params(self, dag_id: str) -> dict:
-        return (self.call("GET", f"/dags/{dag_id}/details") or {}).get("params") or {}
-
-    def backfills(self, dag_id: str) -> list[dict]:
-        return self.call("GET", "/backfills", query={"dag_id": dag_id, "limit": 100})["backfills"]
-
-    def create_backfill(self, body: dict) -> dict:
-        return self.call("POST", "/backfills", body)
 
 
 # --------------------------------------------------------------------------- heat map and gaps
@@ -607,7 +399,7 @@ def backfill_body(gap: Gap, dag_id: str = DAG_ID, *, dag_params: dict | None = N
     }
 
 
-def heatmap_for(conn, api: AirflowREST | None, frcs: Sequence[str], first: dt.date, last: dt.date,
+def heatmap_for(conn, api: AirflowAPI | None, frcs: Sequence[str], first: dt.date, last: dt.date,
                 dag_id: str = DAG_ID) -> tuple[Heatmap, list[str]]:
     """Everything the page shows for a range; the second value lists what could not be read
     (the catalogue or the API), so a partial page says so instead of hiding it."""

@@ -1,7 +1,8 @@
 """Airflow plugin: the HFC catalogue status page and the extra links of the HFC stages.
 
-Thin on purpose: the app is :mod:`hfc_tasks.provider.status_app` (logic in :mod:`hfc_tasks.status`),
-the links are :mod:`hfc_tasks.provider.links`, the listener is :mod:`hfc_tasks.provider.listeners`.
+Thin on purpose: the app is :mod:`hfc_tasks.provider.status_app` (logic in :mod:`hfc_tasks.status`
+and :mod:`hfc_tasks.gallery`), the links are :mod:`hfc_tasks.provider.links`, the listener is
+:mod:`hfc_tasks.provider.listeners`.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ import io
 
 from PIL import Image
 
-from hfc_tasks import status
+from hfc_tasks import gallery, status
 
 D = dt.date
 FRCS = ["a", "b"]
@@ -90,14 +90,14 @@ def test_backfill_body():
 
 def test_chain_code_contour_and_drawing():
     # A 3x3 square from (10, 20): E E N N W W S S in the FRC's frame (+y north).
-    feat = status.Feature(x=11, y=21, cc_x=10, cc_y=20, cc="00224466")
+    feat = gallery.Feature(x=11, y=21, cc_x=10, cc_y=20, cc="00224466")
     pts = feat.contour()
     assert pts[0] == (10, 20) and pts[2] == (12, 20) and pts[4] == (12, 22) and pts[-1] == (10, 20)
-    assert status.Feature(x=1, y=2).contour() == []
+    assert gallery.Feature(x=1, y=2).contour() == []
     # A black 64x64 quicklook of a 128x128 image: contour drawn red, north up (y flipped).
     buf = io.BytesIO()
     Image.new("L", (64, 64)).save(buf, format="JPEG")
-    png = status.draw_features(buf.getvalue(), [feat, status.Feature(x=100, y=100)], 128, 128)
+    png = gallery.draw_features(buf.getvalue(), [feat, gallery.Feature(x=100, y=100)], 128, 128)
     img = Image.open(io.BytesIO(png)).convert("RGB")
     assert img.size == (64, 64)
     px = img.load()
