@@ -2,8 +2,8 @@
 
 :class:`AirflowAPI` talks either with a bearer token it is given (the status page: the *user's
 own* token, so Airflow checks the user's rights exactly as for its own UI and records who asked)
-or with a token it gets by logging in (``/auth/token``; the operators' tools, the end-to-end
-tests, the benchmark). Every error answer raises :class:`ApiError`, naming the method, the path,
+or with a token it gets by logging in (``/auth/token``; the end-to-end and multihost tests,
+``bench/scheduler_runs.py``). Every error answer raises :class:`ApiError`, naming the method, the path,
 the status and the body; the waits raise :class:`TimeoutError`.
 """
 
