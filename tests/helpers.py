@@ -6,22 +6,58 @@ them by path, run them as SLURM does, and read the semicolon CSVs they write.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import csv
 import importlib.util
 import io
+import json
 import os
 import stat
+import subprocess
 import sys
 from collections.abc import Generator
 from pathlib import Path
 from types import ModuleType
+from urllib.parse import urlsplit
 
+import paramiko
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 FRCS = REPO / "site" / "frcs"
 FORMATS = REPO / "hfc_tasks" / "catalogue" / "formats.yaml"
+
+
+# Malformed windows (-s/-e, the placeholders {start}/{end} of docs/frc_contract.md) that every
+# demo FRC program refuses with exit code 2 naming the option: (arguments, the option named).
+BAD_WINDOWS = [
+    (["-s", "2024-13-01T00:00:00", "-e", "2024-01-02T00:00:00"], "-s/--start"),
+    (["-s", "2024-01-01", "-e", "2024-01-02T00:00:00"], "-s/--start"),
+    (["-s", "2024-01-01T00:00:00", "-e", "tomorrow"], "-e/--end"),
+    (["-s", "2024-01-02T00:00:00", "-e", "2024-01-01T00:00:00"], "-e/--end"),
+]
+
+
+def dags_test(night: str, registry: Path | None = None, dsn: str | None = None) -> subprocess.CompletedProcess:
+    """``airflow dags test hfc_nightly <night>`` as ``make demo`` runs it, in the site's environment;
+    ``registry``: another registry (HFC_REGISTRY), ``dsn``: another catalogue database (the
+    catalogue connection's schema). Asserts the night succeeded."""
+    airflow = Path(sys.executable).with_name("airflow")
+    env = dict(os.environ)
+    env["PATH"] = f"{airflow.parent}:{env['PATH']}"
+    if registry is not None:
+        env["HFC_REGISTRY"] = str(registry)
+    if dsn is not None:
+        conn = json.loads(os.environ["AIRFLOW_CONN_HFC_CATALOGUE"])
+        conn["schema"] = urlsplit(dsn).path.lstrip("/")
+        env["AIRFLOW_CONN_HFC_CATALOGUE"] = json.dumps(conn)
+    proc = subprocess.run(
+        [str(airflow), "dags", "test", "hfc_nightly", night, "--conf", json.dumps({"night": night})],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return proc
 
 
 def load_frc_program(name: str) -> ModuleType:
@@ -90,3 +126,28 @@ def born_private(*paths: Path) -> Generator[list[str], None, None]:
 
 def is_private(path: Path) -> bool:
     return path.stat().st_mode & 0o077 == 0
+
+
+# ------------------------------------------------------------------ SSH with the host key pinned
+
+
+def ed25519_key(line: str) -> paramiko.PKey:
+    """The key of an ``ssh-ed25519 AAAA...`` line (the sites' host keys are ed25519)."""
+    kind, b64 = line.split()[:2]
+    assert kind == "ssh-ed25519"
+    return paramiko.Ed25519Key(data=base64.b64decode(b64))
+
+
+def pinned_ssh_client(conn: dict, host_key: str | None = None) -> paramiko.SSHClient:
+    """Log in with an Airflow connection's login and key_file, its host key (or ``host_key``)
+    pinned: RejectPolicy, no trust on first use."""
+    client = paramiko.SSHClient()
+    key = ed25519_key(host_key or conn["extra"]["host_key"])
+    entry = conn["host"] if conn["port"] == 22 else f"[{conn['host']}]:{conn['port']}"  # known_hosts form
+    client.get_host_keys().add(entry, key.get_name(), key)
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    client.connect(
+        conn["host"], port=conn["port"], username=conn["login"], key_filename=conn["extra"]["key_file"],
+        look_for_keys=False, allow_agent=False, timeout=10, banner_timeout=10, auth_timeout=10,
+    )
+    return client

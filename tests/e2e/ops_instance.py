@@ -11,32 +11,19 @@ read when :mod:`hfc_tasks.ops.airflow_stack` is imported.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
+from instances import Instance, local_registry  # tests/e2e is on sys.path
+
 from hfc_tasks.airflow_api import AirflowAPI
 
-REPO = Path(__file__).resolve().parents[2]
 PORT = 8093
 FRCS = ("ops-sunspots", "ops-spots-b")
 
-REGISTRY = """\
-# Registry of the 'ops' test instance (written by tests/e2e/ops_instance.py).
-default_site: local
-sites:
-  local:
-    description: Local site, folders of the ops test instance
-    products_root: ${HFC_SITE_DIR}/home/cluster/products/_ops
-    frc_root: ${HFC_SITE_DIR}/home/cluster/frcs
-    archive_root: ${HFC_SITE_DIR}/home/archive/hfc/_ops
-    public_url_base: file://${HFC_SITE_DIR}/home/archive/hfc/_ops
-    default_partition: debug
-    stagger_seconds: 0
-frcs:
+REGISTRY = local_registry("ops", "tests/e2e/ops_instance.py", """\
   - name: ops-sunspots
     version: 1.0.0
     feature: SUNSPOTS
@@ -55,7 +42,7 @@ frcs:
     command: /usr/bin/python3 {frc_root}/demo_sunspots.py -s {start} -e {end} -c {cadence} -o {run_dir} --seed-salt b
     cadence_seconds: 43200
     slurm: {time: "00:10:00", mem: 256M, cpus: 1}
-"""
+""")
 
 
 def ensure_packages() -> None:
@@ -92,16 +79,17 @@ def env() -> dict[str, str]:
     }
 
 
+def instance() -> Instance:
+    return Instance(env())
+
+
 def hfc(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([str(Path(sys.executable).with_name("hfc")), *args], env=env(), cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout)
+    return instance().hfc(*args, timeout=timeout)
 
 
 def stack_env() -> dict[str, str]:
     """The environment the instance's components run with (catalogue DSN, passwords file...)."""
-    code = "import json; from hfc_tasks import airflow_stack; print(json.dumps(airflow_stack.stack_env()))"
-    out = subprocess.run([sys.executable, "-c", code], env=env(), capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return instance().stack_env()
 
 
 # Set by up() when it started the instance (it was not already running, e.g. for another test
@@ -117,12 +105,8 @@ def up() -> tuple[AirflowAPI, float]:
     t0 = time.monotonic()
     if not _started and hfc("airflow", "status", timeout=120).returncode != 0:
         _started.append(True)
-    proc = hfc("airflow", "up", timeout=400)
-    assert proc.returncode == 0, f"hfc airflow up (ops) failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    senv = stack_env()
-    with open(senv["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]) as f:
-        password = json.load(f)["admin"]
-    return AirflowAPI(f"http://127.0.0.1:{PORT}", "admin", password), time.monotonic() - t0
+    api = instance().up(timeout=400)
+    return api, time.monotonic() - t0
 
 
 def down() -> None:
@@ -141,8 +125,7 @@ def stop_if_started() -> bool:
 
 
 def password() -> str:
-    with open(stack_env()["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]) as f:
-        return json.load(f)["admin"]
+    return instance().password()
 
 
 def run_dir() -> Path:

@@ -23,17 +23,16 @@ import os
 import random
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import asyncssh
 import pytest
+from instances import Instance  # tests/e2e is on sys.path
 
 from hfc_tasks.airflow_api import AirflowAPI
 
 pytestmark = [pytest.mark.site, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[2]
 PORT = 8101
 DAG = "hfc_connection_faults"
 FAULT_DAGS = Path(__file__).resolve().parent / "fault_dags"
@@ -117,11 +116,6 @@ def connections(site: dict[str, str], tmp: Path) -> dict[str, str]:
     }
 
 
-def hfc(env: dict[str, str], *args: str, timeout: float = 400) -> subprocess.CompletedProcess:
-    return subprocess.run([str(Path(sys.executable).with_name("hfc")), *args], env=env, cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout)
-
-
 @pytest.fixture(scope="module")
 def faults_api(site, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("h2wait")
@@ -137,17 +131,11 @@ def faults_api(site, tmp_path_factory):
         "HFC_REGISTRY": str(tmp / "registry.yaml"),
         "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": json.dumps(bundle),
     }
+    h2wait = Instance(env)
     try:
-        proc = hfc(env, "airflow", "up")
-        assert proc.returncode == 0, f"hfc airflow up (h2wait) failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-        code = "import json; from hfc_tasks import airflow_stack; print(json.dumps(airflow_stack.stack_env()))"
-        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-        stack = json.loads(out.stdout.strip().splitlines()[-1])
-        with open(stack["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]) as f:
-            password = json.load(f)["admin"]
-        yield AirflowAPI(f"http://127.0.0.1:{PORT}", "admin", password)
+        yield h2wait.up()
     finally:
-        down = hfc(env, "airflow", "down")
+        down = h2wait.hfc("airflow", "down")
         assert down.returncode == 0, down.stderr[-2000:]
         # jobs the run left queued (the timeout case leaves its job, by design)
         from hfc_tasks.ops.localsite import slurm_conf_path

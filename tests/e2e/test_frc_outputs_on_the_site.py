@@ -10,23 +10,19 @@ status ``no_data``, 0 rows); the odd file stays on the cluster, is named in the 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import psycopg
 import pytest
 import yaml
+from helpers import dags_test
 
 from hfc_tasks import products
 from hfc_tasks.registry import DEFAULT_REGISTRY, load_registry
 
 pytestmark = [pytest.mark.site, pytest.mark.slow]
 NIGHT = "2024-06-12"
-REPO = Path(__file__).resolve().parents[2]
 QUIET, ODD = "h1-quiet-frc", "h1-odd-frc"
 
 
@@ -51,25 +47,11 @@ def registry(tmp_path) -> Path:
         shutil.rmtree(Path(site.products_root) / name, ignore_errors=True)
 
 
-def run_dag(registry: Path, dsn: str) -> subprocess.CompletedProcess:
-    airflow = Path(sys.executable).with_name("airflow")
-    conn = json.loads(os.environ["AIRFLOW_CONN_HFC_CATALOGUE"])
-    conn["schema"] = urlsplit(dsn).path.lstrip("/")
-    env = dict(os.environ, HFC_REGISTRY=str(registry), AIRFLOW_CONN_HFC_CATALOGUE=json.dumps(conn))
-    env["PATH"] = f"{airflow.parent}:{env['PATH']}"
-    proc = subprocess.run(
-        [str(airflow), "dags", "test", "hfc_nightly", NIGHT, "--conf", json.dumps({"night": NIGHT})],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
-    )
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    return proc
-
-
 def test_a_quiet_night_is_no_data_and_an_odd_file_makes_the_night_not_clean(site, airflow_db, fresh_db, registry):
     reg = load_registry(registry)
     site_cfg = reg.site()
     night = products.parse_night(NIGHT)
-    proc = run_dag(registry, fresh_db)
+    proc = dags_test(NIGHT, registry, fresh_db)
     log = proc.stdout + proc.stderr
 
     root = Path(site_cfg.archive_root)

@@ -16,36 +16,23 @@ import os
 import random
 import secrets
 import subprocess
-import sys
 import time
 import urllib.parse
 from pathlib import Path
 
 import psycopg
 import pytest
+from instances import Instance, local_registry  # tests/e2e is on sys.path
 
 from hfc_tasks import products
 from hfc_tasks.airflow_api import AirflowAPI
 from hfc_tasks.ops.localsite import slurm_conf_path, state_dir
 
 pytestmark = [pytest.mark.site, pytest.mark.slow]
-REPO = Path(__file__).resolve().parents[2]
 DAG = "hfc_nightly"
 FRC = "h3-claim"
 PORT = 8102
-REGISTRY = """\
-# Registry of the 'h3claim' test instance (written by tests/e2e/test_night_claim.py).
-default_site: local
-sites:
-  local:
-    description: Local site, folders of the h3claim test instance
-    products_root: ${HFC_SITE_DIR}/home/cluster/products/_h3claim
-    frc_root: ${HFC_SITE_DIR}/home/cluster/frcs
-    archive_root: ${HFC_SITE_DIR}/home/archive/hfc/_h3claim
-    public_url_base: file://${HFC_SITE_DIR}/home/archive/hfc/_h3claim
-    default_partition: debug
-    stagger_seconds: 0
-frcs:
+REGISTRY = local_registry("h3claim", "tests/e2e/test_night_claim.py", """\
   - name: h3-claim
     version: 1.0.0
     feature: SUNSPOTS
@@ -65,7 +52,7 @@ frcs:
     # Its job stays PENDING for an hour: its wait is deferred as long as the test needs.
     command: sleep 1
     slurm: {time: "00:10:00", mem: 64M, cpus: 1, extra: ["--begin=now+3600"]}
-"""
+""")
 HELD = "h3-held"
 
 
@@ -83,32 +70,18 @@ def env() -> dict[str, str]:
     }
 
 
-def hfc(*args: str, timeout: float = 400) -> subprocess.CompletedProcess:
-    return subprocess.run([str(Path(sys.executable).with_name("hfc")), *args], env=env(), cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def stack_env() -> dict[str, str]:
-    code = "import json; from hfc_tasks import airflow_stack; print(json.dumps(airflow_stack.stack_env()))"
-    out = subprocess.run([sys.executable, "-c", code], env=env(), capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 @pytest.fixture(scope="module")
 def instance(site):
     """The h3claim instance up, its DAG unpaused: (API client, catalogue DSN). Always stopped after."""
+    h3claim = Instance(env())
     try:
-        proc = hfc("airflow", "up")
-        assert proc.returncode == 0, f"hfc airflow up (h3claim) failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-        senv = stack_env()
-        with open(senv["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]) as f:
-            api = AirflowAPI(f"http://127.0.0.1:{PORT}", "admin", json.load(f)["admin"])
+        api = h3claim.up()
         api.wait_for_dag(DAG, timeout=180)
         api.patch(f"/dags/{DAG}", {"is_paused": False})
-        yield api, senv["HFC_CATALOGUE_DSN"]
+        yield api, h3claim.stack_env()["HFC_CATALOGUE_DSN"]
         api.patch(f"/dags/{DAG}", {"is_paused": True})
     finally:
-        down = hfc("airflow", "down", timeout=200)
+        down = h3claim.hfc("airflow", "down", timeout=200)
         for line in slurm("squeue", "-h", "-o", "%i|%j").split():  # held jobs of any run of this instance
             job_id, name = line.split("|")
             if name.startswith(f"hfc.{HELD}."):

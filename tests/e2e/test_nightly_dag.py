@@ -13,12 +13,12 @@ import io
 import json
 import os
 import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 
 import psycopg
 import pytest
+from helpers import dags_test
 
 from hfc_tasks import products
 from hfc_tasks.ops.localsite import slurm_conf_path
@@ -26,19 +26,6 @@ from hfc_tasks.registry import load_registry
 
 pytestmark = [pytest.mark.site, pytest.mark.slow]
 NIGHT = "2024-03-05"
-REPO = Path(__file__).resolve().parents[2]
-
-
-def run_dag(night: str) -> subprocess.CompletedProcess:
-    airflow = Path(sys.executable).with_name("airflow")
-    env = dict(os.environ)
-    env["PATH"] = f"{airflow.parent}:{env['PATH']}"
-    proc = subprocess.run(
-        [str(airflow), "dags", "test", "hfc_nightly", night, "--conf", json.dumps({"night": night})],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
-    )
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    return proc
 
 
 def catalogue_counts(dsn: str, night: str) -> dict:
@@ -62,7 +49,7 @@ def test_one_night_end_to_end_and_rerun(site, airflow_db):
     night = products.parse_night(NIGHT)
     dsn = site["HFC_CATALOGUE_DSN"]
 
-    run_dag(NIGHT)
+    dags_test(NIGHT)
 
     # Archive: every manifest file exists with the manifest's sha256.
     manifest_path = Path(site_cfg.archive_root) / products.manifest_relpath(frc.archive_dir, frc.name, night)
@@ -114,5 +101,5 @@ def test_one_night_end_to_end_and_rerun(site, airflow_db):
     assert out.splitlines()[-1] == "COMPLETED|0:0"
 
     # Again, same night: a new job recomputes it, the catalogue keeps the same counts.
-    run_dag(NIGHT)
+    dags_test(NIGHT)
     assert catalogue_counts(dsn, NIGHT) == first

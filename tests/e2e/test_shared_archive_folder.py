@@ -11,23 +11,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import posixpath
-import subprocess
-import sys
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import psycopg
 import pytest
 import yaml
+from helpers import dags_test
 
 from hfc_tasks import products
 from hfc_tasks.registry import DEFAULT_REGISTRY, load_registry
 
 pytestmark = [pytest.mark.site, pytest.mark.slow]
 NIGHT = "2024-06-11"  # a night of this test only (other tests use other nights)
-REPO = Path(__file__).resolve().parents[2]
 DETECTOR, TRACKER = "demo-sunspots", "demo-sunspot-tracking"
 
 
@@ -41,23 +37,6 @@ def shared_registry(tmp_path) -> Path:
     path = tmp_path / "registry.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
-
-
-def catalogue_conn(dsn: str) -> str:
-    conn = json.loads(os.environ["AIRFLOW_CONN_HFC_CATALOGUE"])
-    conn["schema"] = urlsplit(dsn).path.lstrip("/")
-    return json.dumps(conn)
-
-
-def run_dag(registry: Path, dsn: str) -> None:
-    airflow = Path(sys.executable).with_name("airflow")
-    env = dict(os.environ, HFC_REGISTRY=str(registry), AIRFLOW_CONN_HFC_CATALOGUE=catalogue_conn(dsn))
-    env["PATH"] = f"{airflow.parent}:{env['PATH']}"
-    proc = subprocess.run(
-        [str(airflow), "dags", "test", "hfc_nightly", NIGHT, "--conf", json.dumps({"night": NIGHT})],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
-    )
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
 
 
 def reload_catalogue(registry: Path, dsn: str, frc_name: str) -> None:
@@ -105,7 +84,7 @@ def test_detector_and_tracker_in_one_folder_keep_their_own_manifests_and_batches
     reg = load_registry(shared_registry)
     site_cfg = reg.site()
     night = products.parse_night(NIGHT)
-    run_dag(shared_registry, fresh_db)
+    dags_test(NIGHT, shared_registry, fresh_db)
 
     root = Path(site_cfg.archive_root)
     manifests = {name: json.loads((root / products.manifest_relpath(DETECTOR, name, night)).read_text())
@@ -143,5 +122,5 @@ def test_detector_and_tracker_in_one_folder_keep_their_own_manifests_and_batches
     assert state(fresh_db) == first
 
     # The whole night again through the DAG (new jobs): nothing changes.
-    run_dag(shared_registry, fresh_db)
+    dags_test(NIGHT, shared_registry, fresh_db)
     assert state(fresh_db) == first

@@ -28,6 +28,14 @@ def slurm(*args: str) -> str:
     ).stdout
 
 
+def cancel_held_jobs() -> None:
+    """Cancel the jobs of the held FRCs that any run of this module left on the cluster."""
+    for line in slurm("squeue", "-h", "-o", "%i|%j").split():
+        jid, name = line.split("|")
+        if name.startswith("hfc.t-held-"):
+            slurm("scancel", jid)
+
+
 def sacct_state(job_id: str) -> str:
     out = slurm("sacct", "-X", "-n", "-P", "-j", job_id, "-o", "State").strip().splitlines()
     return out[-1] if out else ""
@@ -109,10 +117,7 @@ def test_deferred_waits_hold_no_slot_share_one_connection_and_cancel_on_mark_or_
     finally:
         api.patch(f"/dags/{DAG}/dagRuns/{run_id}", {"state": "failed"})
         api.patch(f"/dags/{DAG}", {"is_paused": True})
-        for line in slurm("squeue", "-h", "-o", "%i|%j").split():
-            jid, name = line.split("|")
-            if name.startswith("hfc.t-held-"):
-                slurm("scancel", jid)
+        cancel_held_jobs()
 
 
 def test_a_wait_marked_while_no_triggerer_runs_its_trigger_still_cancels_its_job(held_api):
@@ -152,7 +157,4 @@ def test_a_wait_marked_while_no_triggerer_runs_its_trigger_still_cancels_its_job
         if run_id:
             api.patch(f"/dags/{DAG}/dagRuns/{run_id}", {"state": "failed"})
         api.patch(f"/dags/{DAG}", {"is_paused": True})
-        for line in slurm("squeue", "-h", "-o", "%i|%j").split():
-            jid, name = line.split("|")
-            if name.startswith("hfc.t-held-"):
-                slurm("scancel", jid)
+        cancel_held_jobs()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import secrets
 import subprocess
@@ -12,6 +11,7 @@ from pathlib import Path
 import paramiko
 import psycopg
 import pytest
+from helpers import pinned_ssh_client
 
 from hfc_tasks.ops import localsite
 
@@ -25,24 +25,9 @@ def _conn(env: dict[str, str], name: str) -> dict:
     return json.loads(env[f"AIRFLOW_CONN_HFC_{name.upper()}"])
 
 
-def _ed25519(key_line: str) -> paramiko.PKey:
-    key_type, b64 = key_line.split()[:2]
-    assert key_type == "ssh-ed25519"
-    return paramiko.Ed25519Key(data=base64.b64decode(b64))
-
-
 def _client(env: dict[str, str], name: str, host_key: str | None = None) -> paramiko.SSHClient:
     """Connect as the connection's login, verifying the host key (RejectPolicy: no trust on first use)."""
-    conn = _conn(env, name)
-    client = paramiko.SSHClient()
-    key = _ed25519(host_key or conn["extra"]["host_key"])
-    client.get_host_keys().add(f"[{conn['host']}]:{conn['port']}", key.get_name(), key)
-    client.set_missing_host_key_policy(paramiko.RejectPolicy())
-    client.connect(
-        conn["host"], port=conn["port"], username=conn["login"], key_filename=conn["extra"]["key_file"],
-        look_for_keys=False, allow_agent=False, timeout=10, banner_timeout=10, auth_timeout=10,
-    )
-    return client
+    return pinned_ssh_client(_conn(env, name), host_key)
 
 
 def _run(client: paramiko.SSHClient, cmd: str, timeout: float = 30) -> tuple[int, str, str]:

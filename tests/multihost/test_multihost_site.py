@@ -5,7 +5,6 @@ Airflow will reach them. Run alone: `pytest -m multihost tests/multihost` (as ro
 
 from __future__ import annotations
 
-import base64
 import json
 import subprocess
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 import paramiko
 import psycopg
 import pytest
+from helpers import pinned_ssh_client
 
 from hfc_tasks.ops.localsite import multihost
 
@@ -77,23 +77,6 @@ def _conn(env: dict[str, str], what: str) -> dict:
     return json.loads(env[f"AIRFLOW_CONN_HFC_MH_{what.upper()}"])
 
 
-def _key(line: str) -> paramiko.PKey:
-    kind, b64 = line.split()[:2]
-    assert kind == "ssh-ed25519"
-    return paramiko.Ed25519Key(data=base64.b64decode(b64))
-
-
-def _client(conn: dict, host_key: str | None = None) -> paramiko.SSHClient:
-    """Connect with the connection's key, the host key pinned (RejectPolicy: no trust on first use)."""
-    client = paramiko.SSHClient()
-    key = _key(host_key or conn["extra"]["host_key"])
-    client.get_host_keys().add(conn["host"], key.get_name(), key)  # port 22: no [host]:port form
-    client.set_missing_host_key_policy(paramiko.RejectPolicy())
-    client.connect(conn["host"], port=conn["port"], username=conn["login"], key_filename=conn["extra"]["key_file"],
-                   look_for_keys=False, allow_agent=False, timeout=10)
-    return client
-
-
 def _exec(client: paramiko.SSHClient, cmd: str) -> tuple[int, str, str]:
     _, stdout, stderr = client.exec_command(cmd, timeout=30)
     out, err = stdout.read().decode(), stderr.read().decode()
@@ -118,7 +101,7 @@ def test_each_host_answers_on_its_own_address_with_its_own_host_key(mh):
     assert _conn(mh, "archive")["extra"]["host_key"] == seen["archive"]
     # The login's connection with the archive's key is refused: the pin is per host.
     with pytest.raises(paramiko.BadHostKeyException):
-        _client(_conn(mh, "cluster"), host_key=seen["archive"])
+        pinned_ssh_client(_conn(mh, "cluster"), host_key=seen["archive"])
 
 
 def test_no_route_beyond_the_site(mh):
@@ -130,7 +113,7 @@ def test_no_route_beyond_the_site(mh):
 
 
 def test_sinfo_on_login_shows_both_nodes_idle_in_their_partitions(mh):
-    client = _client(_conn(mh, "cluster"))
+    client = pinned_ssh_client(_conn(mh, "cluster"))
     try:
         rc, out, err = _exec(client, "hostname; sinfo -h -N -o '%N|%P|%T|%c'")
     finally:
@@ -157,7 +140,7 @@ def _sacct(client: paramiko.SSHClient, job: str, deadline: float = 60) -> list[s
 
 def test_jobs_run_on_the_expected_node(mh):
     products = Path(mh["HFC_MH_PRODUCTS_ROOT"])
-    client = _client(_conn(mh, "cluster"))
+    client = pinned_ssh_client(_conn(mh, "cluster"))
     try:
         cases = {"short": ("-p short", "node1", "1"), "hfc_2cpus": ("-p hfc -c 2", "node2", "2")}
         jobs = {}
@@ -191,7 +174,7 @@ def test_jobs_run_on_the_expected_node(mh):
 
 def test_archive_forced_command_and_own_tree(mh, tmp_path):
     root = mh["HFC_MH_ARCHIVE_ROOT"]
-    client = _client(_conn(mh, "archive"))
+    client = pinned_ssh_client(_conn(mh, "archive"))
     try:
         rc, out, err = _exec(client, "echo SHELL-$((6*7))")
         assert rc == 126 and "SHELL-42" not in out and "archive account: refused" in err

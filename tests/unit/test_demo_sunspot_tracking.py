@@ -19,7 +19,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
-from helpers import FRCS, load_frc_program, read_csv
+from helpers import BAD_WINDOWS, FRCS, load_frc_program, read_csv
 
 from hfc_tasks import products
 
@@ -467,10 +467,7 @@ def test_sha256_mismatch_exits_4_naming_the_file(archive, tmp_path):
 @pytest.mark.parametrize(
     ("args", "named"),
     [
-        (["-s", "2024-13-01T00:00:00", "-e", "2024-01-02T00:00:00"], "-s/--start"),
-        (["-s", "2024-01-01", "-e", "2024-01-02T00:00:00"], "-s/--start"),
-        (["-s", "2024-01-01T00:00:00", "-e", "tomorrow"], "-e/--end"),
-        (["-s", "2024-01-02T00:00:00", "-e", "2024-01-01T00:00:00"], "-e/--end"),
+        *BAD_WINDOWS,
         (["-e", "2024-01-02T00:00:00"], "-s/--start"),
         (["-s", "2024-01-01T00:00:00", "-e", "2024-01-02T00:00:00", "--history-nights", "-1"], "--history-nights"),
         (["-s", "2024-01-01T00:00:00", "-e", "2024-01-02T00:00:00", "--history-nights", "x"], "--history-nights"),

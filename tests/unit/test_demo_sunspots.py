@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import catalogue_columns, load_frc_program, read_csv
+from helpers import BAD_WINDOWS, catalogue_columns, load_frc_program, read_csv
 from PIL import Image
 
 ds = load_frc_program("demo_sunspots")
@@ -437,10 +437,7 @@ def test_seed_salt_changes_the_spots(tmp_path):
 @pytest.mark.parametrize(
     ("args", "named"),
     [
-        (["-s", "2024-13-01T00:00:00", "-e", "2024-01-02T00:00:00"], "-s/--start"),
-        (["-s", "2024-01-01", "-e", "2024-01-02T00:00:00"], "-s/--start"),
-        (["-s", "2024-01-01T00:00:00", "-e", "tomorrow"], "-e/--end"),
-        (["-s", "2024-01-02T00:00:00", "-e", "2024-01-01T00:00:00"], "-e/--end"),
+        *BAD_WINDOWS,
         (["-s", "2024-01-01T00:00:00", "-e", "2024-01-01T00:00:00"], "no observation"),
         (["-s", "2024-01-01T00:00:00", "-e", "2024-01-02T00:00:00", "-c", "0"], "-c/--cadence"),
         (["-s", "2024-01-01T00:00:00", "-e", "2024-01-02T00:00:00", "-c", "-60"], "-c/--cadence"),
