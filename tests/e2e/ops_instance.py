@@ -16,7 +16,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from instances import Instance, local_registry  # tests/e2e is on sys.path
+from helpers import Instance, local_registry
 
 from hfc_tasks.airflow_api import AirflowAPI
 

@@ -9,9 +9,12 @@ must have deferred to the triggerer, and the catalogue of the instance must hold
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import time
+import urllib.parse
 
 import ops_instance  # tests/e2e is on sys.path (pytest prepend import mode)
 import psycopg
@@ -59,9 +62,16 @@ def test_night_on_two_celery_workers(ops):
     assert workers <= {"worker1", "worker2"}, f"tasks ran outside the Celery workers: {workers}"
     assert workers == {"worker1", "worker2"}, f"all {len(tis)} tasks ran on {workers}: not spread over two workers"
     assert all(ti.get("executor") in (None, "CeleryExecutor") for ti in tis)
-    # The waits were deferred to the triggerer (no worker slot held while SLURM ran the jobs).
-    triggerer_log = (ops_instance.run_dir() / "triggerer.log").read_text(errors="replace")
-    assert "SlurmJobTrigger" in triggerer_log or "trigger" in triggerer_log.lower()
+    # The waits were deferred to the triggerer (no worker slot held while SLURM ran the jobs):
+    # each wait's own log shows its trigger started in the triggerer and fired its event.
+    for frc in ops_instance.FRCS:
+        wait = next(ti for ti in tis if ti["task_id"] == f"{frc}.wait")
+        log = json.dumps(api.get(f"/dags/{DAG}/dagRuns/{urllib.parse.quote(run['dag_run_id'], safe='')}"
+                                 f"/taskInstances/{frc}.wait/logs/{wait['try_number']}?full_content=true"))
+        trigger = f"{DAG}/{run['dag_run_id']}/{frc}.wait/-1/{wait['try_number']} (ID "
+        assert re.search(re.escape(f"trigger {trigger}") + r"\d+\) starting", log), \
+            f"{frc}.wait: no trigger started in the triggerer\n{log[-3000:]}"
+        assert "Trigger fired event" in log, f"{frc}.wait: its trigger fired no event\n{log[-3000:]}"
     # Each worker log shows the Redis broker it consumed from.
     for name in ("worker1", "worker2"):
         log = (ops_instance.run_dir() / f"{name}.log").read_text(errors="replace")

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import asyncssh
 import pytest
-from instances import Instance  # tests/e2e is on sys.path
+from helpers import Instance
 
 from hfc_tasks.airflow_api import AirflowAPI
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from instances import Instance, local_registry  # tests/e2e is on sys.path
+from helpers import Instance, local_registry
 
 from hfc_tasks import products
 from hfc_tasks.airflow_api import AirflowAPI

@@ -11,20 +11,19 @@ Run alone: ``pytest -m multihost tests/multihost`` (as root).
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import json
 import os
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
 import paramiko
 import pytest
+from helpers import Instance, pinned_ssh_client
 
 from hfc_tasks.airflow_api import AirflowAPI
 from hfc_tasks.ops.localsite import multihost
@@ -78,34 +77,18 @@ def load_registry(path: Path, mh_env: dict[str, str]):
 
 
 def hfc(env: dict[str, str], *args: str, timeout: float = 400) -> subprocess.CompletedProcess:
-    return subprocess.run([str(Path(sys.executable).with_name("hfc")), *args], env=env, cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout)
+    return Instance(env).hfc(*args, timeout=timeout)
 
 
 def ssh_client(conn_json: str) -> paramiko.SSHClient:
     """An SSH client as the connection says (key file, pinned host key, no trust on first use)."""
-    conn = json.loads(conn_json)
-    line = conn["extra"]["host_key"].split()
-    kind, b64 = (line[1], line[2]) if not line[0].startswith("ssh-") else (line[0], line[1])
-    key = paramiko.PKey.from_type_string(kind, base64.b64decode(b64))
-    client = paramiko.SSHClient()
-    client.get_host_keys().add(conn["host"], kind, key)
-    client.set_missing_host_key_policy(paramiko.RejectPolicy())
-    client.connect(conn["host"], port=conn["port"], username=conn["login"], key_filename=conn["extra"]["key_file"],
-                   look_for_keys=False, allow_agent=False, timeout=10)
-    return client
+    return pinned_ssh_client(json.loads(conn_json))
 
 
 def ssh_exec(client: paramiko.SSHClient, cmd: str, timeout: float = 60) -> tuple[int, str, str]:
     _, stdout, stderr = client.exec_command(cmd, timeout=timeout)
     out, err = stdout.read().decode(), stderr.read().decode()
     return stdout.channel.recv_exit_status(), out, err
-
-
-def _stack_env(env: dict[str, str]) -> dict[str, str]:
-    code = "import json; from hfc_tasks import airflow_stack; print(json.dumps(airflow_stack.stack_env()))"
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 @dataclass
@@ -138,6 +121,17 @@ class MHStack:
 
     def ti(self, run_id: str, task_id: str) -> dict:
         return self.api.get(f"/dags/{DAG}/dagRuns/{quote_run(run_id)}/taskInstances/{task_id}")
+
+    def states(self, run_id: str) -> dict[str, str | None]:
+        return {t["task_id"]: t["state"] for t in self.tis(run_id)}
+
+    def try_numbers(self, run_id: str) -> dict[str, int]:
+        return {t["task_id"]: t["try_number"] for t in self.tis(run_id)}
+
+    def tries(self, run_id: str, task_id: str) -> list[dict]:
+        """Every try of a task (REST), the current one included."""
+        out = self.api.get(f"/dags/{DAG}/dagRuns/{quote_run(run_id)}/taskInstances/{task_id}/tries")["task_instances"]
+        return sorted(out, key=lambda t: t["try_number"])
 
     def table(self, run_id: str) -> str:
         return "\n".join(f"  {t['task_id']:<34} {t['state'] or '-':<10} {(t['hostname'] or '-'):<28} "
@@ -245,6 +239,40 @@ def now_on_login() -> str:
     return dt.datetime.now().replace(microsecond=0).isoformat()
 
 
+def poll(what: str, check: Callable[[], object], timeout: float, every: float = 0.5):
+    """check() until it returns something true; fail naming `what` after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not after {timeout} s (last: {value!r})")
+        time.sleep(every)
+
+
+def backfill_runs(stack: MHStack, nights: list[str]) -> dict[str, dict]:
+    """The latest run of each of these nights (consecutive, sorted), by night."""
+    runs = stack.api.get(f"/dags/{DAG}/dagRuns?limit=100&order_by=-id"
+                         f"&logical_date_gte={nights[0]}T00:00:00Z"
+                         f"&logical_date_lte={nights[-1]}T00:00:00Z")["dag_runs"]
+    out: dict[str, dict] = {}
+    for r in runs:
+        out.setdefault(r["data_interval_start"][:10], r)
+    return out
+
+
+# The root namespace's end of the archive host's link: its egress is what the workers send to
+# the archive (tc shapes it).
+ARCHIVE_LINK = multihost.veth("archive")
+
+
+def tc(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(["tc", *args], capture_output=True, text=True, timeout=20)
+    assert not check or proc.returncode == 0, f"tc {' '.join(args)}: {proc.stderr}"
+    return proc
+
+
 @pytest.fixture(scope="session")
 def mh_stack(site, mh) -> Iterator[MHStack]:
     """Instance ``mh`` with the multihost connections and registry; stopped at the end, pass or fail.
@@ -257,11 +285,9 @@ def mh_stack(site, mh) -> Iterator[MHStack]:
     t0 = time.monotonic()
     api = None
     try:
-        proc = hfc(env, "airflow", "up")
-        assert proc.returncode == 0, f"hfc airflow up (mh) failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-        senv = _stack_env(env)
-        with open(senv["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]) as f:
-            api = AirflowAPI(f"http://127.0.0.1:{PORT}", "admin", json.load(f)["admin"])
+        instance = Instance(env)
+        api = instance.up()
+        senv = instance.stack_env()
         api.wait_for_dag(DAG, timeout=180)
         api.patch(f"/dags/{DAG}", {"is_paused": False})  # also starts the latest scheduled night
         # A run left unfinished by a killed earlier session would hold its night: end it first.

@@ -38,7 +38,7 @@ import pytest
 from hfc_tasks import products
 from hfc_tasks.ops.localsite import multihost
 
-from .conftest import DAG, DETECTOR, TIMINGS, TRACKER, MHStack, now_on_login
+from .conftest import ARCHIVE_LINK, DAG, DETECTOR, TIMINGS, TRACKER, MHStack, backfill_runs, now_on_login, tc
 
 pytestmark = pytest.mark.multihost
 
@@ -47,8 +47,6 @@ FULL_NIGHT = "2024-06-10"
 DROPS, DROP_SECONDS = 10, 30
 ARCHIVE_NS = f"/run/netns/{multihost.netns('archive')}"
 NFT_TABLE = "hfcmh_fault_drop"
-# The root-namespace end of the archive's veth: its egress is what the workers send to the archive.
-ARCHIVE_LINK = multihost.veth("archive")
 SLOW_RATE = "256kbit"  # ~8 s for a detector's night (~130 KB) alone on the link
 
 
@@ -78,10 +76,10 @@ def _drop_off() -> None:
 
 def _slow_link(on: bool) -> None:
     if on:
-        subprocess.run(["tc", "qdisc", "replace", "dev", ARCHIVE_LINK, "root", "tbf", "rate", SLOW_RATE,
-                        "burst", "16kb", "latency", "400ms"], check=True, capture_output=True)
+        tc("qdisc", "replace", "dev", ARCHIVE_LINK, "root", "tbf", "rate", SLOW_RATE, "burst", "16kb",
+           "latency", "400ms")
     else:
-        subprocess.run(["tc", "qdisc", "del", "dev", ARCHIVE_LINK, "root"], check=False, capture_output=True)
+        tc("qdisc", "del", "dev", ARCHIVE_LINK, "root", check=False)
 
 
 def _running_archives(stack: MHStack, run_ids: set[str]) -> list[str]:
@@ -145,12 +143,11 @@ def _backfill(stack: MHStack) -> tuple[dict, list[str]]:
     return backfill, nights
 
 
-def _backfill_runs(stack: MHStack, backfill_id: int, timeout: float = 60) -> dict[str, dict]:
+def _backfill_runs(stack: MHStack, timeout: float = 60) -> dict[str, dict]:
+    """The backfill's runs, by night, once all its nights have one (or after ``timeout``)."""
     deadline = time.monotonic() + timeout
     while True:
-        runs = stack.api.get(f"/dags/{DAG}/dagRuns?limit=100&logical_date_gte={BACKFILL_NIGHTS[0]}T00:00:00Z"
-                             f"&logical_date_lte={BACKFILL_NIGHTS[-1]}T00:00:00Z")["dag_runs"]
-        by_night = {r["logical_date"][:10]: r for r in runs}
+        by_night = backfill_runs(stack, BACKFILL_NIGHTS)
         if sorted(by_night) == BACKFILL_NIGHTS or time.monotonic() > deadline:
             return by_night
         time.sleep(1)
@@ -193,7 +190,7 @@ def test_backfill_with_archive_network_drops(mh_stack: MHStack, mh):
     _slow_link(True)
     try:
         backfill, _ = _backfill(stack)
-        runs = _backfill_runs(stack, backfill["id"])
+        runs = _backfill_runs(stack)
         run_ids = {r["dag_run_id"] for r in runs.values()}
         _log(f"backfill {backfill['id']}: runs {sorted(run_ids)}")
         # Tries so far (a night run again by the backfill goes on counting its tries).

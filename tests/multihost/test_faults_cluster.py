@@ -36,7 +36,18 @@ from hfc_tasks import products
 from hfc_tasks.ops.localsite import multihost
 from hfc_tasks.ops.localsite._util import pidfile_alive, read_pid, stop_pid
 
-from .conftest import ACTIVE_REGIONS, DAG, DETECTOR, TIMINGS, MHStack, now_on_login, set_partitions, slurm_admin
+from .conftest import (
+    ACTIVE_REGIONS,
+    DAG,
+    DETECTOR,
+    TIMINGS,
+    MHStack,
+    backfill_runs,
+    now_on_login,
+    poll,
+    set_partitions,
+    slurm_admin,
+)
 
 pytestmark = pytest.mark.multihost
 
@@ -60,16 +71,6 @@ def node_info(node: str) -> dict[str, str]:
 def node_ready(node: str) -> bool:
     state = node_info(node).get("State", "").lower()
     return bool(state) and not any(s in state for s in ("down", "drain", "fail", "not_responding", "unknown"))
-
-
-def wait_until(what: str, cond, timeout: float, interval: float = 1.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"{what}: not within {timeout:.0f} s")
 
 
 def restart_daemons_on(host: str) -> None:
@@ -132,7 +133,7 @@ def test_slurmd_killed_on_the_node_running_a_job(mh_stack: MHStack, mh):
             rows = [r.split("|") for r in out.split()]
             return next((r for r in rows if r[1] == "RUNNING"), None)
 
-        job_id, _, node = wait_until(f"job hfc.{frc}.{ymd} RUNNING", running, 180)
+        job_id, _, node = poll(f"job hfc.{frc}.{ymd} RUNNING", running, 180)
         assert node == NODE, f"the {frc} job runs on {node}, expected {NODE}"
         pid = read_pid(slurmd_pid_file)
         assert pid and pidfile_alive(slurmd_pid_file, "slurmd"), f"slurmd on {NODE} not running ({slurmd_pid_file})"
@@ -146,7 +147,7 @@ def test_slurmd_killed_on_the_node_running_a_job(mh_stack: MHStack, mh):
             return state if "NODE_FAIL" in state else None
 
         try:
-            wait_until(f"job {job_id} NODE_FAIL", job_end, 120, 2)
+            poll(f"job {job_id} NODE_FAIL", job_end, 120, 2)
         except AssertionError as exc:
             raise AssertionError(f"{exc}; sacct/squeue: {sacct_job(stack, job_id)!r}; {NODE}: {node_info(NODE)}; "
                                  f"wait: {stack.ti(run_id, f'{frc}.wait')['state']}") from None
@@ -172,14 +173,14 @@ def test_slurmd_killed_on_the_node_running_a_job(mh_stack: MHStack, mh):
         # itself (ReturnToService=2), else resume it by hand.
         restart_daemons_on(NODE)
         try:
-            wait_until(f"{NODE} back in service", lambda: node_ready(NODE), 20)
+            poll(f"{NODE} back in service", lambda: node_ready(NODE), 20)
         except AssertionError:
             slurm_admin("scontrol", "update", f"nodename={NODE}", "state=resume")
-            wait_until(f"{NODE} resumed", lambda: node_ready(NODE), 30)
+            poll(f"{NODE} resumed", lambda: node_ready(NODE), 30)
         # The controller has the new slurmd end what was left of the failed job on the node.
         left = _job_procs(NODE, str(run_dir))
         try:
-            wait_until(f"job {job_id}'s processes gone from {NODE}", lambda: not _job_procs(NODE, str(run_dir)), 30)
+            poll(f"job {job_id}'s processes gone from {NODE}", lambda: not _job_procs(NODE, str(run_dir)), 30)
         except AssertionError:
             _log(f"fault 1: processes of job {job_id} still on {NODE} after slurmd's restart: "
                  f"{_job_procs(NODE, str(run_dir))}: killed")
@@ -213,17 +214,6 @@ def test_slurmd_killed_on_the_node_running_a_job(mh_stack: MHStack, mh):
 
 
 # ------------------------------------------------------------------------------ fault 2
-def _backfill_runs(stack: MHStack) -> dict[str, dict]:
-    """The latest run of each of the fault's nights, by night."""
-    runs = stack.api.get(f"/dags/{DAG}/dagRuns?limit=100&order_by=-id"
-                         f"&logical_date_gte={FAULT2_NIGHTS[0]}T00:00:00Z"
-                         f"&logical_date_lte={FAULT2_NIGHTS[-1]}T00:00:00Z")["dag_runs"]
-    out: dict[str, dict] = {}
-    for r in runs:
-        out.setdefault(r["data_interval_start"][:10], r)
-    return out
-
-
 def _waits(stack: MHStack, runs: dict[str, dict]) -> dict[tuple[str, str], dict]:
     tis = {}
     for night, run in runs.items():
@@ -240,7 +230,7 @@ def test_slurmctld_restarted_while_20_waits_are_deferred(mh_stack: MHStack):
     since = now_on_login()
     t0 = time.monotonic()
     # Airflow runs one backfill of a DAG at a time: let an earlier test's backfill end first.
-    wait_until("no backfill of the DAG in progress", lambda: not [
+    poll("no backfill of the DAG in progress", lambda: not [
         b for b in stack.api.get(f"/backfills?dag_id={DAG}&limit=100")["backfills"] if not b.get("completed_at")],
         300, 3)
     set_partitions("DOWN")  # the jobs stay PENDING: every wait is deferred at once
@@ -253,11 +243,11 @@ def test_slurmctld_restarted_while_20_waits_are_deferred(mh_stack: MHStack):
         want = len(FAULT2_NIGHTS) * len(FAULT2_FRCS)
 
         def all_deferred():
-            runs = _backfill_runs(stack)
+            runs = backfill_runs(stack, FAULT2_NIGHTS)
             waits = _waits(stack, runs) if len(runs) == len(FAULT2_NIGHTS) else {}
             return (runs, waits) if sum(ti["state"] == "deferred" for ti in waits.values()) >= want else None
 
-        runs, waits = wait_until(f"{want} waits deferred", all_deferred, 400, 3)
+        runs, waits = poll(f"{want} waits deferred", all_deferred, 400, 3)
         TIMINGS["fault2 backfill -> 20 waits deferred"] = time.monotonic() - t0
         tries = {k: ti["try_number"] for k, ti in waits.items()}
         rc, pending, _ = stack.login("squeue -h -t PENDING -o '%i|%j|%r' | grep '|hfc\\.' ; true")
@@ -281,7 +271,7 @@ def test_slurmctld_restarted_while_20_waits_are_deferred(mh_stack: MHStack):
         for run in runs.values():
             stack.wait_run(run["dag_run_id"], timeout=max(10.0, deadline - time.monotonic()))
         TIMINGS["fault2 restart -> all runs ended"] = time.monotonic() - t1
-        runs = _backfill_runs(stack)
+        runs = backfill_runs(stack, FAULT2_NIGHTS)
         waits = _waits(stack, runs)
         bad = {k: (ti["state"], ti["try_number"]) for k, ti in waits.items()
                if ti["state"] != "success" or ti["try_number"] != tries[k]}

@@ -30,7 +30,6 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -41,7 +40,19 @@ from hfc_tasks.ops.localsite import ssh as site_ssh
 from hfc_tasks.ops.localsite._util import pidfile_alive, stop_pid
 from hfc_tasks.ops.localsite.layout import PG_BIN
 
-from .conftest import ACTIVE_REGIONS, DAG, DETECTOR, TIMINGS, TRACKER, MHStack, hfc, now_on_login, set_partitions
+from .conftest import (
+    ACTIVE_REGIONS,
+    ARCHIVE_LINK,
+    DETECTOR,
+    TIMINGS,
+    TRACKER,
+    MHStack,
+    hfc,
+    now_on_login,
+    poll,
+    set_partitions,
+    tc,
+)
 
 pytestmark = pytest.mark.multihost
 
@@ -51,18 +62,6 @@ CONNECTION_HOLDERS = ("worker1", "worker2", "triggerer", "api-server")
 
 
 # ------------------------------------------------------------------------------------ helpers
-def poll(what: str, check: Callable[[], object], timeout: float, every: float = 0.5):
-    """check() until it returns something true; fail naming `what` after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not after {timeout} s (last: {value!r})")
-        time.sleep(every)
-
-
 def on_host(host: str, *cmd: str, env: dict | None = None, timeout: float = 90) -> subprocess.CompletedProcess:
     """Run a command on a host of the site (its network namespace)."""
     return subprocess.run(["nsenter", f"--net=/run/netns/{multihost.netns(host)}", *cmd], capture_output=True,
@@ -101,16 +100,6 @@ def sigkill_component(stack: MHStack, component: str) -> list[int]:
             os.kill(p, signal.SIGKILL)
     poll(f"{component} {tree} gone after SIGKILL", lambda: not any(alive(p) for p in tree), 15, 0.1)
     return tree
-
-
-def tries(stack: MHStack, run_id: str, task_id: str) -> list[dict]:
-    """Every try of a task (REST), the current one included."""
-    out = stack.api.get(f"/dags/{DAG}/dagRuns/{run_id}/taskInstances/{task_id}/tries")["task_instances"]
-    return sorted(out, key=lambda t: t["try_number"])
-
-
-def ti_states(stack: MHStack, run_id: str) -> dict[str, str | None]:
-    return {t["task_id"]: t["state"] for t in stack.tis(run_id)}
 
 
 def queued(stack: MHStack, frc: str, night: str) -> list[list[str]]:
@@ -191,7 +180,7 @@ def test_catalogue_postgres_restarted_in_the_middle_of_a_load(mh_stack: MHStack)
     table = stack.table(run_id)
     print(f"[fault 4] run {run_id}: {state}\n{table}")
     assert state == "success", table
-    attempts = tries(stack, run_id, task)
+    attempts = stack.tries(run_id, task)
     assert [a["state"] for a in attempts] == ["failed", "success"], attempts
     log1 = stack.task_log(run_id, task, 1)
     print(f"[fault 4] {task} try 1 log (tail):\n{log1[-1500:]}")
@@ -208,15 +197,6 @@ def test_catalogue_postgres_restarted_in_the_middle_of_a_load(mh_stack: MHStack)
 
 
 # ----------------------------------------------------------------- fault 6: worker, triggerer
-ARCHIVE_LINK = multihost.veth("archive")  # the root namespace's end of the archive host's link
-
-
-def tc(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(["tc", *args], capture_output=True, text=True, timeout=20)
-    assert not check or proc.returncode == 0, f"tc {' '.join(args)}: {proc.stderr}"
-    return proc
-
-
 def test_worker_killed_during_archive(mh_stack: MHStack):
     stack, frc, night = mh_stack, DETECTOR, "2024-07-03"
     since, t0 = now_on_login(), time.monotonic()
@@ -247,7 +227,7 @@ def test_worker_killed_during_archive(mh_stack: MHStack):
     table = stack.table(run_id)
     print(f"[fault 6] run {run_id}: {state}\n{table}")
     assert state == "success", table
-    attempts = tries(stack, run_id, task)
+    attempts = stack.tries(run_id, task)
     print(f"[fault 6] {task} tries: {[(a['try_number'], a['state'], a['hostname']) for a in attempts]}")
     assert attempts[0]["state"] == "failed" and attempts[0]["hostname"].startswith(killed + "@"), attempts
     assert attempts[-1]["state"] == "success" and len(attempts) >= 2, attempts
@@ -266,7 +246,7 @@ def test_triggerer_killed_during_waits(mh_stack: MHStack):
     set_partitions("DOWN")  # the jobs stay pending: their waits stay deferred
     try:
         run_id = stack.trigger(night, frcs)
-        poll("both waits deferred", lambda: all(ti_states(stack, run_id).get(f"{f}.wait") == "deferred"
+        poll("both waits deferred", lambda: all(stack.states(run_id).get(f"{f}.wait") == "deferred"
                                                  for f in frcs), 240, 1)
         pending = {f: queued(stack, f, night) for f in frcs}
         assert all(len(j) == 1 and j[0][1] == "PENDING" for j in pending.values()), pending
@@ -275,7 +255,7 @@ def test_triggerer_killed_during_waits(mh_stack: MHStack):
         print(f"\n[fault 6] SIGKILL triggerer (pids {tree}) with waits deferred on pending jobs {pending}")
         stack.restore()
         assert stack.pid("triggerer") not in (None, old)
-        assert all(ti_states(stack, run_id).get(f"{f}.wait") == "deferred" for f in frcs), stack.table(run_id)
+        assert all(stack.states(run_id).get(f"{f}.wait") == "deferred" for f in frcs), stack.table(run_id)
     finally:
         set_partitions("UP")
         stack.restore()
@@ -287,7 +267,7 @@ def test_triggerer_killed_during_waits(mh_stack: MHStack):
         # sacct (slurmdbd) may lag the controller by a moment after the job's end.
         jobs = poll(f"{f} {night}: the job COMPLETED in sacct", lambda f=f: completed(stack, f, night, since), 30, 1)
         assert [row[0] for row in jobs] == [pending[f][0][0]], (f, jobs, pending[f])
-        assert [a["state"] for a in tries(stack, run_id, f"{f}.wait")] == ["success"], f
+        assert [a["state"] for a in stack.tries(run_id, f"{f}.wait")] == ["success"], f
         stack.assert_audit(night, "--frc", f, "--expect-jobs", "1", since=since)
     TIMINGS["fault 6 (triggerer SIGKILL)"] = time.monotonic() - t0
 
@@ -354,10 +334,10 @@ def test_archive_host_key_replaced(mh_stack: MHStack, mh):
         table = stack.table(run_id)
         print(f"\n[fault 7] run {run_id} with the old key in the connection: {state}\n{table}")
         assert state == "failed", table
-        states = ti_states(stack, run_id)
+        states = stack.states(run_id)
         for f in (DETECTOR, ACTIVE_REGIONS):
             task = f"{f}.archive"
-            attempts = tries(stack, run_id, task)
+            attempts = stack.tries(run_id, task)
             assert [a["state"] for a in attempts] == ["failed"], (task, attempts)  # try 1, no retry
             log = stack.task_log(run_id, task, 1)
             for word in ("hfc_mh_archive", "host key", "not the one configured", multihost.addr("archive"), f, night):

@@ -61,10 +61,6 @@ def _batches(stack: MHStack, night: str) -> dict[str, tuple]:
     return {r[0]: r[1:] for r in rows}
 
 
-def _tries(stack: MHStack, run_id: str) -> dict[str, int]:
-    return {t["task_id"]: t["try_number"] for t in stack.tis(run_id)}
-
-
 def test_clear_one_archive_then_another_frcs_submit_with_downstream(mh_stack: MHStack):
     stack = mh_stack
     frcs = [DETECTOR, TRACKER, ACTIVE_REGIONS]
@@ -75,13 +71,13 @@ def test_clear_one_archive_then_another_frcs_submit_with_downstream(mh_stack: MH
     stack.assert_audit(NIGHT_CLEARS, since=since)
     before_files = _archive_state(stack, frcs, NIGHT_CLEARS)
     before_batches = _batches(stack, NIGHT_CLEARS)
-    tries = _tries(stack, run)
+    tries = stack.try_numbers(run)
 
     # 1. Clear the active-region code's `archive` alone: only that task runs again; it re-verifies
     # and skips every file (same sha256, same file on the archive: not rewritten); nothing else moves.
     stack.clear(run, [f"{ACTIVE_REGIONS}.archive"])
     assert stack.wait_run(run, timeout=300) == "success", stack.table(run)
-    after = _tries(stack, run)
+    after = stack.try_numbers(run)
     changed = {t for t in after if after[t] != tries[t]}
     assert changed == {f"{ACTIVE_REGIONS}.archive"}, f"tasks that ran again: {changed}\n{stack.table(run)}"
     log = stack.task_log(run, f"{ACTIVE_REGIONS}.archive", after[f"{ACTIVE_REGIONS}.archive"])
@@ -97,10 +93,10 @@ def test_clear_one_archive_then_another_frcs_submit_with_downstream(mh_stack: MH
     # archive and catalogue run again, and so does its tracker (downstream of its catalogue). The
     # active-region code is not touched. Still one batch per FRC, now from the new jobs.
     t1 = time.monotonic()
-    tries = _tries(stack, run)
+    tries = stack.try_numbers(run)
     stack.clear(run, [f"{DETECTOR}.submit"], downstream=True)
     assert stack.wait_run(run, timeout=600) == "success", stack.table(run)
-    after = _tries(stack, run)
+    after = stack.try_numbers(run)
     changed = {t for t in after if after[t] != tries[t]}
     assert changed == {f"{f}.{s}" for f in (DETECTOR, TRACKER) for s in ("submit", "wait", "archive", "catalogue")}, \
         f"tasks that ran again: {sorted(changed)}\n{stack.table(run)}"
