@@ -1,5 +1,7 @@
 """SLURM commands and their answers: build ``sbatch``/``squeue``/``sacct``/``scancel`` command
-lines (every value shell-quoted) and parse what they print into job states.
+lines (every value shell-quoted) and parse what they print into job states; the submit's
+decision (:class:`Decision`) and the one rule that reads a job's state (:func:`job_states`:
+sacct, then squeue and scontrol), used by the worker's hook and the triggerer's poller alike.
 
 Pure logic, no Airflow and no SSH: the hooks run these command lines on the cluster's
 login node; the tests check the quoting and the parsing on their own.
@@ -9,7 +11,9 @@ from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Awaitable, Callable, Generator, Sequence
 from dataclasses import asdict, dataclass
+from enum import StrEnum
 
 from hfc_tasks.products import output_name
 from hfc_tasks.registry import SlurmResources
@@ -237,14 +241,22 @@ def submit_script(
     )
 
 
-def parse_submit(stdout: str) -> tuple[str, str]:
-    """``("ADOPT"|"SUBMIT", job id)`` or ``("WAIT", seconds)`` from :func:`submit_script`'s output."""
+class Decision(StrEnum):
+    """What :func:`submit_script` did, as it prints it: the first word of its answer."""
+
+    ADOPT = "ADOPT"  # a live job with our name, or the one this attempt submitted: its id follows
+    SUBMIT = "SUBMIT"  # a new job: its id follows
+    WAIT = "WAIT"  # too soon after the last submission: the seconds to wait follow
+
+
+def parse_submit(stdout: str) -> tuple[Decision, str]:
+    """``(ADOPT|SUBMIT, job id)`` or ``(WAIT, seconds)`` from :func:`submit_script`'s output."""
     for line in reversed(stdout.strip().splitlines()):
         verb, _, rest = line.strip().partition(" ")
-        if verb == "WAIT" and rest.strip().isdigit():
-            return verb, rest.strip()
-        if verb in ("ADOPT", "SUBMIT"):
-            return verb, parse_sbatch(rest)
+        if verb == Decision.WAIT and rest.strip().isdigit():
+            return Decision.WAIT, rest.strip()
+        if verb in (Decision.ADOPT, Decision.SUBMIT):
+            return Decision(verb), parse_sbatch(rest)
     raise SlurmError(f"submission answered {stdout.strip()!r}: expected ADOPT, SUBMIT or WAIT")
 
 
@@ -263,6 +275,7 @@ def live_jobs_command(job_name: str) -> str:
 
 
 def parse_job_ids(stdout: str) -> list[str]:
+    """The job ids :func:`live_jobs_command` printed, sorted (what the cancellation cancels)."""
     return sorted({line.strip() for line in stdout.splitlines() if _JOB_ID.match(line.strip())}, key=int)
 
 
@@ -331,6 +344,56 @@ def with_scontrol_exit(status: JobStatus, stdout: str) -> JobStatus:
         return status
     return JobStatus(**{**status.to_dict(), "exit_code": int(m.group(1)), "signal": int(m.group(2)),
                         "source": "squeue+scontrol"})
+
+
+# Ids per sacct call: keeps the command line far below ARG_MAX with thousands of jobs.
+SACCT_BATCH = 1000
+
+# A plan of commands: yields each command line, is sent its stdout, returns its result.
+Plan = Generator[str, str, dict[str, JobStatus]]
+
+
+def job_states(job_ids: Sequence[str], *, batch: int = SACCT_BATCH) -> Plan:
+    """The states of ``job_ids``: ``sacct`` first (in batches of ``batch`` ids); ``squeue
+    --states=all`` for the jobs accounting does not know (yet); for those squeue says ended,
+    the exit code from ``scontrol`` (accounting lags: it comes from the controller).
+
+    No I/O: the caller runs each command line this yields and sends back its stdout, raising
+    if it failed (:func:`run_plan` or :func:`arun_plan`), so the worker's hook and the
+    triggerer's poller read states by the same rule. Returns the statuses; a job that neither
+    sacct nor squeue knows is absent.
+    """
+    ids = [check_job_id(j) for j in job_ids]
+    found: dict[str, JobStatus] = {}
+    for i in range(0, len(ids), batch):
+        found.update(parse_sacct((yield sacct_command(ids[i : i + batch]))))
+    missing = [j for j in ids if j not in found]
+    if missing:
+        for job_id, status in parse_squeue((yield squeue_command(missing))).items():
+            if status.is_final:
+                status = with_scontrol_exit(status, (yield scontrol_command(job_id)))
+            found[job_id] = status
+    return found  # noqa: B901 - the plan's result, which run_plan/arun_plan hand back
+
+
+def run_plan(plan: Plan, run: Callable[[str], str]) -> dict[str, JobStatus]:
+    """Carry out ``plan`` with ``run`` (command line -> stdout)."""
+    try:
+        command = next(plan)
+        while True:
+            command = plan.send(run(command))
+    except StopIteration as done:
+        return done.value
+
+
+async def arun_plan(plan: Plan, run: Callable[[str], Awaitable[str]]) -> dict[str, JobStatus]:
+    """:func:`run_plan` with an async ``run``."""
+    try:
+        command = next(plan)
+        while True:
+            command = plan.send(await run(command))
+    except StopIteration as done:
+        return done.value
 
 
 def steps_command(job_id: str) -> str:

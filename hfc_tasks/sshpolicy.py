@@ -130,6 +130,22 @@ def parse_key(key_type: str, data: str, *, where: str) -> str:
     return f"{key_type} {data}"
 
 
+def key_parts(line: str) -> tuple[str, bytes]:
+    """The type and raw blob of one trusted key of :attr:`SshTarget.host_keys`: what paramiko
+    loads (``PKey.from_type_string``). The line is ``"<type> <base64>"``, as :func:`parse_key`
+    wrote it: :func:`resolve` has checked it, and refused a bare base64 key with the fix."""
+    key_type, data = line.split()
+    return key_type, base64.b64decode(data)
+
+
+def asyncssh_known_hosts(host_keys: tuple[str, ...] | list[str]) -> tuple[list, list, list]:
+    """asyncssh's ``known_hosts`` argument (trusted keys, CA keys, revoked keys) that accepts only
+    ``host_keys`` (lines of :attr:`SshTarget.host_keys`), whatever the host name and port."""
+    import asyncssh
+
+    return [asyncssh.import_public_key(line) for line in host_keys], [], []
+
+
 def _glob(pattern: str) -> re.Pattern:
     """An OpenSSH host pattern: only ``*`` and ``?`` are special (``[host]:port`` is literal)."""
     return re.compile("".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern.lower()))

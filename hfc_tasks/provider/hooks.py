@@ -14,7 +14,6 @@ retries, with the fix in the message.
 
 from __future__ import annotations
 
-import base64
 import shlex
 import socket
 from contextlib import contextmanager
@@ -40,8 +39,17 @@ def ssh_target(conn_id: str) -> sshpolicy.SshTarget:
     return target_of(conn)
 
 
+async def async_ssh_target(conn_id: str) -> sshpolicy.SshTarget:
+    """:func:`ssh_target` for the triggerer, which reads connections asynchronously."""
+    try:
+        conn = await BaseHook.aget_connection(conn_id)
+    except AirflowNotFoundException:
+        raise ConnectionConfigError(str(sshpolicy.unknown_connection(conn_id))) from None
+    return target_of(conn)
+
+
 def target_of(conn) -> sshpolicy.SshTarget:
-    """:func:`ssh_target` of a connection already read (the triggerer reads it asynchronously)."""
+    """The SSH target of a connection already read (the one policy: :func:`hfc_tasks.sshpolicy.resolve`)."""
     try:
         return sshpolicy.resolve(conn.conn_id, host=conn.host, port=conn.port, login=conn.login,
                                  extra=conn.extra_dejson, password=conn.password)
@@ -67,8 +75,8 @@ def ssh_client(conn_id: str, *, timeout: float | None = None):
     client = paramiko.SSHClient()
     known = client.get_host_keys()
     for line in target.host_keys:
-        key_type, data = line.split()
-        known.add(target.entry, key_type, paramiko.PKey.from_type_string(key_type, base64.b64decode(data)))
+        key_type, blob = sshpolicy.key_parts(line)
+        known.add(target.entry, key_type, paramiko.PKey.from_type_string(key_type, blob))
     client.set_missing_host_key_policy(_Refuse())
     pkey = None
     if target.private_key and not target.key_file:
@@ -160,7 +168,7 @@ class SlurmHook(BaseHook):
         stagger_seconds: int = 0,
         attempt: str = "",
         lock_wait: int = slurm.SUBMIT_LOCK_WAIT,
-    ) -> tuple[str, str]:
+    ) -> tuple[slurm.Decision, str]:
         """Adopt the live job with this name (or the one this ``attempt`` already submitted),
         or submit one, or say how long to wait.
 
@@ -190,15 +198,8 @@ class SlurmHook(BaseHook):
         return slurm.max_rss(out) if rc == 0 else ""
 
     def status(self, job_ids: list[str]) -> dict[str, slurm.JobStatus]:
-        """sacct first; squeue --states=all for jobs accounting does not know (yet)."""
-        found = slurm.parse_sacct(self.check(slurm.sacct_command(job_ids), what="sacct"))
-        missing = [j for j in job_ids if j not in found]
-        if missing:
-            for job_id, status in slurm.parse_squeue(self.run(slurm.squeue_command(missing))[1]).items():
-                if status.is_final:  # accounting lags: the exit code comes from the controller
-                    status = slurm.with_scontrol_exit(status, self.run(slurm.scontrol_command(job_id))[1])
-                found[job_id] = status
-        return found
+        """The jobs' states by :func:`hfc_tasks.slurm.job_states` (sacct, then squeue and scontrol)."""
+        return slurm.run_plan(slurm.job_states(job_ids), lambda command: self.check(command, what=command.split()[0]))
 
     def cancel(self, job_id: str) -> None:
         # Cancelling a job that already ended is harmless: scancel says so and we ignore it.

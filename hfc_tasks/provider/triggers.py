@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 import asyncssh
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from hfc_tasks import slurm
+from hfc_tasks import slurm, sshpolicy
 from hfc_tasks.sshpolicy import SshConfigError
 
 log = logging.getLogger(__name__)
@@ -47,21 +47,13 @@ async def open_cluster_connection(conn_id: str):
     """asyncssh connection from an Airflow SSH connection, by the one host-key policy
     (:mod:`hfc_tasks.sshpolicy`, the same as every stage). Configuration errors raise
     :class:`~hfc_tasks.sshpolicy.SshConfigError`; network errors propagate as they are."""
-    from airflow.sdk import BaseHook
-    from airflow.sdk.exceptions import AirflowNotFoundException
+    from hfc_tasks.provider.hooks import async_ssh_target
 
-    from hfc_tasks import sshpolicy
-    from hfc_tasks.provider.hooks import target_of
-
-    try:
-        conn = await BaseHook.aget_connection(conn_id)
-    except AirflowNotFoundException:
-        raise sshpolicy.unknown_connection(conn_id) from None
-    target = target_of(conn)
+    target = await async_ssh_target(conn_id)
     options: dict[str, Any] = {
         "username": target.username or None,
-        # (trusted keys, CA keys, revoked keys): only the keys the policy trusts are accepted.
-        "known_hosts": ([asyncssh.import_public_key(k) for k in target.host_keys], [], []),
+        # Only the keys the policy trusts are accepted.
+        "known_hosts": sshpolicy.asyncssh_known_hosts(target.host_keys),
         "agent_path": None,
         "config": None,
         "connect_timeout": target.connect_timeout,
@@ -94,8 +86,7 @@ class SacctPoller:
     """
 
     _instances: ClassVar[dict[tuple[int, str], SacctPoller]] = {}
-    # Ids per sacct call: keeps the command line far below ARG_MAX with thousands of jobs.
-    BATCH = 1000
+    BATCH = slurm.SACCT_BATCH
 
     def __init__(self, conn_id: str, interval: float, max_interval: float) -> None:
         self.conn_id = conn_id
@@ -144,20 +135,18 @@ class SacctPoller:
                                    f"{(result.stderr or '').strip()}")
         return result.stdout or ""
 
+    async def _counted(self, command: str) -> str:
+        stdout = await self._command(command)
+        calls = f"{command.split()[0]}_calls"
+        if calls in self.stats:  # sacct_calls, squeue_calls
+            self.stats[calls] += 1
+        return stdout
+
     async def poll_once(self) -> bool:
-        """Query every watched job once and deliver; True when some job changed state."""
+        """Query every watched job once (:func:`hfc_tasks.slurm.job_states`) and deliver; True when
+        some job changed state."""
         ids = sorted(self.subscribers, key=int)
-        found: dict[str, slurm.JobStatus] = {}
-        for i in range(0, len(ids), self.BATCH):
-            found.update(slurm.parse_sacct(await self._command(slurm.sacct_command(ids[i : i + self.BATCH]))))
-            self.stats["sacct_calls"] += 1
-        missing = [j for j in ids if j not in found]
-        if missing:
-            for job_id, status in slurm.parse_squeue(await self._command(slurm.squeue_command(missing))).items():
-                if status.is_final:  # accounting lags: the exit code comes from the controller
-                    status = slurm.with_scontrol_exit(status, await self._command(slurm.scontrol_command(job_id)))
-                found[job_id] = status
-            self.stats["squeue_calls"] += 1
+        found = await slurm.arun_plan(slurm.job_states(ids, batch=self.BATCH), self._counted)
         self.stats["polls"] += 1
         changed = False
         for job_id in ids:

@@ -1,4 +1,5 @@
-"""Pure logic of the SLURM stage: command lines (quoting) and sacct parsing."""
+"""Pure logic of the SLURM stage: command lines (quoting), sacct parsing, the submit's decision and
+the plan that reads job states (sacct, then squeue and scontrol)."""
 
 import shlex
 
@@ -89,9 +90,10 @@ def test_submit_script_quotes_and_parses():
         job_name="hfc.x.20240301", sbatch="sbatch --parsable", lock_file="/p/$(id)/.lock", stagger_seconds=60
     )
     assert "lock='/p/$(id)/.lock'" in script
-    assert slurm.parse_submit("SUBMIT 42\n") == ("SUBMIT", "42")
-    assert slurm.parse_submit("ADOPT 7") == ("ADOPT", "7")
-    assert slurm.parse_submit("WAIT 13") == ("WAIT", "13")
+    assert slurm.parse_submit("SUBMIT 42\n") == (slurm.Decision.SUBMIT, "42")
+    assert slurm.parse_submit("ADOPT 7") == (slurm.Decision.ADOPT, "7")
+    verb, seconds = slurm.parse_submit("WAIT 13")
+    assert verb is slurm.Decision.WAIT and verb == "WAIT" and seconds == "13"  # a StrEnum: the word printed
     with pytest.raises(slurm.SlurmError, match="expected ADOPT"):
         slurm.parse_submit("sbatch: error: Batch job submission failed")
 
@@ -146,3 +148,53 @@ def test_describe_names_the_node():
     assert job.is_final and not job.succeeded
     assert job.describe().startswith("job 17, state NODE_FAIL, exit code 0") and "node node2" in job.describe()
     assert "node" not in slurm.parse_sacct(SACCT)["16"].describe()
+
+
+def _answers(answers: dict[str, str]):
+    """A fake cluster for :func:`slurm.job_states`: each command's stdout, by its first word."""
+    calls: list[str] = []
+
+    def run(command: str) -> str:
+        calls.append(command)
+        return answers[command.split()[0]]
+
+    return calls, run
+
+
+def test_job_states_sacct_first_then_squeue_and_scontrol():
+    calls, run = _answers({
+        "sacct": "1|a|RUNNING|0:0|00:00:01|x|y|n|None\n",
+        "squeue": "2|b|FAILED|NonZeroExitCode|0:01\n3|c|PENDING|Priority|0:00\n",
+        "scontrol": "JobId=2 JobState=FAILED ExitCode=3:0",
+    })
+    found = slurm.run_plan(slurm.job_states(["1", "2", "3", "4"]), run)
+    assert calls == [slurm.sacct_command(["1", "2", "3", "4"]), slurm.squeue_command(["2", "3", "4"]),
+                     slurm.scontrol_command("2")]  # scontrol only for the job squeue says ended
+    assert found["1"].source == "sacct" and found["3"].state == "PENDING" and "4" not in found
+    assert found["2"].exit_code == 3 and found["2"].source == "squeue+scontrol"
+
+
+def test_job_states_batches_sacct_and_asks_squeue_only_when_needed():
+    calls, run = _answers({"sacct": "".join(f"{j}|a|COMPLETED|0:0|1|x|y|n|None\n" for j in range(1, 6))})
+    found = slurm.run_plan(slurm.job_states([str(j) for j in range(1, 6)], batch=2), run)
+    assert calls == [slurm.sacct_command(["1", "2"]), slurm.sacct_command(["3", "4"]), slurm.sacct_command(["5"])]
+    assert sorted(found, key=int) == ["1", "2", "3", "4", "5"]
+
+
+def test_job_states_async_driver_reads_the_same():
+    import asyncio
+
+    calls, run = _answers({"sacct": "", "squeue": "7|a|COMPLETED|None|0:03\n", "scontrol": "ExitCode=0:0"})
+
+    async def arun(command: str) -> str:
+        return run(command)
+
+    found = asyncio.run(slurm.arun_plan(slurm.job_states(["7"]), arun))
+    assert found["7"].succeeded and len(calls) == 3
+
+
+def test_job_states_refuses_hostile_ids_before_running_anything():
+    calls, run = _answers({})
+    with pytest.raises(slurm.SlurmError):
+        slurm.run_plan(slurm.job_states(["1; rm -rf /"]), run)
+    assert calls == []

@@ -4,6 +4,7 @@ shared poller's bookkeeping, without a cluster."""
 import asyncio
 import importlib
 
+import asyncssh
 import pytest
 
 from hfc_tasks import slurm
@@ -112,3 +113,76 @@ def test_wait_bound_comes_from_the_slurm_time_limit(limit, seconds):
     from hfc_tasks.registry import SlurmResources
 
     assert SlurmResources(time=limit).time_limit_seconds == seconds
+
+
+# The wait's trigger (asyncssh, open_cluster_connection) and the submit (paramiko, ssh_client) read the
+# host_key extra by the one policy (hfc_tasks.sshpolicy): the same forms are trusted, the same refused.
+# The trigger once split the extra itself (``key_type, data = host_key.split()[:2]``) and crashed
+# on a bare base64 key, where the archive's endpoint took it as ssh-rsa: now both accept the
+# key with its type (with or without a host field or a comment) and refuse a bare blob alike.
+KEY = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode().strip()
+ACCEPTED = [KEY, f"{KEY} admin@cluster", f"[h]:2222 {KEY}", f"# the cluster's key\n{KEY}"]
+
+
+def _connection(monkeypatch, host_key: str) -> None:
+    from types import SimpleNamespace
+
+    from airflow.sdk import BaseHook
+
+    conn = SimpleNamespace(conn_id="c", host="h", port=2222, login="u", password=None,
+                           extra_dejson={"host_key": host_key})
+
+    async def aget(cls, conn_id):
+        return conn
+
+    monkeypatch.setattr(BaseHook, "aget_connection", classmethod(aget))
+    monkeypatch.setattr(BaseHook, "get_connection", classmethod(lambda cls, conn_id: conn))
+
+
+def _trigger_trusts(monkeypatch) -> list[str]:
+    from hfc_tasks.provider.triggers import open_cluster_connection
+
+    seen = {}
+
+    async def connect(host, port, **options):
+        seen.update(options, host=host, port=port)
+        return "connection"
+
+    monkeypatch.setattr(asyncssh, "connect", connect)
+    assert asyncio.run(open_cluster_connection("c")) == "connection"
+    assert (seen["host"], seen["port"]) == ("h", 2222)
+    trusted, ca_keys, revoked = seen["known_hosts"]
+    assert ca_keys == [] and revoked == []
+    return [k.export_public_key().decode().strip() for k in trusted]
+
+
+def _submit_trusts(monkeypatch) -> list[str]:
+    import paramiko
+
+    from hfc_tasks.provider.hooks import ssh_client
+
+    def connect(self, hostname, port, **kwargs):
+        self.seen = [f"{k.get_name()} {k.get_base64()}" for k in self.get_host_keys().lookup("[h]:2222").values()]
+
+    monkeypatch.setattr(paramiko.SSHClient, "connect", connect)
+    return ssh_client("c").seen
+
+
+@pytest.mark.parametrize("host_key", ACCEPTED)
+def test_trigger_and_submit_trust_the_same_host_key_forms(monkeypatch, host_key):
+    _connection(monkeypatch, host_key)
+    assert _trigger_trusts(monkeypatch) == [KEY] == _submit_trusts(monkeypatch)
+
+
+def test_trigger_refuses_a_bare_base64_key_as_the_submit_does(monkeypatch):
+    from hfc_tasks.provider.hooks import ssh_client
+    from hfc_tasks.provider.triggers import open_cluster_connection
+    from hfc_tasks.sshpolicy import SshConfigError
+
+    _connection(monkeypatch, KEY.split()[1])
+    with pytest.raises(SshConfigError) as trigger:  # a configuration error: the wait fails at once
+        asyncio.run(open_cluster_connection("c"))
+    with pytest.raises(SshConfigError) as submit:
+        ssh_client("c")
+    assert str(trigger.value) == str(submit.value)
+    assert "bare base64 key" in str(trigger.value) and "'ssh-ed25519 " in str(trigger.value)
