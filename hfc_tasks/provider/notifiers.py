@@ -21,12 +21,12 @@ import ssl
 import urllib.request
 from email.message import EmailMessage
 
-from airflow.sdk import BaseHook, BaseNotifier
+from airflow.sdk import BaseHook, BaseNotifier, Context
 
 from hfc_tasks import products
 
 
-def failure_text(context) -> str:
+def failure_text(context: Context) -> str:
     ti = context.get("ti") or context.get("task_instance")
     dag_run = context.get("dag_run")
     params = context.get("params") or {}
@@ -53,7 +53,7 @@ class HfcFailureNotifier(BaseNotifier):
         super().__init__()
         self.conn_id = conn_id
 
-    def notify(self, context) -> None:
+    def notify(self, context: Context) -> None:
         conn = BaseHook.get_connection(self.conn_id)
         text = failure_text(context)
         kind = (conn.conn_type or "").lower()

@@ -16,7 +16,7 @@ import posixpath
 from collections.abc import Sequence
 from typing import Any
 
-from airflow.sdk import BaseOperator
+from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
 from hfc_tasks import products
@@ -54,8 +54,9 @@ class SlurmSubmitOperator(_FrcStage):
 
     ui_color = "#c6dbef"
 
-    def execute(self, context, event: dict | None = None) -> str:
+    def execute(self, context: Context, event: dict | None = None) -> str:
         from hfc_tasks.provider.hooks import SlurmHook
+        from hfc_tasks.slurm import Decision
 
         _, frc, site = self.resolve()
         night = night_of(context)
@@ -83,27 +84,17 @@ class SlurmSubmitOperator(_FrcStage):
             )
         finally:
             hook.close()
-        if verb == "WAIT":
+        if verb is Decision.WAIT:
             from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
 
             self.log.info("last submission to the cluster was less than %d s ago: submitting in %s s",
                           site.stagger_seconds, value)
             self.defer(trigger=TimeDeltaTrigger(dt.timedelta(seconds=int(value))), method_name="execute")
         job_id = value
-        adopted = verb == "ADOPT"
         self.log.info("%s %s (%s) for night %s, run folder %s",
-                      "adopted live job" if adopted else "submitted job", job_id, job_name, night, run_dir)
+                      "adopted live job" if verb is Decision.ADOPT else "submitted job", job_id, job_name, night,
+                      run_dir)
         self.log.info("command: %s", command)
-        context["ti"].xcom_push(
-            key="job",
-            value={
-                "job_id": job_id,
-                "job_name": job_name,
-                "run_dir": run_dir,
-                "output": products.output_path(site.products_root, frc.name, night, job_id),
-                "adopted": adopted,
-            },
-        )
         return job_id
 
 
@@ -127,7 +118,7 @@ class ArchiveProductsOperator(_FrcStage):
         self.verify = verify
         self.concurrency = concurrency
 
-    def execute(self, context) -> dict[str, Any]:
+    def execute(self, context: Context) -> dict[str, Any]:
         from hfc_tasks.archive import ArchiveFullError, ArchiveTarget, HostKeyError, TransferError, archive_night
         from hfc_tasks.provider.hooks import ssh_endpoint
 
@@ -182,10 +173,10 @@ def _archive_unreadable(frc: str, night: dt.date, site: Site, full_path: str, ex
     on the archive, the connection, the cause, what to do. A refusal (permission denied, file or
     folder missing, bytes not those of the manifest) needs a person: no retry; a lost connection
     is retried. Any other exception (a bug) is returned as it is."""
-    from hfc_tasks.catalogue.loader import ArchiveReadError, _archive_fault
+    from hfc_tasks.catalogue import ArchiveReadError, archive_fault
 
     if not isinstance(exc, ArchiveReadError):
-        if not _archive_fault(exc):
+        if not archive_fault(exc):
             return exc
         exc = ArchiveReadError.of(full_path, exc)
     exc.frc, exc.night = frc, night
@@ -204,7 +195,7 @@ class CatalogueLoadOperator(_FrcStage):
 
     ui_color = "#fdd0a2"
 
-    def execute(self, context) -> dict[str, Any]:
+    def execute(self, context: Context) -> dict[str, Any]:
         import psycopg
 
         from hfc_tasks.catalogue import ArchiveReadError, load_night

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import datetime as dt
 
+from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from hfc_tasks import products
 from hfc_tasks.registry import Site
 
 
-def night_of(context) -> dt.date:
+def night_of(context: Context) -> dt.date:
     """The night a task works on (:func:`hfc_tasks.products.night_of_run` on its context)."""
     params = context.get("params") or {}
     try:
@@ -22,7 +23,7 @@ def night_of(context) -> dt.date:
         raise AirflowException(str(exc)) from None
 
 
-def claim_night(context, site: Site, frc: str, night: dt.date, log) -> None:
+def claim_night(context: Context, site: Site, frc: str, night: dt.date, log) -> None:
     """Take or check this run's claim on (FRC, night) before a stage changes anything.
 
     Another run of the same night that is still queued or running holds it: the task fails at
@@ -50,7 +51,7 @@ def claim_night(context, site: Site, frc: str, night: dt.date, log) -> None:
                  night, frc, previous)
 
 
-def release_night(context, site: Site, frc: str, night: dt.date, log) -> None:
+def release_night(context: Context, site: Site, frc: str, night: dt.date, log) -> None:
     """The night is done (its catalogue stage succeeded): another run may process it now."""
     from hfc_tasks import claims
     from hfc_tasks.provider.hooks import catalogue_connect
@@ -61,7 +62,7 @@ def release_night(context, site: Site, frc: str, night: dt.date, log) -> None:
             log.warning("night %s of FRC %s: this run did not hold its claim at the end", night, frc)
 
 
-def submit_attempt(context) -> str:
+def submit_attempt(context: Context) -> str:
     """The key of this submit task's chain of tries: its retries share it, a clear starts a new one.
 
     Airflow raises ``max_tries`` by the task's retries when a task instance is cleared, so

@@ -21,13 +21,13 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from airflow.sdk import BaseSensorOperator
+from airflow.sdk import BaseSensorOperator, Context
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSensorTimeout
 
 from hfc_tasks import products, slurm
 from hfc_tasks.provider.links import HFC_LINKS
 from hfc_tasks.provider.runs import claim_night, night_of
-from hfc_tasks.registry import load_registry
+from hfc_tasks.registry import Site, load_registry
 
 
 class SlurmJobSensor(BaseSensorOperator):
@@ -61,23 +61,24 @@ class SlurmJobSensor(BaseSensorOperator):
         self.missing_timeout = missing_timeout
         self.tail_lines = tail_lines
 
-    def _site(self):
+    def _site(self) -> Site:
+        """The site, read from the registry once per execute, poke or end of the wait."""
         return load_registry(self.registry_path).site(self.site)
 
-    def _wait_bound(self, site) -> tuple[int, int]:
-        """(the FRC's SLURM time limit, the site's margin) in seconds: the longest wait."""
-        frc = load_registry(self.registry_path).frc(self.frc)
-        return frc.slurm.time_limit_seconds, site.wait_margin_seconds
+    def _wait_bound(self) -> tuple[Site, int, int]:
+        """The site, and (the FRC's SLURM time limit, the site's margin) in seconds: the longest wait."""
+        registry = load_registry(self.registry_path)
+        site = registry.site(self.site)
+        return site, registry.frc(self.frc).slurm.time_limit_seconds, site.wait_margin_seconds
 
-    def execute(self, context) -> Any:
+    def execute(self, context: Context) -> Any:
         # Another active run of this night: fail at once, never wait on (or cancel) its job.
-        site = self._site()
+        site, limit, margin = self._wait_bound()
         night = night_of(context)
         claim_night(context, site, self.frc, night, self.log)
         ti = context["ti"]
         self._claim = {"conn_id": site.catalogue_conn_id, "frc": self.frc, "night": night.isoformat(),
                        "dag_id": ti.dag_id, "run_id": ti.run_id}
-        limit, margin = self._wait_bound(site)
         if not self.deferrable:
             self.timeout = min(self.timeout, limit + margin)
             return super().execute(context)
@@ -99,10 +100,11 @@ class SlurmJobSensor(BaseSensorOperator):
             timeout=dt.timedelta(seconds=limit + margin),
         )
 
-    def poke(self, context) -> bool:
+    def poke(self, context: Context) -> bool:
         from hfc_tasks.provider.hooks import SlurmHook
 
-        hook = SlurmHook(self._site().cluster_conn_id)
+        site = self._site()
+        hook = SlurmHook(site.cluster_conn_id)
         try:
             status = hook.status([str(self.job_id)]).get(str(self.job_id))
         finally:
@@ -116,10 +118,10 @@ class SlurmJobSensor(BaseSensorOperator):
             return False
         if not status.is_final:
             return False
-        self._finish(context, status)
+        self._finish(context, status, site)
         return True
 
-    def _missing_for(self, context) -> float:
+    def _missing_for(self, context: Context) -> float:
         # Poke mode keeps this object between pokes; reschedule mode builds a new one for each
         # poke, so there the clock is the date the wait was first rescheduled.
         if self.reschedule:
@@ -128,7 +130,7 @@ class SlurmJobSensor(BaseSensorOperator):
         self._first_missing = getattr(self, "_first_missing", None) or time.monotonic()
         return time.monotonic() - self._first_missing
 
-    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context):
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context):
         from airflow.sdk.exceptions import TaskDeferralTimeout
 
         try:
@@ -138,9 +140,8 @@ class SlurmJobSensor(BaseSensorOperator):
                 raise
             raise AirflowFailException(self._timeout_message(context)) from None
 
-    def _timeout_message(self, context) -> str:
-        site = self._site()
-        limit, margin = self._wait_bound(site)
+    def _timeout_message(self, context: Context) -> str:
+        site, limit, margin = self._wait_bound()
         try:
             from hfc_tasks.provider.hooks import SlurmHook
 
@@ -157,7 +158,7 @@ class SlurmJobSensor(BaseSensorOperator):
                 f"{margin} s); {now}. The job was left as it is: clear this task to wait for it again, or "
                 f"cancel it (scancel {self.job_id}) and clear 'submit' to run the night again")
 
-    def execute_complete(self, context, event: dict[str, Any]) -> dict[str, Any]:
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         if event.get("status") == "error":
             # Configuration error (at once) or a cluster unreachable for the site's bound: no retry,
             # retrying cannot help or would only double the bound.
@@ -165,18 +166,15 @@ class SlurmJobSensor(BaseSensorOperator):
                                        f"{self.job_id}: {event.get('message')}")
         if event.get("status") != "final":
             raise AirflowException(event.get("message") or f"waiting for job {self.job_id} failed: {event}")
-        return self._finish(context, slurm.JobStatus(**event["job"]))
+        return self._finish(context, slurm.JobStatus(**event["job"]), self._site())
 
-    def _output_path(self, context, job_id: str) -> str:
-        return products.output_path(self._site().products_root, self.frc, night_of(context), job_id)
-
-    def _finish(self, context, status: slurm.JobStatus) -> dict[str, Any]:
+    def _finish(self, context: Context, status: slurm.JobStatus, site: Site) -> dict[str, Any]:
         from hfc_tasks.provider.hooks import SlurmHook
 
-        output = self._output_path(context, status.job_id)
+        output = products.output_path(site.products_root, self.frc, night_of(context), status.job_id)
         result = {"job_id": status.job_id, "state": status.raw_state, "exit_code": status.exit_code,
                   "elapsed": status.elapsed, "output": output}
-        hook = SlurmHook(self._site().cluster_conn_id)
+        hook = SlurmHook(site.cluster_conn_id)
         try:
             if status.succeeded:
                 result["max_rss"] = hook.job_summary(status.job_id)
@@ -189,9 +187,9 @@ class SlurmJobSensor(BaseSensorOperator):
         self.log.error("last %d lines of %s:\n%s", self.tail_lines, output, tail)
         # The job's end is final: a retry of this wait would read the same end, so no retry.
         raise AirflowFailException(f"FRC {self.frc} night {night_of(context)}: SLURM {status.describe()}; output "
-                                   f"file {output}. {self._what_to_do(status)}")
+                                   f"file {output}. {self._what_to_do(status, site)}")
 
-    def _what_to_do(self, status: slurm.JobStatus) -> str:
+    def _what_to_do(self, status: slurm.JobStatus, site: Site) -> str:
         rerun = ("clear this FRC's 'submit' with its downstream tasks to run the night again (a new job); "
                  "this wait is not retried: the job's end is final")
         if status.state != "NODE_FAIL":
@@ -202,7 +200,7 @@ class SlurmJobSensor(BaseSensorOperator):
             from hfc_tasks.provider.hooks import SlurmHook
 
             try:
-                hook = SlurmHook(self._site().cluster_conn_id)
+                hook = SlurmHook(site.cluster_conn_id)
                 try:
                     rc, out, _ = hook.run(f"scontrol -o show node {shlex.quote(status.nodes)}", timeout=30)
                 finally:
