@@ -31,7 +31,7 @@ from urllib.parse import urlsplit, urlunsplit
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from hfc_tasks.catalogue import readers  # noqa: E402
+from hfc_tasks.catalogue import formats  # noqa: E402
 
 SAMPLES = REPO / "tests" / "data" / "hfc_samples"
 INIT_COLUMNS = (
@@ -39,7 +39,8 @@ INIT_COLUMNS = (
     "NAXIS1;NAXIS2;R_SUN;CENTER_X;CENTER_Y;CDELT1;CDELT2;QUALITY;FILENAME;FILE_FORMAT;FILE_SIZE;DATA_TYPE;"
     "PROCESSING_LVL;COMMENT;LOC_FILENAME;URL;QCLK_URL;QCLK_FNAME"
 ).split(";")
-FEAT_COLUMNS = [c.name for c in readers.SDOSS_FEAT.columns]
+SDOSS_FEAT = formats.KNOWN.kinds["sdoss_feat"]
+FEAT_COLUMNS = [c.name for c in SDOSS_FEAT.columns]
 NIGHT = dt.date(2024, 3, 1)
 
 
@@ -64,7 +65,7 @@ def _feat(t: dt.datetime, n: int, name: str, rnd: random.Random) -> str:
     run = t.strftime("%Y-%m-%dT%H:%M:%S")
     for k in range(1, n + 1):
         vals = []
-        for col in readers.SDOSS_FEAT.columns:
+        for col in SDOSS_FEAT.columns:
             if col.name == "ID_SUNSPOT":
                 vals.append(str(k))
             elif col.name == "FRC_INFO_ID":

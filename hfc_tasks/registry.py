@@ -11,7 +11,6 @@ defaults to ``<repo>/.site`` so the local embedded site works without any settin
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import os
 import re
 import shlex
@@ -20,6 +19,10 @@ from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+# formats.yaml, read once for the readers, the loader and the registry (no pandas: the DAG file
+# parses the registry).
+from hfc_tasks.catalogue import formats
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_REGISTRY = REPO_ROOT / "config" / "registry.yaml"
@@ -53,20 +56,9 @@ _MEMORY = re.compile(r"^\d+[KMGT]?$")
 _PLAIN_VALUE = re.compile(r"^[A-Za-z0-9_.,:=/@+-]+$")
 
 
-FORMATS_FILE = Path(__file__).resolve().parent / "catalogue" / "formats.yaml"
-
-
-@functools.cache
-def known_product_formats() -> tuple[frozenset[str], frozenset[str]]:
-    """(product formats, kinds of files) of formats.yaml: names only, read with PyYAML (the DAG
-    parses the registry; the catalogue readers, which validate the file fully, import pandas)."""
-    raw = _yaml(FORMATS_FILE.read_text(encoding="utf-8")) or {}
-    return frozenset(raw.get("formats") or {}), frozenset(raw.get("kinds") or {})
-
-
 def _yaml(text: str):
     """Safe YAML load, with libyaml's C parser when present: the DAG file reads the registry
-    (and the format names) at every parse, and the pure-Python parser cost ~60 ms of it."""
+    at every parse, and the pure-Python parser cost ~60 ms of it."""
     return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506 - safe loaders only
 
 
@@ -205,19 +197,18 @@ class Frc(_Strict):
     @field_validator("product_format")
     @classmethod
     def _product_format(cls, v: str) -> str:
-        formats, _ = known_product_formats()
-        if v not in formats:
-            raise ValueError(f"product_format {v!r} is not in formats.yaml (known: {', '.join(sorted(formats))})")
+        if v not in formats.KNOWN.formats:
+            known = ", ".join(sorted(formats.KNOWN.formats))
+            raise ValueError(f"product_format {v!r} is not in formats.yaml (known: {known})")
         return v
 
     @field_validator("products")
     @classmethod
     def _products(cls, v: dict[str, str]) -> dict[str, str]:
-        _, kinds = known_product_formats()
         for file_kind, spec in v.items():
-            if spec != "none" and spec not in kinds:
+            if spec != "none" and spec not in formats.KNOWN.kinds:
                 raise ValueError(f"products: {file_kind}: {spec!r} is not a kind of formats.yaml "
-                                 f"(known: {', '.join(sorted(kinds))}, or none)")
+                                 f"(known: {', '.join(sorted(formats.KNOWN.kinds))}, or none)")
         return v
 
     @field_validator("command")

@@ -28,7 +28,8 @@ import numpy as np
 import pandas as pd
 
 from hfc_tasks.catalogue import readers
-from hfc_tasks.catalogue.readers import INT_MAX, INT_MIN, KindSpec, ProductTable
+from hfc_tasks.catalogue.formats import Column, KindSpec
+from hfc_tasks.catalogue.readers import INT_MAX, INT_MIN, ProductTable
 
 SEP = readers.SEPARATOR
 # Any field that spells a non-finite number: PostgreSQL would store NaN/Infinity where the
@@ -60,9 +61,6 @@ class Rows:
 
     def __len__(self) -> int:
         return len(self.file_idx)
-
-    def rows_of(self, name: str) -> np.ndarray:
-        return self.file_idx == self.names.index(name)
 
     def render(self, keep: np.ndarray, supplied: dict[str, np.ndarray]) -> tuple[list[str], str, list[str]]:
         """(COPY columns, COPY options, lines) of the kept rows; ``supplied`` values (object
@@ -198,7 +196,7 @@ def _normalise_nulls(text: str) -> str:
     return text[1:]
 
 
-def needed_columns(spec: KindSpec) -> list[readers.Column]:
+def needed_columns(spec: KindSpec) -> list[Column]:
     """Columns the loader reads itself (everything else only goes through COPY)."""
     by = {c.ref_by for c in spec.columns if c.ref_by}
     return [
@@ -249,9 +247,6 @@ def read_bulk(spec: KindSpec, files: list[tuple[str, str]]) -> tuple[list[BulkRo
                 )
             out.append(rows)
     return out, exact
-
-
-_NULLS = ("", "NULL", "\\N")
 
 
 def _null_token(text: str) -> tuple[str, str]:
@@ -348,7 +343,7 @@ def _bulk_group(spec, head: readers.HeaderMap, members: list[tuple[str, str]]):
     values: dict[str, pd.Series] = {}
     for col in needed:
         v = pd.Series(raw[col.name], dtype=object)
-        is_null = v.isin(_NULLS).to_numpy()
+        is_null = v.isin(readers.NULL_TOKENS).to_numpy()
         if col.type in ("int", "float"):
             num = pd.to_numeric(v.where(~is_null), errors="coerce").to_numpy(dtype=float, na_value=np.nan)
             bad = ~is_null & ~np.isfinite(num)
@@ -361,7 +356,7 @@ def _bulk_group(spec, head: readers.HeaderMap, members: list[tuple[str, str]]):
             v = v.where(~is_null, None)
             if col.type == "datetime":
                 uniq = v.dropna().unique()
-                shaped = pd.Series(uniq, dtype=object).str.fullmatch(readers._DATE.pattern).to_numpy(dtype=bool)
+                shaped = pd.Series(uniq, dtype=object).str.fullmatch(readers.DATE.pattern).to_numpy(dtype=bool)
                 parsed = pd.to_datetime(pd.Series(uniq, dtype=object).where(shaped), format="ISO8601",
                                         errors="coerce")
                 wrong = uniq[~shaped | parsed.isna().to_numpy()]

@@ -5,8 +5,8 @@ codes produce: ``;`` separator, minimal ``"`` quoting, CRLF or LF line ends, an 
 final newline, an optional trailing ``;`` on every line (SoSoFT), nulls written as ``NULL``, as
 an empty field or as ``\\N``, dates as ``YYYY-MM-DDTHH:MM:SS``.
 
-Every kind of file is described by data (a :class:`KindSpec` built from a small text table), so
-supporting another FRC format means adding specs to :data:`FORMATS`, not code. The reader
+Every kind of file is described by data (a :class:`~hfc_tasks.catalogue.formats.KindSpec`, from
+formats.yaml), so supporting another FRC format means adding specs there, not code. The reader
 checks everything that would otherwise make the database refuse the whole load (a null in a
 NOT NULL column, a number that is not one, an impossible date, an over-long string, an integer
 out of range) and reports it located as (file, line, column, reason); line numbers are those of
@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
+
+from hfc_tasks.catalogue.formats import Column, KindSpec
 
 SEPARATOR = ";"
 NULL_TOKENS = ("", "NULL", "\\N")
@@ -32,8 +31,7 @@ NULL_TOKENS = ("", "NULL", "\\N")
 NON_FINITE = ("nan", "+nan", "-nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity")
 INT_MIN, INT_MAX = -(2**31), 2**31 - 1  # PostgreSQL integer
 MAX_PROBLEMS = 20  # per file: enough to fix a file in one go without flooding the report
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?$")
-TYPES = ("int", "float", "text", "datetime")
+DATE = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?$")
 
 
 # ---------------------------------------------------------------------------------- errors
@@ -82,304 +80,6 @@ class ProductFileError(ValueError):
         return cls(p.file, p.line, p.column, p.reason, problems)
 
 
-# ---------------------------------------------------------------------------------- specs
-
-FORMATS_FILE = Path(__file__).with_name("formats.yaml")
-
-
-class FormatError(ValueError):
-    """``formats.yaml`` (or a registry's ``products`` mapping) is invalid; names the place."""
-
-
-@dataclass(frozen=True)
-class Column:
-    """One column a kind of file may carry.
-
-    ``target`` is the catalogue column (lower-case), None for a known column the catalogue does
-    not store (read, not validated, dropped). A nullable column may be absent from the header
-    (older files lack some): it is then all NULL. ``embed``: the column belongs to the metadata
-    row of that table carried inside each data row (SoSoFT); ``target`` is then its column there.
-    """
-
-    name: str
-    type: str
-    nullable: bool = True
-    max_len: int | None = None
-    target: str | None = None
-    aliases: tuple[str, ...] = ()
-    ref: str | None = None  # file kind whose local ids this column holds
-    ref_by: str | None = None  # ...of the file of that kind named in this header column (tracking)
-    ref_table: str | None = None  # holds catalogue ids of this table
-    local_id: bool = False  # the file-local row id (unique in the file)
-    embed: str | None = None
-    default: str | None = None  # NULL -> this value
-    fill_file: bool = False  # NULL or absent -> the file's own name
-
-    @property
-    def required(self) -> bool:
-        return not self.nullable or self.local_id
-
-    @property
-    def stored(self) -> bool:
-        return self.target is not None and self.embed is None
-
-    @property
-    def headers(self) -> tuple[str, ...]:
-        return (self.name, *self.aliases)
-
-
-@dataclass(frozen=True)
-class Link:
-    """A foreign key the file does not carry as a local id: ``target`` takes the catalogue id of
-    the companion ``kind`` file's only row (``by`` None) or of its row whose ``by[1]`` column
-    equals this row's ``by[0]`` column (header names)."""
-
-    target: str
-    kind: str
-    by: tuple[str, str] | None = None
-
-
-@dataclass(frozen=True)
-class KindSpec:
-    """How to read one kind of file and where its rows go.
-
-    ``table``: catalogue table. ``match_key``: for shared metadata tables (observatory,
-    frc_info, pp_info), the target columns that identify a row by content: such rows are matched
-    or inserted, never owned by a batch. Tables without a match key are owned by the batch.
-    """
-
-    kind: str
-    table: str
-    columns: tuple[Column, ...]
-    match_key: tuple[str, ...] = ()
-    links: tuple[Link, ...] = ()
-    embeds: tuple[tuple[str, str], ...] = ()  # (metadata table, target column here)
-
-    @property
-    def local_id(self) -> Column | None:
-        return next((c for c in self.columns if c.local_id), None)
-
-    @property
-    def stored_columns(self) -> list[Column]:
-        return [c for c in self.columns if c.stored]
-
-    @property
-    def read_columns(self) -> list[Column]:
-        """Columns converted and validated: stored ones and embedded metadata ones."""
-        return [c for c in self.columns if c.target is not None]
-
-    def embedded(self, table: str) -> list[Column]:
-        return [c for c in self.columns if c.embed == table]
-
-    @property
-    def refs(self) -> dict[str, str]:
-        """target column -> kind of the file it points into (same-stem local ids only)."""
-        return {c.target: c.ref for c in self.columns if c.ref and not c.ref_by and c.target}
-
-    @property
-    def depends_on(self) -> set[str]:
-        """File kinds this kind's rows point into (they must be loaded first)."""
-        return {c.ref for c in self.columns if c.ref and c.target} | {link.kind for link in self.links}
-
-    @property
-    def is_metadata(self) -> bool:
-        return bool(self.match_key)
-
-
-def parse_spec(
-    kind: str,
-    table: str,
-    text: str,
-    *,
-    match_key: tuple[str, ...] = (),
-    links: tuple[Link, ...] = (),
-    embeds: tuple[tuple[str, str], ...] = (),
-) -> KindSpec:
-    """Build a :class:`KindSpec` from a text table, one column a line::
-
-        NAME  TYPE  [flags...]
-
-    TYPE is ``int``, ``float``, ``datetime``, ``text`` or ``text(N)`` (N = max length).
-    Flags (see formats.yaml): ``notnull``; ``id``; ``ref=<kind>``, ``ref=<kind>@<COLUMN>``,
-    ``ref=@<table>``; ``in=<table>``; ``extra``; ``to=<column>``; ``alias=<NAME>``
-    (repeatable); ``default=<value>``; ``fill=file``. ``#`` starts a comment.
-    """
-    columns = []
-    for raw in text.splitlines():
-        line = raw.split("#", 1)[0].strip()
-        if not line:
-            continue
-        name, typ, *flags = line.split()
-        max_len = None
-        m = re.fullmatch(r"text\((\d+)\)", typ)
-        if m:
-            typ, max_len = "text", int(m.group(1))
-        if typ not in TYPES:
-            raise FormatError(f"spec {kind}: column {name}: unknown type {typ!r}")
-        opts: dict = {"nullable": True, "target": name.lower(), "aliases": []}
-        for flag in flags:
-            key, _, value = flag.partition("=")
-            if key == "notnull":
-                opts["nullable"] = False
-            elif key == "id":
-                opts["local_id"], opts["nullable"] = True, False
-            elif key == "ref" and value.startswith("@"):
-                opts["ref_table"] = value[1:]
-            elif key == "ref":
-                ref, _, by = value.partition("@")
-                opts["ref"], opts["ref_by"] = ref, (by.upper() or None)
-            elif key == "in":
-                opts["embed"] = value
-            elif key == "extra":
-                opts["target"] = None
-            elif key == "to":
-                opts["target"] = value
-            elif key == "alias":
-                opts["aliases"].append(value.upper())
-            elif key == "default":
-                opts["default"] = value
-            elif key == "fill" and value == "file":
-                opts["fill_file"] = True
-            else:
-                raise FormatError(f"spec {kind}: column {name}: unknown flag {flag!r}")
-        if opts.get("default") is not None or opts.get("fill_file"):
-            opts["nullable"] = True  # the value is never NULL once filled
-        opts["aliases"] = tuple(opts["aliases"])
-        columns.append(Column(name=name.upper(), type=typ, max_len=max_len, **opts))
-    targets = [c.target for c in columns if c.target]
-    dupes = sorted({t for t in targets if targets.count(t) > 1})
-    if dupes:
-        raise FormatError(f"spec {kind}: several columns go to {dupes}")
-    return KindSpec(
-        kind=kind, table=table, columns=tuple(columns), match_key=match_key, links=links, embeds=embeds
-    )
-
-
-_LINK = re.compile(
-    r"^(?P<target>[a-z0-9_]+)\s*<-\s*(?P<kind>[a-z0-9_]+)\s+(?:(?P<only>only)|by\s+(?P<by>[A-Z0-9_=]+))$"
-)
-
-
-def _parse_link(where: str, text: str) -> Link:
-    m = _LINK.match(str(text).strip())
-    if not m:
-        raise FormatError(f"{where}: link {text!r} is not 'TARGET <- KIND only' or 'TARGET <- KIND by COL[=COL2]'")
-    by = None
-    if m.group("by"):
-        mine, _, theirs = m.group("by").partition("=")
-        by = (mine, theirs or mine)
-    return Link(m.group("target"), m.group("kind"), by)
-
-
-@dataclass(frozen=True)
-class Formats:
-    """The known kinds of files (``kinds``: spec name -> spec) and the presets of file kind ->
-    spec per product format (``formats``)."""
-
-    kinds: dict[str, KindSpec]
-    formats: dict[str, dict[str, str]]
-    metadata_tables: dict[str, tuple[str, ...]]
-
-    def resolve(self, product_format: str, products: dict[str, str] | None = None) -> dict[str, KindSpec]:
-        """file kind -> spec for one FRC, in load order (every kind after those it points into).
-
-        ``products`` (the registry's per-FRC override) maps file kinds to spec names and wins
-        over the preset; a spec name ``none`` drops a kind.
-        """
-        if product_format not in self.formats:
-            raise FormatError(f"unknown product format {product_format!r} (known: {', '.join(self.formats)})")
-        mapping = {**self.formats[product_format], **(products or {})}
-        mapping = {k: v for k, v in mapping.items() if v != "none"}
-        where = f"product format {product_format!r}" + (f" with products {products}" if products else "")
-        specs = {}
-        for file_kind, spec_name in mapping.items():
-            if spec_name not in self.kinds:
-                raise FormatError(f"{where}: kind {file_kind!r} maps to unknown spec {spec_name!r}")
-            specs[file_kind] = self.kinds[spec_name]
-        for file_kind, spec in specs.items():
-            for dep in spec.depends_on:
-                if dep not in specs:
-                    raise FormatError(f"{where}: {file_kind} files ({spec.kind}) point into {dep!r} files, "
-                                      "which this format does not load")
-        ordered: dict[str, KindSpec] = {}
-        pending = dict(specs)
-        while pending:
-            ready = [k for k, s in pending.items() if s.depends_on - {k} <= set(ordered)]
-            if not ready:
-                raise FormatError(f"{where}: circular references between {sorted(pending)}")
-            for k in ready:
-                ordered[k] = pending.pop(k)
-        return ordered
-
-
-def load_formats(path: str | os.PathLike | None = None) -> Formats:
-    """Read and validate formats.yaml; errors name the file and the key."""
-    path = Path(path or FORMATS_FILE)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise FormatError(f"{path}: {exc}") from None
-    if not isinstance(raw, dict) or not {"kinds", "formats"} <= set(raw):
-        raise FormatError(f"{path}: expected the keys 'kinds' and 'formats'")
-    meta = {t: tuple(k) for t, k in (raw.get("metadata_tables") or {}).items()}
-    kinds = {}
-    for name, body in raw["kinds"].items():
-        where = f"{path}: kinds.{name}"
-        if not isinstance(body, dict) or not isinstance(body.get("table"), str) or "columns" not in body:
-            raise FormatError(f"{where}: needs 'table' and 'columns'")
-        unknown = set(body) - {"table", "columns", "links", "embeds"}
-        if unknown:
-            raise FormatError(f"{where}: unknown key(s) {sorted(unknown)}")
-        links = tuple(_parse_link(where, text) for text in body.get("links") or ())
-        embeds = tuple((t, c) for t, c in (body.get("embeds") or {}).items())
-        for table, _ in embeds:
-            if table not in meta:
-                raise FormatError(f"{where}: embeds {table!r}, which is not a metadata table")
-        try:
-            spec = parse_spec(
-                name, body["table"], body["columns"], match_key=meta.get(body["table"], ()), links=links, embeds=embeds
-            )
-        except FormatError as exc:
-            raise FormatError(f"{path}: {exc}") from None
-        for table, _ in embeds:
-            missing = set(meta[table]) - {c.target for c in spec.embedded(table)}
-            if missing:
-                raise FormatError(f"{where}: embedded {table} lacks its match key column(s) {sorted(missing)}")
-        for c in spec.columns:
-            if c.embed and (c.embed, ) not in [(t,) for t, _ in embeds]:
-                raise FormatError(f"{where}: column {c.name} is in={c.embed} but the kind does not embed it")
-        kinds[name] = spec
-    formats = {}
-    for fmt, mapping in raw["formats"].items():
-        if not isinstance(mapping, dict):
-            raise FormatError(f"{path}: formats.{fmt} must map file kinds to kinds")
-        formats[fmt] = {str(k): str(v) for k, v in mapping.items()}
-    result = Formats(kinds, formats, meta)
-    for fmt in formats:
-        try:
-            result.resolve(fmt)
-        except FormatError as exc:
-            raise FormatError(f"{path}: {exc}") from None
-    return result
-
-
-KNOWN = load_formats()
-KINDS = KNOWN.kinds
-# product_format -> file kind -> spec, in load order (the presets of formats.yaml).
-FORMATS: dict[str, dict[str, KindSpec]] = {fmt: KNOWN.resolve(fmt) for fmt in KNOWN.formats}
-FRC_INFO = KINDS["frc_info"]
-OBSERVATORY = KINDS["observatory"]
-SDOSS_INIT = KINDS["init"]
-SDOSS_FEAT = KINDS["sdoss_feat"]
-
-
-def spec_for(product_format: str, kind: str) -> KindSpec:
-    try:
-        return FORMATS[product_format][kind]
-    except KeyError:
-        raise KeyError(f"no reader for kind {kind!r} of product format {product_format!r}") from None
-
-
 # ---------------------------------------------------------------------------------- reading
 
 
@@ -397,10 +97,6 @@ class ProductTable:
     db_text: dict[str, np.ndarray] = field(default_factory=dict)
     unknown_columns: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-
-    @property
-    def kind(self) -> str:
-        return self.spec.kind
 
     @property
     def local_ids(self) -> np.ndarray:
@@ -647,13 +343,13 @@ def _convert(col: Column, raw: pd.Series, line_nos, problem, warnings, name) -> 
                 text = np.array([repr(v) for v in values.tolist()], dtype=object)
         text[~ok] = None
     elif col.type == "datetime":
-        shaped = np.array(raw.str.match(_DATE.pattern).to_numpy(dtype=bool, na_value=False))
+        shaped = np.array(raw.str.match(DATE.pattern).to_numpy(dtype=bool, na_value=False))
         retry = ~is_null & ~shaped
         if retry.any():  # surrounding blanks: rare, so stripped only where needed
             stripped = np.array([str(c).strip() for c in cells[retry]], dtype=object)
             cells[retry] = stripped
             text[retry] = stripped
-            shaped[retry] = [bool(_DATE.match(c)) for c in stripped]
+            shaped[retry] = [bool(DATE.match(c)) for c in stripped]
         parsed = pd.to_datetime(pd.Series(cells).where(~is_null & shaped), format="ISO8601", errors="coerce")
         parsed = parsed.astype("datetime64[us]")
         bad = ~is_null & (~shaped | parsed.isna().to_numpy())

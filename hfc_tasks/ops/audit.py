@@ -260,7 +260,7 @@ def _batch_tables(cur) -> list[str]:
 
 
 def _check_batch(res, frc, manifest, raw, data, conn) -> None:
-    from hfc_tasks.catalogue import readers
+    from hfc_tasks.catalogue import formats, readers
 
     with conn.cursor() as cur:
         batches = cur.execute(
@@ -292,7 +292,7 @@ def _check_batch(res, frc, manifest, raw, data, conn) -> None:
     if manifest is None:
         res.add(NOTE, "rows", f"batch {batch_id} ({status}): rows {actual}; no manifest to compare with")
         return
-    specs = readers.KNOWN.resolve(manifest.get("product_format") or frc.product_format, frc.products or None)
+    specs = formats.KNOWN.resolve(manifest.get("product_format") or frc.product_format, frc.products or None)
     expected: dict[str, int] = {}
     unknown: set[str] = set()
     files_of: dict[str, list[str]] = {}

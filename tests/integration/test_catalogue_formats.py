@@ -9,14 +9,14 @@ import psycopg
 import pytest
 from catalogue_files import Archive, csv_bytes, header_of, iso, stamp, values_for
 
-from hfc_tasks.catalogue import readers
+from hfc_tasks.catalogue import formats
 
 pytestmark = pytest.mark.site
 
 N1 = dt.date(2024, 3, 1)
 N2 = dt.date(2024, 3, 2)
 T1 = dt.datetime(2024, 3, 1, 6, 0, 0)
-KINDS = readers.KINDS
+KINDS = formats.KNOWN.kinds
 
 SDOSS_INIT = (
     "ID_OBSERVATIONS;OBSERVATORY_ID;DATE_OBS;DATE_END;JDINT;JDFRAC;EXP_TIME;C_ROTATION;BSCALE;BZERO;BITPIX;"

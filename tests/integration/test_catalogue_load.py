@@ -14,7 +14,7 @@ import psycopg
 import pytest
 from catalogue_files import ARCHIVE_URL, SAMPLES, Archive
 
-from hfc_tasks.catalogue import load_night, loader, readers, schema, upgrade
+from hfc_tasks.catalogue import ArchiveReadError, copying, formats, load_night, schema, upgrade
 
 pytestmark = pytest.mark.site
 
@@ -25,7 +25,8 @@ INIT_COLUMNS = (
     "NAXIS1;NAXIS2;R_SUN;CENTER_X;CENTER_Y;CDELT1;CDELT2;QUALITY;FILENAME;FILE_FORMAT;FILE_SIZE;DATA_TYPE;"
     "PROCESSING_LVL;COMMENT;LOC_FILENAME;URL;QCLK_URL;QCLK_FNAME"
 ).split(";")
-FEAT_COLUMNS = [c.name for c in readers.SDOSS_FEAT.columns]
+SDOSS_FEAT = formats.KNOWN.kinds["sdoss_feat"]
+FEAT_COLUMNS = [c.name for c in SDOSS_FEAT.columns]
 
 
 def _stamp(t: dt.datetime) -> str:
@@ -83,7 +84,7 @@ def feat_values(t: dt.datetime, n: int, file: str) -> list[dict]:
     out = []
     for k in range(1, n + 1):
         row = {}
-        for col in readers.SDOSS_FEAT.columns:
+        for col in SDOSS_FEAT.columns:
             if col.type == "int":
                 row[col.name] = 10 * k + 1
             elif col.type == "float":
@@ -339,7 +340,7 @@ def test_archive_fault_raises_names_the_file_and_keeps_the_previous_batch(conn, 
             raise causes[fault]
         return night.read(p) + (b"x" if p == path else b"")
 
-    with pytest.raises(loader.ArchiveReadError) as err:
+    with pytest.raises(ArchiveReadError) as err:
         load_night(conn, night.manifest, read)
     conn.rollback()
     text = str(err.value)
@@ -380,14 +381,14 @@ def test_failure_mid_load_keeps_previous_batch(conn, monkeypatch):
     first = night.load(conn)
     before = counts(conn)
 
-    real_copy = loader._copy_lines
+    real_copy = copying.copy_lines
 
     def copy_then_fail(cur, table, *args):
         real_copy(cur, table, *args)
         if table == "sunspots":
             raise RuntimeError("disk full (simulated)")
 
-    monkeypatch.setattr(loader, "_copy_lines", copy_then_fail)
+    monkeypatch.setattr(copying, "copy_lines", copy_then_fail)
     with pytest.raises(RuntimeError, match="simulated"):
         Night(NIGHT1, spots=(7, 7, 7)).load(conn)
     assert counts(conn) == before

@@ -11,12 +11,12 @@ import pytest
 from catalogue_files import Archive, csv_bytes, header_of, stamp, values_for
 from test_catalogue_formats import SDOSS_INIT, init_rows, sdoss_night
 
-from hfc_tasks.catalogue import loader, readers
+from hfc_tasks.catalogue import formats, tables
 
 pytestmark = pytest.mark.site
 
 N1, N2, N3 = dt.date(2024, 3, 1), dt.date(2024, 3, 2), dt.date(2024, 3, 3)
-FEAT = readers.KINDS["sdoss_feat"]
+FEAT = formats.KNOWN.kinds["sdoss_feat"]
 HEADER = header_of(FEAT)
 
 
@@ -197,7 +197,7 @@ def test_a_failing_load_keeps_the_previous_batch(conn, monkeypatch):
         raise ConnectionError("archive went away (simulated)")
 
     bigger = sdoss_night(N1, spots=9)
-    monkeypatch.setattr(loader, "_reserve_ids", broken)
+    monkeypatch.setattr(tables, "reserve_ids", broken)
     with pytest.raises(ConnectionError):
         bigger.load(conn)
     conn.rollback()

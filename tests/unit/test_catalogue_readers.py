@@ -8,17 +8,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from hfc_tasks.catalogue.readers import (
-    FORMATS,
-    FRC_INFO,
-    OBSERVATORY,
-    SDOSS_FEAT,
-    SDOSS_INIT,
-    ProductFileError,
-    parse_spec,
-    read_product,
-    spec_for,
-)
+from hfc_tasks.catalogue.formats import KNOWN, FormatError, load_formats, parse_spec
+from hfc_tasks.catalogue.readers import ProductFileError, read_product
+
+FRC_INFO = KNOWN.kinds["frc_info"]
+OBSERVATORY = KNOWN.kinds["observatory"]
+SDOSS_INIT = KNOWN.kinds["init"]
+SDOSS_FEAT = KNOWN.kinds["sdoss_feat"]
 
 SAMPLES = Path(__file__).parents[1] / "data" / "hfc_samples"
 
@@ -283,7 +279,8 @@ def test_a_new_kind_is_data():
         TRACK_FILENAME text(150) extra alias=TRACK_FNAME
         """,
     )
-    assert spec.refs == {"id_sunspot": "feat"}
+    assert spec.depends_on == {"feat"}
+    assert [(c.target, c.ref) for c in spec.columns if c.ref] == [("id_sunspot", "feat")]
     table = read_product("t.csv", b"TRACK_ID;ID_SUNSPOT;RUN_DATE;TRACK_FNAME\n7;3;2024-03-01T00:00:00;t.csv\n", spec)
     assert table.frame.to_dict("records")[0]["track_id"] == 7 and table.warnings == []
     with pytest.raises(ValueError, match="unknown flag"):
@@ -293,18 +290,16 @@ def test_a_new_kind_is_data():
 
 
 def test_formats_registry():
-    assert list(FORMATS["sdoss"]) == ["observatory", "frc_info", "init", "feat", "track"]
-    assert spec_for("sdoss", "feat") is SDOSS_FEAT
-    with pytest.raises(KeyError, match="no reader"):
-        spec_for("sdoss", "pp")
+    sdoss = KNOWN.resolve("sdoss")
+    assert list(sdoss) == ["observatory", "frc_info", "init", "feat", "track"]
+    assert sdoss["feat"] is SDOSS_FEAT
+    assert "pp" not in sdoss
 
 
 # ---------------------------------------------------------------------------- formats.yaml
 
 
 def _formats(tmp_path, text: str):
-    from hfc_tasks.catalogue.readers import load_formats
-
     path = tmp_path / "formats.yaml"
     path.write_text(text)
     return load_formats(path)
@@ -332,8 +327,6 @@ formats:
 
 
 def test_formats_yaml_is_data_checked_when_read(tmp_path):
-    from hfc_tasks.catalogue.readers import FormatError
-
     known = _formats(tmp_path, BASE)
     assert list(known.resolve("thing")) == ["frc_info", "feat"]
     assert known.kinds["frc_info"].is_metadata and not known.kinds["thing_feat"].is_metadata
@@ -352,8 +345,6 @@ def test_formats_yaml_is_data_checked_when_read(tmp_path):
 
 
 def test_shipped_formats_cover_every_product_of_the_hfc():
-    from hfc_tasks.catalogue.readers import KNOWN
-
     tables = {fmt: {k: s.table for k, s in KNOWN.resolve(fmt).items()} for fmt in KNOWN.formats}
     assert tables["sdoss"] == {"observatory": "observatory", "frc_info": "frc_info", "init": "observations",
                                "feat": "sunspots", "track": "sunspots_tracking"}

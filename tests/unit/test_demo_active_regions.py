@@ -19,13 +19,13 @@ from pathlib import Path
 
 import pytest
 
-from hfc_tasks.catalogue import readers
+from hfc_tasks.catalogue import formats
 from hfc_tasks.products import parse_product_name
 
 SCRIPT = Path(__file__).resolve().parents[2] / "site" / "frcs" / "demo_active_regions.py"
 PYTHON = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else shutil.which("python3")
 NIGHT = ("2024-03-01T00:00:00", "2024-03-02T00:00:00")
-SPECS = readers.KNOWN.resolve("spoca-ar")
+SPECS = formats.KNOWN.resolve("spoca-ar")
 CC_STEPS = {0: (1, 0), 1: (1, 1), 2: (0, 1), 3: (-1, 1), 4: (-1, 0), 5: (-1, -1), 6: (0, -1), 7: (1, -1)}
 
 

@@ -2,6 +2,8 @@
 
 import datetime as dt
 import shlex
+import subprocess
+import sys
 
 import pytest
 
@@ -71,9 +73,10 @@ def _frc_with(**fields) -> dict:
 
 
 def test_product_format_and_products_are_checked_against_formats_yaml():
-    from hfc_tasks.registry import Frc, known_product_formats
+    from hfc_tasks.catalogue.formats import KNOWN
+    from hfc_tasks.registry import Frc
 
-    formats, kinds = known_product_formats()
+    formats, kinds = set(KNOWN.formats), set(KNOWN.kinds)
     assert {"sdoss", "spoca-ar", "spoca-ch", "sosoft", "rabat3", "trackfil"} <= formats
     assert {"init", "sdoss_feat", "spoca_ar_track"} <= kinds
     # A new FRC writing known kinds: registry data only.
@@ -83,6 +86,15 @@ def test_product_format_and_products_are_checked_against_formats_yaml():
         Frc.model_validate(_frc_with(product_format="mdiss"))
     with pytest.raises(ValueError, match="'sunspot_feat' is not a kind of formats.yaml"):
         Frc.model_validate(_frc_with(products={"feat": "sunspot_feat"}))
+
+
+def test_registry_reads_formats_yaml_without_pandas():
+    """The DAG file parses the registry: formats.yaml comes through catalogue.formats, which
+    imports neither pandas nor numpy nor psycopg (the readers and the loader do)."""
+    code = ("import sys, hfc_tasks.registry as r; r.load_registry(); "
+            "print(sorted(m for m in ('pandas', 'numpy', 'psycopg') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 def test_after_cycle_refused(tmp_path):
