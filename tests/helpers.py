@@ -5,13 +5,15 @@
 - secrets born private (an audit hook on every file-system event);
 - ``airflow dags test`` as ``make demo`` runs it;
 - SSH logins with the host key pinned;
-- an Airflow instance of a test module's own, driven through ``hfc airflow``.
+- an Airflow instance of a test module's own, driven through ``hfc airflow``;
+- a TCP relay that cuts a connection after a byte budget (the connection-cut drills).
 
 Fixtures stay in the conftest.py files; this module holds plain functions and classes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import csv
@@ -224,3 +226,43 @@ sites:
     stagger_seconds: 0
 frcs:
 {frcs}"""
+
+
+# ------------------------------------------------------------------ connection cuts
+
+
+async def relay(cr: asyncio.StreamReader, cw: asyncio.StreamWriter, port: int,
+                budget: int | None = None) -> tuple[bool, int]:
+    """Relay one client connection to 127.0.0.1:``port``. With a ``budget``, cut it (both ends
+    aborted, not closed) once that many bytes have passed, both directions counted. Returns
+    (cut, bytes passed)."""
+    try:
+        sr, sw = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        cw.close()
+        return False, 0
+    left, passed = [budget], [0]
+
+    async def pipe(r, w):
+        while data := await r.read(65536):
+            if left[0] is not None:
+                if len(data) >= left[0]:
+                    w.write(data[: left[0]])
+                    passed[0] += left[0]
+                    raise ConnectionAbortedError
+                left[0] -= len(data)
+            w.write(data)
+            passed[0] += len(data)
+            await w.drain()
+
+    tasks = [asyncio.ensure_future(pipe(cr, sw)), asyncio.ensure_future(pipe(sr, cw))]
+    await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    cut = any(t.done() and not t.cancelled() and isinstance(t.exception(), ConnectionAbortedError) for t in tasks)
+    for t in tasks:
+        t.cancel()
+    for w in (cw, sw):
+        if cut:
+            w.transport.abort()
+        else:
+            w.close()
+    return cut, passed[0]

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import asyncssh
 import pytest
+from helpers import relay
 
 from hfc_tasks.archive import (
     ArchiveTarget,
@@ -344,33 +345,7 @@ class CuttingProxy:
 
     async def _handle(self, cr, cw) -> None:
         budget = self.cuts.budget()
-        try:
-            sr, sw = await asyncio.open_connection("127.0.0.1", self.port)
-        except OSError:
-            cw.close()
-            return
-
-        async def pipe(r, w):
-            while data := await r.read(65536):
-                if budget is not None:
-                    if len(data) >= budget[0]:
-                        w.write(data[: budget[0]])
-                        raise ConnectionAbortedError
-                    budget[0] -= len(data)
-                w.write(data)
-                await w.drain()
-
-        tasks = [asyncio.ensure_future(pipe(cr, sw)), asyncio.ensure_future(pipe(sr, cw))]
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        cut = any(t.done() and not t.cancelled() and isinstance(t.exception(), ConnectionAbortedError)
-                  for t in tasks)
-        for t in tasks:
-            t.cancel()
-        for w in (cw, sw):
-            if cut:
-                w.transport.abort()
-            else:
-                w.close()
+        cut, _ = await relay(cr, cw, self.port, None if budget is None else budget[0])
         if cut:
             self.cuts.done += 1
             self.cuts.on_cut()

@@ -33,6 +33,7 @@ import psycopg
 import pytest
 import yaml
 from catalogue_files import Archive
+from helpers import relay
 from test_catalogue_load import _stamp, feat_csv, feat_values, init_csv, quicklook_name
 
 from hfc_tasks import products
@@ -264,26 +265,7 @@ class CutProxy:
         self.listen = self.server.sockets[0].getsockname()[1]
 
     async def _handle(self, cr, cw) -> None:
-        sr, sw = await asyncio.open_connection("127.0.0.1", self.port)
-        count = [0]
-
-        async def pipe(r, w):
-            while data := await r.read(65536):
-                count[0] += len(data)
-                if self.budget is not None and count[0] >= self.budget:
-                    raise ConnectionAbortedError
-                w.write(data)
-                await w.drain()
-
-        tasks = [asyncio.ensure_future(pipe(cr, sw)), asyncio.ensure_future(pipe(sr, cw))]
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        cut = any(t.done() and not t.cancelled() and isinstance(t.exception(), ConnectionAbortedError)
-                  for t in tasks)
-        for t in tasks:
-            t.cancel()
-        for w in (cw, sw):
-            w.transport.abort() if cut else w.close()
-        self.seen = count[0]
+        cut, self.seen = await relay(cr, cw, self.port, self.budget)
         self.cuts += cut
         self.ended.release()
 
