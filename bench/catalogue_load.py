@@ -30,34 +30,13 @@ from urllib.parse import urlsplit, urlunsplit
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests" / "integration"))
 
-from hfc_tasks.catalogue import formats  # noqa: E402
+# The SDOSS night of the catalogue tests (same columns, same init files).
+from catalogue_files import FEAT_COLUMNS, SDOSS_FEAT, init_csv  # noqa: E402
 
 SAMPLES = REPO / "tests" / "data" / "hfc_samples"
-INIT_COLUMNS = (
-    "ID_OBSERVATIONS;OBSERVATORY_ID;DATE_OBS;DATE_END;JDINT;JDFRAC;EXP_TIME;C_ROTATION;BSCALE;BZERO;BITPIX;"
-    "NAXIS1;NAXIS2;R_SUN;CENTER_X;CENTER_Y;CDELT1;CDELT2;QUALITY;FILENAME;FILE_FORMAT;FILE_SIZE;DATA_TYPE;"
-    "PROCESSING_LVL;COMMENT;LOC_FILENAME;URL;QCLK_URL;QCLK_FNAME"
-).split(";")
-SDOSS_FEAT = formats.KNOWN.kinds["sdoss_feat"]
-FEAT_COLUMNS = [c.name for c in SDOSS_FEAT.columns]
 NIGHT = dt.date(2024, 3, 1)
-
-
-def _init(t: dt.datetime) -> str:
-    iso, end = t.strftime("%Y-%m-%dT%H:%M:%S"), (t + dt.timedelta(seconds=45)).strftime("%Y-%m-%dT%H:%M:%S")
-    rows = [";".join(INIT_COLUMNS)]
-    for local, kind in ((1, "continuum"), (2, "magnetogram")):
-        fits = f"hmi.{kind}.{t:%Y%m%d_%H%M%S}.fits"
-        v = {"ID_OBSERVATIONS": local, "OBSERVATORY_ID": local, "DATE_OBS": iso, "DATE_END": end,
-             "JDINT": 2460371, "JDFRAC": 0.5, "EXP_TIME": 0.045, "C_ROTATION": 2281, "BSCALE": 1.0, "BZERO": 0.0,
-             "BITPIX": 32, "NAXIS1": 4096, "NAXIS2": 4096, "R_SUN": 1890.5, "CENTER_X": 2048.25,
-             "CENTER_Y": 2047.75, "CDELT1": 0.504, "CDELT2": 0.504, "QUALITY": "0", "FILENAME": fits,
-             "FILE_FORMAT": "FITS", "FILE_SIZE": 16777216, "DATA_TYPE": "int", "PROCESSING_LVL": "1.5",
-             "COMMENT": "NULL", "LOC_FILENAME": f"/data/sdo/{fits}", "URL": f"http://jsoc.stanford.edu/{fits}",
-             "QCLK_URL": "", "QCLK_FNAME": f"hmi.ic.{t:%Y%m%d_%H%M%S}.jpg" if local == 1 else "\\N"}
-        rows.append(";".join(str(v[c]) for c in INIT_COLUMNS))
-    return "\r\n".join(rows) + "\r\n"
 
 
 def _feat(t: dt.datetime, n: int, name: str, rnd: random.Random) -> str:
@@ -119,7 +98,7 @@ def make_night(folder: Path, files: int, rows: int) -> dict:
     for i in range(files):
         t = start + dt.timedelta(seconds=8 * i)  # 10,000 observation times within the night
         stem = f"sdoss_106_{t:%Y%m%dT%H%M%S}_sdo"
-        add(f"{stem}_init.csv", "init", _init(t).encode())
+        add(f"{stem}_init.csv", "init", init_csv(t))
         add(f"{stem}_feat.csv", "feat", _feat(t, rows, f"{stem}_feat.csv", rnd).encode())
     manifest = {"format": "hfc-manifest/1", "frc": "sdoss", "night": NIGHT.isoformat(), "product_format": "sdoss",
                 "frc_version": "1.0.6", "slurm_job_id": "1", "files": entries}

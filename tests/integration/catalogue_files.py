@@ -10,7 +10,7 @@ import hashlib
 import random
 from pathlib import Path
 
-from hfc_tasks.catalogue import load_night, readers
+from hfc_tasks.catalogue import formats, load_night, readers
 
 SAMPLES = Path(__file__).parents[1] / "data" / "hfc_samples"
 ARCHIVE_URL = "file:///archive"
@@ -133,3 +133,60 @@ class Archive:
         report = load_night(conn, self.manifest, self.read, **kw)
         conn.commit()
         return report
+
+
+# ------------------------------------------------------------------ an SDOSS night
+# (also the benchmark's: bench/catalogue_load.py)
+INIT_COLUMNS = (
+    "ID_OBSERVATIONS;OBSERVATORY_ID;DATE_OBS;DATE_END;JDINT;JDFRAC;EXP_TIME;C_ROTATION;BSCALE;BZERO;BITPIX;"
+    "NAXIS1;NAXIS2;R_SUN;CENTER_X;CENTER_Y;CDELT1;CDELT2;QUALITY;FILENAME;FILE_FORMAT;FILE_SIZE;DATA_TYPE;"
+    "PROCESSING_LVL;COMMENT;LOC_FILENAME;URL;QCLK_URL;QCLK_FNAME"
+).split(";")
+SDOSS_FEAT = formats.KNOWN.kinds["sdoss_feat"]
+FEAT_COLUMNS = [c.name for c in SDOSS_FEAT.columns]
+
+
+def quicklook_name(t: dt.datetime) -> str:
+    return f"hmi.ic_45s.{t:%Y.%m.%d_%H_%M_%S}_TAI.continuum.jpg"
+
+
+def init_csv(t: dt.datetime) -> bytes:
+    """SDOSS init: continuum (local id 1, observatory 1) then magnetogram (2, observatory 2)."""
+    start, end = iso(t), iso(t + dt.timedelta(seconds=45))
+    rows = []
+    for local, kind in ((1, "continuum"), (2, "magnetogram")):
+        fits = f"hmi.{kind}.{t:%Y%m%d_%H%M%S}.fits"
+        values = {
+            "ID_OBSERVATIONS": local,
+            "OBSERVATORY_ID": local,
+            "DATE_OBS": start,
+            "DATE_END": end,
+            "JDINT": 2460371,
+            "JDFRAC": 0.5,
+            "EXP_TIME": 0.045,
+            "C_ROTATION": 2281,
+            "BSCALE": 1.0,
+            "BZERO": 0.0,
+            "BITPIX": 32,
+            "NAXIS1": 4096,
+            "NAXIS2": 4096,
+            "R_SUN": 1890.5,
+            "CENTER_X": 2048.25,
+            "CENTER_Y": 2047.75,
+            "CDELT1": 0.504,
+            "CDELT2": 0.504,
+            "QUALITY": "0",
+            "FILENAME": fits,
+            "FILE_FORMAT": "FITS",
+            "FILE_SIZE": 16777216,
+            "DATA_TYPE": "int",
+            "PROCESSING_LVL": "1.5",
+            "COMMENT": "NULL",
+            "LOC_FILENAME": f"/data/sdo/{fits}",
+            "URL": f"http://jsoc.stanford.edu/{fits}",
+            "QCLK_URL": "",
+            "QCLK_FNAME": quicklook_name(t) if local == 1 else "\\N",
+        }
+        rows.append(";".join(str(values[c]) for c in INIT_COLUMNS))
+    # CRLF and no final newline, like the real files.
+    return ("\r\n".join([";".join(INIT_COLUMNS), *rows])).encode()

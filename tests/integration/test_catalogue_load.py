@@ -12,99 +12,30 @@ import threading
 
 import psycopg
 import pytest
-from catalogue_files import ARCHIVE_URL, SAMPLES, Archive
+from catalogue_files import (
+    ARCHIVE_URL,
+    FEAT_COLUMNS,
+    SAMPLES,
+    SDOSS_FEAT,
+    Archive,
+    init_csv,
+    quicklook_name,
+    values_for,
+)
+from catalogue_files import stamp as _stamp
 
-from hfc_tasks.catalogue import ArchiveReadError, copying, formats, load_night, schema, upgrade
+from hfc_tasks.catalogue import ArchiveReadError, copying, load_night, schema, upgrade
 
 pytestmark = pytest.mark.site
 
 FRC = "sdoss"
 
-INIT_COLUMNS = (
-    "ID_OBSERVATIONS;OBSERVATORY_ID;DATE_OBS;DATE_END;JDINT;JDFRAC;EXP_TIME;C_ROTATION;BSCALE;BZERO;BITPIX;"
-    "NAXIS1;NAXIS2;R_SUN;CENTER_X;CENTER_Y;CDELT1;CDELT2;QUALITY;FILENAME;FILE_FORMAT;FILE_SIZE;DATA_TYPE;"
-    "PROCESSING_LVL;COMMENT;LOC_FILENAME;URL;QCLK_URL;QCLK_FNAME"
-).split(";")
-SDOSS_FEAT = formats.KNOWN.kinds["sdoss_feat"]
-FEAT_COLUMNS = [c.name for c in SDOSS_FEAT.columns]
-
-
-def _stamp(t: dt.datetime) -> str:
-    return t.strftime("%Y%m%dT%H%M%S")
-
-
-def quicklook_name(t: dt.datetime) -> str:
-    return f"hmi.ic_45s.{t:%Y.%m.%d_%H_%M_%S}_TAI.continuum.jpg"
-
-
-def init_csv(t: dt.datetime) -> bytes:
-    """SDOSS init: continuum (local id 1, observatory 1) then magnetogram (2, observatory 2)."""
-    iso = t.strftime("%Y-%m-%dT%H:%M:%S")
-    end = (t + dt.timedelta(seconds=45)).strftime("%Y-%m-%dT%H:%M:%S")
-    rows = []
-    for local, kind in ((1, "continuum"), (2, "magnetogram")):
-        fits = f"hmi.{kind}.{t:%Y%m%d_%H%M%S}.fits"
-        values = {
-            "ID_OBSERVATIONS": local,
-            "OBSERVATORY_ID": local,
-            "DATE_OBS": iso,
-            "DATE_END": end,
-            "JDINT": 2460371,
-            "JDFRAC": 0.5,
-            "EXP_TIME": 0.045,
-            "C_ROTATION": 2281,
-            "BSCALE": 1.0,
-            "BZERO": 0.0,
-            "BITPIX": 32,
-            "NAXIS1": 4096,
-            "NAXIS2": 4096,
-            "R_SUN": 1890.5,
-            "CENTER_X": 2048.25,
-            "CENTER_Y": 2047.75,
-            "CDELT1": 0.504,
-            "CDELT2": 0.504,
-            "QUALITY": "0",
-            "FILENAME": fits,
-            "FILE_FORMAT": "FITS",
-            "FILE_SIZE": 16777216,
-            "DATA_TYPE": "int",
-            "PROCESSING_LVL": "1.5",
-            "COMMENT": "NULL",
-            "LOC_FILENAME": f"/data/sdo/{fits}",
-            "URL": f"http://jsoc.stanford.edu/{fits}",
-            "QCLK_URL": "",
-            "QCLK_FNAME": quicklook_name(t) if local == 1 else "\\N",
-        }
-        rows.append(";".join(str(values[c]) for c in INIT_COLUMNS))
-    # CRLF and no final newline, like the real files.
-    return ("\r\n".join([";".join(INIT_COLUMNS), *rows])).encode()
-
 
 def feat_values(t: dt.datetime, n: int, file: str) -> list[dict]:
-    out = []
-    for k in range(1, n + 1):
-        row = {}
-        for col in SDOSS_FEAT.columns:
-            if col.type == "int":
-                row[col.name] = 10 * k + 1
-            elif col.type == "float":
-                row[col.name] = k + 0.25
-            elif col.type == "datetime":
-                row[col.name] = t.strftime("%Y-%m-%dT%H:%M:%S")
-            else:
-                row[col.name] = f"{col.name.lower()}{k}"
-        row.update(
-            ID_SUNSPOT=k,
-            FRC_INFO_ID=1,
-            OBSERVATIONS_ID_IC=1,
-            OBSERVATIONS_ID_M=2,
-            SNAPSHOT_PATH="http://snap/",
-            SNAPSHOT_FN=f"snap_{_stamp(t)}_{k}.png",
-            FEAT_FILENAME=file,
-            FEAT_TOT_BZ="NULL",
-        )
-        out.append(row)
-    return out
+    return [values_for(SDOSS_FEAT, k, t, ID_SUNSPOT=k, FRC_INFO_ID=1, OBSERVATIONS_ID_IC=1, OBSERVATIONS_ID_M=2,
+                       SNAPSHOT_PATH="http://snap/", SNAPSHOT_FN=f"snap_{_stamp(t)}_{k}.png", FEAT_FILENAME=file,
+                       FEAT_TOT_BZ="NULL")
+            for k in range(1, n + 1)]
 
 
 def feat_csv(rows: list[dict], columns=None) -> bytes:
