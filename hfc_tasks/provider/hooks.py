@@ -6,7 +6,7 @@ modules (:mod:`hfc_tasks.slurm`, :mod:`hfc_tasks.archive`). Every SSH connection
 stage and process (worker, triggerer, api-server) goes through one host-key policy,
 :func:`hfc_tasks.sshpolicy.resolve`: :func:`ssh_client` (paramiko: submit, the catalogue's and
 the status page's SFTP reads), :func:`ssh_endpoint` (the asyncssh archive engine) and
-:func:`ssh_target` (the wait's trigger). A connection that can never work (no or invalid host
+:func:`async_ssh_target` (the wait's trigger). A connection that can never work (no or invalid host
 key, unknown connection id, changed host key, login refused) raises
 :class:`ConnectionConfigError`, an ``AirflowFailException``: the task fails at once, without
 retries, with the fix in the message.
