@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import asyncssh
 
+from hfc_tasks import sshpolicy
 from hfc_tasks.archive.errors import HostKeyError, TransferError
 
 
@@ -43,10 +44,10 @@ async def connect(ep: Endpoint) -> asyncssh.SSHClientConnection:
     if ep.host_key:
         try:
             # one key per line (hfc_tasks.sshpolicy gives every key the policy trusts)
-            trusted = [asyncssh.import_public_key(k) for k in ep.host_key.strip().splitlines() if k.strip()]
+            known_hosts: object = sshpolicy.asyncssh_known_hosts(
+                [k for k in ep.host_key.strip().splitlines() if k.strip()])
         except (asyncssh.KeyImportError, ValueError) as exc:
             raise HostKeyError(f"{ep.describe()}: host_key {ep.host_key[:40]!r}... is not a public key: {exc}") from exc
-        known_hosts: object = (trusted, [], [])
     elif ep.known_hosts:
         known_hosts = ep.known_hosts
     else:
