@@ -12,7 +12,8 @@ Three paths reach it, so that cancelling never depends on which process happens 
   site). The listener does not know the job id: it cancels our live jobs named after the night
   (``hfc.<frc>.<YYYYMMDD>``); while the run holds the claim, no other run has such a job.
 
-Cancelling twice is harmless (``scancel`` of an ended job is a no-op). No Airflow here.
+Cancelling twice is harmless (``scancel`` of an ended job is a no-op). Airflow only through the
+hooks that open the catalogue and cluster connections.
 """
 
 from __future__ import annotations
@@ -33,14 +34,14 @@ def cancel_if_held(*, catalogue_conn_id: str, cluster_conn_id: str, frc: str, ni
     from hfc_tasks.provider.hooks import SlurmHook, catalogue_connect
 
     say = logger or log
-    what = f"SLURM job {', '.join(job_ids)}" if job_ids else f"the live SLURM job {products.job_name(frc, night)}"
+    name = products.job_name(frc, night)
+    what = f"SLURM job {', '.join(job_ids)}" if job_ids else f"the live SLURM job {name}"
     try:
         with catalogue_connect(catalogue_conn_id) as conn:
             owner = holder(conn, frc, night)
     except Exception as exc:  # noqa: BLE001 - whatever the database says, never cancel blind
         say.error("cannot read the claim on night %s of FRC %s (%s): %s NOT cancelled; cancel it by hand if "
-                  "it must stop (squeue --name=%s; scancel <id>)", night, frc, exc, what,
-                  products.job_name(frc, night))
+                  "it must stop (squeue --name=%s; scancel <id>)", night, frc, exc, what, name)
         return []
     if owner != run:
         say.warning("night %s of FRC %s is held by run %s, not run %s: %s NOT cancelled",
@@ -49,9 +50,7 @@ def cancel_if_held(*, catalogue_conn_id: str, cluster_conn_id: str, frc: str, ni
     hook = SlurmHook(cluster_conn_id)
     try:
         if job_ids is None:
-            job_ids = slurm.parse_job_ids(
-                hook.check(slurm.live_jobs_command(products.job_name(frc, night)), what="squeue")
-            )
+            job_ids = slurm.parse_job_ids(hook.check(slurm.live_jobs_command(name), what="squeue"))
         for job_id in job_ids:
             hook.cancel(str(job_id))
     finally:
@@ -59,6 +58,5 @@ def cancel_if_held(*, catalogue_conn_id: str, cluster_conn_id: str, frc: str, ni
     if job_ids:
         say.info("cancelled SLURM job %s (night %s of FRC %s, run %s)", ", ".join(job_ids), night, frc, run)
     else:
-        say.info("night %s of FRC %s: no live SLURM job named %s to cancel", night, frc,
-                 products.job_name(frc, night))
+        say.info("night %s of FRC %s: no live SLURM job named %s to cancel", night, frc, name)
     return list(job_ids)
