@@ -20,6 +20,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from hfc_tasks.ops import hqi_serve
 from hfc_tasks.registry import RegistryError, load_registry
 
 
@@ -400,6 +401,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--since", default="2000-01-01", help="sacct -S: count jobs submitted since (default: all time)")
     _dsn_option(p, "the site's catalogue connection")
     p.add_argument("--json", action="store_true", help="print the audit as JSON")
+
+    hqi_serve.add_command(sub, _command)
 
     args = parser.parse_args(argv)
     # paramiko logs every connection at INFO: noise on an operator's terminal.
