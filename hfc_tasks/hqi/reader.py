@@ -170,7 +170,7 @@ class Reader:
                     size += _size(row)
                 if size > self.max_answer_bytes:
                     raise HqiError(f"the answer for {table} would be larger than "
-                                   f"{self.max_answer_bytes // (1024 * 1024)} MiB: ask fewer rows "
+                                   f"{self.max_answer_bytes:,} bytes: ask fewer rows "
                                    "(LIMIT/MAXRECORDS) or fewer columns (WHAT)")
                 rows.extend(batch)
         overflow = len(rows) > limit
