@@ -193,16 +193,41 @@ def _catalogue_dsn(args) -> str:
     return dsn
 
 
+def _hqi_password(args) -> str | None:
+    """The HQI login role's password: --hqi-password-file (its first line), else $HFC_HQI_DB_PASSWORD."""
+    from hfc_tasks.catalogue import readers_role
+
+    if args.hqi_password_file:
+        try:
+            text = Path(args.hqi_password_file).read_text()
+        except OSError as exc:
+            raise ValueError(f"--hqi-password-file: cannot read {args.hqi_password_file}: {exc.strerror}") from None
+        password = text.splitlines()[0] if text.strip() else ""
+        if not password:
+            raise ValueError(f"--hqi-password-file: {args.hqi_password_file} is empty")
+        return password
+    return os.environ.get(readers_role.PASSWORD_ENV) or None
+
+
 def _db_cmd(args) -> int:
+    """Migrations, then the HQI service's roles and grants (hfc_tasks/catalogue/readers_role.py)."""
     import psycopg
 
-    from hfc_tasks.catalogue import schema
+    from hfc_tasks.catalogue import readers_role, schema
 
+    password = _hqi_password(args)
     with psycopg.connect(_catalogue_dsn(args)) as conn:
         done = schema.upgrade(conn)
         conn.commit()
         current = [m.version for m in schema.migrations()]
-    print(f"applied: {', '.join(done)}" if done else f"schema {schema.SCHEMA} is up to date ({current[-1]})")
+        print(f"applied: {', '.join(done)}" if done else f"schema {schema.SCHEMA} is up to date ({current[-1]})")
+        try:
+            outcome = readers_role.ensure(conn, login=args.hqi_role, password=password)
+        except readers_role.ReaderRoleError as exc:
+            print(f"hfc db upgrade: {exc}", file=sys.stderr)
+            return 1
+    for line in outcome.lines():
+        print(line)
     return 0
 
 
@@ -371,7 +396,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--night", required=True, help="YYYY-MM-DD")
     p.add_argument("--site", default=None)
 
-    _dsn_option(_command(sub, "db", _db_cmd, "the catalogue database schema", ["upgrade"]))
+    p = _command(sub, "db", _db_cmd, "the catalogue database schema, and the HQI service's read-only roles",
+                 ["upgrade"])
+    _dsn_option(p)
+    p.add_argument("--hqi-role", default="hfc_hqi",
+                   help="the HQI service's login role, read-only, a member of hfc_hqi_reader (default hfc_hqi)")
+    p.add_argument("--hqi-password-file", metavar="PATH",
+                   help="its password, the file's first line (default: $HFC_HQI_DB_PASSWORD; neither: the "
+                        "password is left as it is, and a new role has none)")
 
     p = _command(sub, "ingest", _ingest_cmd, "load a night's manifest, or a folder of product files, into the "
                  "catalogue (exit 0: loaded; 1: some files rejected; 3: a file unreadable or not the manifest's, "
