@@ -177,9 +177,31 @@ def _summary_cmd(args) -> int:
                   + (f", NOT CLEAN: {len(row[3])} issue(s)" if row and row[3] else ""))
             print(f"   VIEW_SP_HQI rows for the night: {n_spots}")
             if ql:
-                print(f"   quicklooks: {ql[0]}  (QCLK_URL + '/' + QCLK_FNAME)")
+                opened = _opens(ql[0])
+                print(f"   quicklooks: {ql[0]}  (QCLK_URL + '/' + QCLK_FNAME: "
+                      f"{'opens' if opened is None else 'does NOT open: ' + opened})")
+                ok = ok and opened is None
             ok = ok and row is not None
+    hqi_url = os.environ.get("HFC_HQI_URL")
+    if hqi_url:  # the readers' query service (hfc hqi serve; on the local site, `hfc site up` runs it)
+        wsdl = f"{hqi_url.rstrip('/')}/HelioTavernaService?wsdl"
+        problem = _opens(wsdl)
+        print(f"HQI query service: {wsdl}" + (f"  NOT ANSWERING: {problem} (hfc site status)" if problem else ""))
+        ok = ok and problem is None
     return 0 if ok else 1
+
+
+def _opens(url: str) -> str | None:
+    """None when the URL opens as the HFC's clients open it (urlopen), else why not."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            response.read(1)
+        return None
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        return str(getattr(exc, "reason", None) or exc)
 
 
 # ---------------------------------------------------------------------------------- catalogue

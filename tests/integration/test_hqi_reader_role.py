@@ -315,3 +315,36 @@ def test_a_new_role_without_a_password_is_said(admin_db):
     assert f"HQI role {login} was created WITHOUT a password" in proc.stdout
     with pytest.raises(psycopg.OperationalError):
         psycopg.connect(with_login(dsn, login, "anything")).close()
+
+
+_argv: list[list[str]] = []
+_recording = [False]
+
+
+def _audit(event: str, args: tuple) -> None:
+    if _recording[0] and event == "subprocess.Popen":
+        _argv.append([str(a) for a in (args[1] or [])])
+
+
+sys.addaudithook(_audit)
+
+
+def test_the_site_sets_the_password_again_when_it_drifted(site):
+    """`hfc site up` (postgres.ensure_hqi_role): the role's password follows the site's secret
+    file, sent as a SCRAM verifier: neither the password nor the verifier reaches an argv."""
+    lay = Layout.current()
+    other = secrets.token_urlsafe(18)
+    postgres._psql(lay, f"alter role hfc_hqi password '{other}'", secrets=(other,))
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(site["HFC_HQI_DSN"]).close()
+    _argv.clear()
+    _recording[0] = True
+    try:
+        assert postgres.ensure_hqi_role(lay) is True  # set again to the file's password
+    finally:
+        _recording[0] = False
+    psycopg.connect(site["HFC_HQI_DSN"]).close()
+    assert postgres.ensure_hqi_role(lay) is False  # it logs in: nothing to set
+    pw = postgres.hqi_password(lay)
+    assert any("psql" in " ".join(a) for a in _argv), _argv
+    assert [a for a in _argv if pw in " ".join(a) or "SCRAM-SHA-256" in " ".join(a)] == []

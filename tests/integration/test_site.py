@@ -14,6 +14,7 @@ import pytest
 from helpers import pinned_ssh_client
 
 from hfc_tasks.ops import localsite
+from hfc_tasks.ops.localsite.layout import Layout
 
 pytestmark = pytest.mark.site
 
@@ -39,7 +40,7 @@ def _run(client: paramiko.SSHClient, cmd: str, timeout: float = 30) -> tuple[int
 def test_connection_variables_shape(site):
     assert set(site) == {
         "HFC_SITE_DIR", "AIRFLOW_CONN_HFC_CLUSTER", "AIRFLOW_CONN_HFC_ARCHIVE",
-        "AIRFLOW_CONN_HFC_CATALOGUE", "HFC_CATALOGUE_DSN", "HFC_SSH_KNOWN_HOSTS",
+        "AIRFLOW_CONN_HFC_CATALOGUE", "HFC_CATALOGUE_DSN", "HFC_SSH_KNOWN_HOSTS", "HFC_HQI_DSN", "HFC_HQI_URL",
     }
     cluster, archive = _conn(site, "cluster"), _conn(site, "archive")
     assert (cluster["conn_type"], cluster["login"]) == ("ssh", "cluster")
@@ -56,7 +57,9 @@ def test_connection_variables_shape(site):
 
 
 def test_services_listen_on_loopback_only(site):
-    ports = {_conn(site, "cluster")["port"], _conn(site, "catalogue")["port"]}
+    lay = Layout.current()
+    # sshd, PostgreSQL, the archive's web server and the HQI query service
+    ports = {_conn(site, "cluster")["port"], _conn(site, "catalogue")["port"], lay.archive_http_port, lay.hqi_port}
     listening: dict[int, set[str]] = {}
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         for line in Path(table).read_text().splitlines()[1:]:
@@ -207,6 +210,8 @@ def _pids() -> dict[str, str]:
         "munged": root / "munge/munged.pid",
         "mariadb": root / "mysql/mysqld.pid",
         **{d: root / f"slurm/run/{d}.pid" for d in ("slurmdbd", "slurmctld", "slurmd")},
+        "nginx": root / "nginx/nginx.pid",
+        "hqi": root / "hqi/hqi.pid",
     }
     return {name: path.read_text().split()[0] for name, path in files.items()}
 

@@ -1,7 +1,7 @@
 """The local site's secrets are born private (mode 0600 from the first byte, never written 0644
-and chmod-ed afterwards): the catalogue role's and the SLURM accounting database's passwords
-(owned by their system users, so created as root) and the SSH keys. The files of the Airflow
-settings and of make-secrets.sh: tests/unit/test_secret_files.py."""
+and chmod-ed afterwards): the catalogue roles' (hfc, and the HQI service's hfc_hqi) and the SLURM
+accounting database's passwords (owned by their system users, so created as root) and the SSH
+keys. The files of the Airflow settings and of make-secrets.sh: tests/unit/test_secret_files.py."""
 
 from __future__ import annotations
 
@@ -21,10 +21,11 @@ def test_site_keys_and_passwords_are_created_private(site, tmp_path):
     lay.pg_dir.mkdir(parents=True)
     lay.mysql_dir.mkdir(parents=True)
     lay.ssh_dir.mkdir(parents=True)
-    secrets = [lay.pg_password_file, lay.slurmdb_password_file, lay.client_key("cluster"),
+    secrets = [lay.pg_password_file, lay.hqi_password_file, lay.slurmdb_password_file, lay.client_key("cluster"),
                lay.client_key("archive"), lay.host_key]
     with born_private(*secrets) as seen:
         postgres.ensure_password(lay)
+        postgres.ensure_hqi_password(lay)
         slurm.ensure_slurmdb_password(lay)
         ssh.ensure_keys(lay)
         for path in secrets:
@@ -35,6 +36,7 @@ def test_site_keys_and_passwords_are_created_private(site, tmp_path):
         # Idempotent: a second call keeps every secret.
         before = {p: p.read_bytes() for p in secrets}
         postgres.ensure_password(lay)
+        postgres.ensure_hqi_password(lay)
         slurm.ensure_slurmdb_password(lay)
         ssh.ensure_keys(lay)
         assert {p: p.read_bytes() for p in secrets} == before

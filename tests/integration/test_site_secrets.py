@@ -42,6 +42,7 @@ def _passwords(lay: Layout) -> dict[str, str]:
     home = Path(airflow_env(lay.root)["AIRFLOW_HOME"])
     found = {
         "catalogue role hfc": postgres.password(lay),
+        "HQI role hfc_hqi": postgres.hqi_password(lay),
         "slurmdbd database": lay.slurmdb_password_file.read_text().strip(),
         "UI admin": json.loads((home / "passwords.json").read_text())["admin"],
         "JWT secret": (home / "jwt_secret").read_text().strip(),
@@ -71,6 +72,7 @@ def test_no_password_in_any_process_argv(site):
     try:
         # What `up` runs when PostgreSQL or MariaDB (re)start: set the passwords (same values).
         postgres._ensure_role(lay)
+        postgres.ensure_hqi_role(lay)
         slurm.ensure_slurmdb_user(lay)
     finally:
         _recording[0] = False

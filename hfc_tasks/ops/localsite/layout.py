@@ -98,6 +98,16 @@ class Layout:
         return _port("HFC_SLURMDBD_PORT", 6819)
 
     @cached_property
+    def hqi_port(self) -> int:
+        """The HQI query service (``hfc hqi serve``)."""
+        return _port("HFC_HQI_PORT", 8191)
+
+    @cached_property
+    def archive_http_port(self) -> int:
+        """The archive's web server (nginx): the archive tree, read-only, under /hfc/."""
+        return _port("HFC_ARCHIVE_HTTP_PORT", 8192)
+
+    @cached_property
     def hostname(self) -> str:
         # SLURM matches NodeName/SlurmctldHost against the short host name of the machine.
         return socket.gethostname().split(".")[0]
@@ -132,6 +142,55 @@ class Layout:
     @property
     def pg_password_file(self) -> Path:
         return self.pg_dir / "hfc.password"
+
+    @property
+    def hqi_password_file(self) -> Path:
+        """The password of the HQI service's read-only role (hfc_hqi)."""
+        return self.pg_dir / "hfc_hqi.password"
+
+    # ---- the HQI query service (hfc hqi serve) ----
+    @property
+    def hqi_dir(self) -> Path:
+        return self.root / "hqi"
+
+    @property
+    def hqi_pid(self) -> Path:
+        return self.hqi_dir / "hqi.pid"
+
+    @property
+    def hqi_log(self) -> Path:
+        return self.log_dir / "hqi.log"
+
+    @property
+    def hqi_url(self) -> str:
+        """The service's public base URL (its WSDL: <this>/HelioTavernaService?wsdl)."""
+        return f"http://127.0.0.1:{self.hqi_port}/hfc-hqi"
+
+    # ---- the archive's web server (nginx) ----
+    @property
+    def nginx_dir(self) -> Path:
+        return self.root / "nginx"
+
+    @property
+    def nginx_conf(self) -> Path:
+        return self.nginx_dir / "nginx.conf"
+
+    @property
+    def nginx_pid(self) -> Path:
+        return self.nginx_dir / "nginx.pid"
+
+    @property
+    def nginx_log(self) -> Path:
+        return self.log_dir / "nginx-error.log"
+
+    @property
+    def nginx_access_log(self) -> Path:
+        return self.log_dir / "nginx-access.log"
+
+    @property
+    def archive_http_url(self) -> str:
+        """The archive tree over HTTP: the local site's public_url_base (config/registry.yaml)."""
+        return f"http://127.0.0.1:{self.archive_http_port}/hfc"
 
     # ---- OpenSSH ----
     @property

@@ -19,6 +19,7 @@ from .system import ensure_system_user
 
 ROLE = "hfc"
 DATABASE = "hfc"
+HQI_ROLE = "hfc_hqi"  # the HQI query service's read-only role (readers_role.LOGIN)
 
 
 def _as_postgres(args: list[str], **kw):
@@ -35,6 +36,18 @@ def password(lay: Layout) -> str:
 
 def dsn(lay: Layout, database: str = DATABASE) -> str:
     return f"postgresql://{ROLE}:{password(lay)}@127.0.0.1:{lay.pg_port}/{database}"
+
+
+def hqi_password(lay: Layout) -> str:
+    try:
+        return lay.hqi_password_file.read_text().strip()
+    except OSError as exc:
+        raise SiteError(f"postgres: no password file {lay.hqi_password_file}: run `up` first") from exc
+
+
+def hqi_dsn(lay: Layout, database: str = DATABASE) -> str:
+    """The HQI service's connection: the read-only role hfc_hqi (hfc_tasks/catalogue/readers_role.py)."""
+    return f"postgresql://{HQI_ROLE}:{hqi_password(lay)}@127.0.0.1:{lay.pg_port}/{database}"
 
 
 def running(lay: Layout) -> bool:
@@ -79,10 +92,19 @@ def ensure_password(lay: Layout) -> None:
 
     The role's password is reset to it on every start so that they cannot drift.
     """
-    if not lay.pg_password_file.exists():
-        write_secret(lay.pg_password_file, secrets.token_urlsafe(24) + "\n", "root")
+    _ensure_secret(lay.pg_password_file)
+
+
+def ensure_hqi_password(lay: Layout) -> None:
+    """The HQI role's password file, generated once, created 0600 (root only)."""
+    _ensure_secret(lay.hqi_password_file)
+
+
+def _ensure_secret(path) -> None:
+    if not path.exists():
+        write_secret(path, secrets.token_urlsafe(24) + "\n", "root")
     else:
-        write_file(lay.pg_password_file, lay.pg_password_file.read_text(), "root", 0o600)
+        write_file(path, path.read_text(), "root", 0o600)
 
 
 def up(lay: Layout, log=print) -> None:
@@ -147,6 +169,31 @@ def set_role_password(lay: Layout, role: str, pw: str, _suffix: str = "") -> Non
     _psql(lay, "SET log_min_error_statement = panic;\n"
           f'ALTER ROLE "{role}" LOGIN CREATEDB PASSWORD {_quote_literal(pw)}{_suffix};',
           secrets=(pw, _quote_literal(pw)))
+
+
+def ensure_hqi_role(lay: Layout) -> bool:
+    """The HQI service's roles on the site's server (hfc_hqi_reader, and hfc_hqi with the site's
+    password), and their grants in the catalogue database: readers_role's SQL, run by the
+    server's superuser (the pipeline's role hfc may not create roles). The password is set only
+    when it does not log in already, as a SCRAM verifier computed here (never the password).
+    Returns True when the password was (re)set."""
+    import psycopg
+
+    from hfc_tasks.catalogue import readers_role
+
+    ensure_hqi_password(lay)
+    pw = hqi_password(lay)
+    verifier = None
+    try:
+        with psycopg.connect(hqi_dsn(lay), connect_timeout=10):
+            pass
+    except psycopg.OperationalError:  # no such role yet, or another password: set it
+        with psycopg.connect(dsn(lay), connect_timeout=10) as conn:
+            verifier = readers_role.verifier_of(conn, HQI_ROLE, pw)
+    # log_min_error_statement: a failing statement is not copied, verifier and all, into the server's log.
+    _psql(lay, "SET log_min_error_statement = panic;\n" + readers_role.ensure_sql(HQI_ROLE, verifier),
+          database=DATABASE, secrets=tuple(v for v in (verifier,) if v))
+    return verifier is not None
 
 
 def stop(lay: Layout) -> bool:

@@ -8,12 +8,12 @@ import sys
 import time
 from pathlib import Path
 
-from . import postgres, procs, slurm, ssh
+from . import archive_http, hqi, postgres, procs, slurm, ssh
 from ._util import SiteError, ensure_dir, file_lock, read_pid
 from .layout import ARCHIVE_USER, CLUSTER_USER, Layout, parents_are_safe, repo_root
 from .system import ensure_packages, is_root
 
-SERVICES = ("postgres", "sshd", "munged", "mariadb", "slurmdbd", "slurmctld", "slurmd")
+SERVICES = ("postgres", "sshd", "munged", "mariadb", "slurmdbd", "slurmctld", "slurmd", "nginx", "hqi")
 
 
 def _logger(verbose: bool):
@@ -44,9 +44,21 @@ def up(verbose: bool = True) -> None:
         ensure_packages(log)
         ensure_dir(lay.log_dir, "root", 0o755)
         postgres.up(lay, log)
+        # The HQI service's read-only role (server-wide) and its grants in the catalogue database.
+        if postgres.ensure_hqi_role(lay):
+            log("postgres: HQI role hfc_hqi ready (password set)")
         # sshd before SLURM only because it is independent and quick; its config names slurm.conf.
         ssh.up(lay, log)
         slurm.up(lay, log)
+        # The archive over HTTP (public_url_base of the local registry), after sshd made the tree.
+        archive_http.up(lay, log)
+        # The readers' query service: the pipeline does not depend on it, so a service that does
+        # not start is said loudly (here, in `status`, in `hfc summary`) but does not keep the
+        # pipeline's site down.
+        try:
+            hqi.up(lay, log)
+        except SiteError as exc:
+            print(f"[hfc-site] WARNING: the HQI query service is not running: {exc}", file=sys.stderr, flush=True)
     log(f"site up in {time.monotonic() - t0:.1f} s under {lay.root}")
 
 
@@ -65,6 +77,8 @@ def down() -> None:
     if not lay.root.exists():
         return
     with file_lock(lay.lock_file):
+        hqi.stop(lay)
+        archive_http.stop(lay)
         slurm.stop(lay)
         ssh.stop(lay)
         postgres.stop(lay)
@@ -80,6 +94,8 @@ def status(print_table: bool = True) -> dict[str, bool]:
         "slurmdbd": slurm.daemon_running(lay, "slurmdbd"),
         "slurmctld": slurm.daemon_running(lay, "slurmctld"),
         "slurmd": slurm.daemon_running(lay, "slurmd"),
+        "nginx": archive_http.running(lay),
+        "hqi": hqi.running(lay),
     }
     if print_table:
         detail = {
@@ -90,6 +106,8 @@ def status(print_table: bool = True) -> dict[str, bool]:
             "slurmdbd": f":{lay.slurmdbd_port}",
             "slurmctld": f":{lay.slurmctld_port}",
             "slurmd": f":{lay.slurmd_port}",
+            "nginx": f"{lay.archive_http_url}/ (the archive, read-only)",
+            "hqi": hqi.wsdl_url(lay),
         }
         print(f"state folder: {lay.root}")
         for name, ok in result.items():
@@ -103,7 +121,7 @@ def status(print_table: bool = True) -> dict[str, bool]:
 
 def _service_pids(lay: Layout) -> set[int]:
     files = [lay.pg_data / "postmaster.pid", lay.sshd_pid, lay.munge_pid, lay.mysql_pid,
-             *(lay.slurm_pid(d) for d in ("slurmdbd", "slurmctld", "slurmd"))]
+             *(lay.slurm_pid(d) for d in ("slurmdbd", "slurmctld", "slurmd")), lay.nginx_pid, lay.hqi_pid]
     return {pid for pid in (read_pid(f) for f in files) if pid}
 
 
@@ -157,6 +175,9 @@ def env_vars() -> dict[str, str]:
         }),
         "HFC_CATALOGUE_DSN": postgres.dsn(lay),
         "HFC_SSH_KNOWN_HOSTS": str(lay.known_hosts),
+        # The HQI query service: its read-only role, and its public base URL.
+        "HFC_HQI_DSN": postgres.hqi_dsn(lay),
+        "HFC_HQI_URL": lay.hqi_url,
     }
 
 

@@ -20,6 +20,9 @@ PACKAGES = (
     "mariadb-server",
     "python3-numpy",
     "python3-pil",
+    # The archive's web server (localsite/archive_http.py): the archive tree over HTTP, as the
+    # HFC's clients open quicklooks.
+    "nginx",
 )
 
 
