@@ -46,6 +46,10 @@ uid = dict(line.split("=", 1) for line in lines if "=" in line).get("AIRFLOW_UID
 if uid is not None and uid != str(os.getuid()):
     print(f"warning: .env has AIRFLOW_UID={uid} but the secrets are owned by uid {os.getuid()} "
           "(mode 0600): the containers could not read them; set AIRFLOW_UID to the owner", file=__import__("sys").stderr)
+# The HQI service's read-only database role (hfc_hqi; `hfc db upgrade` in airflow-init sets it):
+# made once, kept after. URL-safe, as it goes into the service's postgresql:// DSN.
+if not any(line.startswith("HFC_HQI_DB_PASSWORD=") for line in lines):
+    lines.append(f"HFC_HQI_DB_PASSWORD={secrets.token_urlsafe(24)}")
 out = [line for line in lines if line.split("=", 1)[0] not in conns]
 out += [f"{name}={value}" for name, value in conns.items()]
 text = "\n".join(out) + "\n"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,7 @@ AIRFLOW_SERVICES = {"airflow-apiserver", "airflow-scheduler", "airflow-dag-proce
 SSH_SERVICES = {"airflow-worker", "airflow-triggerer", "airflow-apiserver"}
 SITE_SERVICES = {"slurm-head", "slurm-compute", "sftp-archive"}
 ENV = {"AIRFLOW_JWT_SECRET": "x" * 32, "AIRFLOW_CONN_HFC_CLUSTER": "ssh://cluster@slurm-head",
-       "AIRFLOW_CONN_HFC_ARCHIVE": "sftp://archive@sftp-archive"}
+       "AIRFLOW_CONN_HFC_ARCHIVE": "sftp://archive@sftp-archive", "HFC_HQI_DB_PASSWORD": "y" * 24}
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +69,7 @@ def test_official_shape_with_celery_redis_postgres(compose):
 def test_health_and_start_order(compose):
     services = compose["services"]
     for name in ("postgres", "redis", "catalogue-db", "airflow-apiserver", "airflow-scheduler",
-                 "airflow-worker", "airflow-triggerer", "airflow-dag-processor", "slurm-head"):
+                 "airflow-worker", "airflow-triggerer", "airflow-dag-processor", "slurm-head", "hqi"):
         assert "healthcheck" in services[name], name
     for name, svc in services.items():
         for dep, cond in (svc.get("depends_on") or {}).items():
@@ -113,6 +114,62 @@ def test_example_site_services(compose):
     prod = registry["sites"]["production"]
     assert prod["products_root"] == "/data/hfc/products" and prod["archive_root"] == "/pub/hfc"
     assert prod["frc_root"] == "/opt/hfc/frcs"
+
+
+def test_the_hqi_query_service(compose):
+    """The readers' service: the project's image, `hfc hqi serve` outside Airflow's entrypoint and
+    settings, the read-only role's DSN to the catalogue database, after `hfc db upgrade` made it."""
+    services = compose["services"]
+    hqi, init = services["hqi"], services["airflow-init"]
+    assert hqi["build"] == "." and hqi["image"] == services["airflow-apiserver"]["image"]
+    assert (REPO / "Dockerfile").exists()
+    assert hqi["entrypoint"] == ["/usr/bin/dumb-init", "--"]
+    assert hqi["command"] == ["hfc", "hqi", "serve", "--host", "0.0.0.0", "--port", "8191"]
+    env = _env(hqi)
+    assert set(env) == {"HFC_HQI_DSN", "HFC_HQI_URL"}  # nothing of Airflow's: no JWT secret, no connection
+    assert env["HFC_HQI_DSN"].startswith("postgresql://hfc_hqi:${HFC_HQI_DB_PASSWORD:?")
+    assert env["HFC_HQI_DSN"].endswith("@catalogue-db:5432/hfc")
+    assert env["HFC_HQI_URL"] == "${HFC_HQI_URL:-http://127.0.0.1:8191/hfc-hqi}"
+    assert not hqi.get("volumes")  # no SSH key, no secret, no DAG
+    assert hqi["depends_on"] == {"catalogue-db": {"condition": "service_healthy"},
+                                 "airflow-init": {"condition": "service_completed_successfully"}}
+    # airflow-init's `hfc db upgrade` makes the role with the same password.
+    assert "hfc db upgrade" in "\n".join(init["command"])
+    assert _env(init)["HFC_HQI_DB_PASSWORD"].startswith("${HFC_HQI_DB_PASSWORD:?")
+    assert hqi["ports"] == ["127.0.0.1:8191:8191"]
+    check = hqi["healthcheck"]["test"]
+    assert check[:3] == ["CMD", "python", "-c"] and "/HelioTavernaService?wsdl" in check[3]
+    assert "os.environ['HFC_HQI_URL']" in check[3]
+
+
+def test_the_hqi_healthcheck_asks_for_the_wsdl_at_the_public_path(compose, tmp_path):
+    """The healthcheck's program, run here against a stand-in server: it asks for the WSDL at the
+    path of HFC_HQI_URL (a proxy's base URL may have another path than /hfc-hqi) and fails on 404."""
+    import http.server
+    import threading
+
+    seen = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            seen.append(self.path)
+            self.send_response(200 if self.path == "/hfc/hqi/HelioTavernaService?wsdl" else 404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    program = compose["services"]["hqi"]["healthcheck"]["test"][3].replace("8191", str(server.server_port))
+    try:
+        for url, code in (("https://example.org/hfc/hqi/", 0), ("http://127.0.0.1:8191/hfc-hqi", 1)):
+            proc = subprocess.run([sys.executable, "-c", program], env={"HFC_HQI_URL": url}, capture_output=True,
+                                  timeout=30)
+            assert (proc.returncode != 0) == bool(code), (url, proc.stderr)
+    finally:
+        server.shutdown()
+    assert seen == ["/hfc/hqi/HelioTavernaService?wsdl", "/hfc-hqi/HelioTavernaService?wsdl"]
 
 
 def test_published_ports_are_loopback_only(compose):

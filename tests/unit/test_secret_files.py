@@ -87,6 +87,10 @@ def test_make_secrets_writes_private_files_host_keys_and_one_key_per_account(tmp
     password = json.loads((secrets / "airflow" / "passwords.json").read_text())["admin"]
     assert password not in proc.stdout + proc.stderr
     assert env["AIRFLOW_JWT_SECRET"] not in proc.stdout + proc.stderr
+    # The HQI service's database password: URL-safe (it goes into a DSN), never printed.
+    hqi_password = env["HFC_HQI_DB_PASSWORD"]
+    assert len(hqi_password) >= 32 and hqi_password.replace("-", "").replace("_", "").isalnum()
+    assert env["HFC_HQI_DB_PASSWORD"] not in proc.stdout + proc.stderr
 
 
 def test_make_secrets_migrates_an_old_env_and_keeps_its_secrets(tmp_path):
@@ -104,6 +108,7 @@ def test_make_secrets_migrates_an_old_env_and_keeps_its_secrets(tmp_path):
     env = _dotenv(tmp_path / ".env")
     assert env["AIRFLOW_JWT_SECRET"] == "old-secret-kept-0123456789abcdefghijkl"
     assert env["HFC_SITE"] == "production"
+    hqi_password = env["HFC_HQI_DB_PASSWORD"]  # added to an .env that had none
     for name in ("CLUSTER", "ARCHIVE"):
         extra = json.loads(env[f"AIRFLOW_CONN_HFC_{name}"])["extra"]
         assert extra["host_key"].startswith("ssh-ed25519 AAAA") and "id_ed25519" not in extra["key_file"]
@@ -111,3 +116,4 @@ def test_make_secrets_migrates_an_old_env_and_keeps_its_secrets(tmp_path):
     first = (tmp_path / ".env").read_text()
     assert _make_secrets(tmp_path).returncode == 0
     assert (tmp_path / ".env").read_text() == first
+    assert _dotenv(tmp_path / ".env")["HFC_HQI_DB_PASSWORD"] == hqi_password
