@@ -315,6 +315,18 @@ def test_times_are_iso_without_zone_microseconds_only_when_set():
     assert all(isinstance(r["T"], dt.datetime) for r in pyhfc_read(document)[1]["X"][1])
 
 
+def test_the_kept_table_header_follows_the_nulls_of_each_answer():
+    fields = [Field("N", "int"), Field("X", "double")]
+    without_null = votable.write(Answer([Result("T", fields, [(1, 1.0)])], "q", EXECUTED))
+    with_null = votable.write(Answer([Result("T", fields, [(None, 1.0)])], "q", EXECUTED))
+    again = votable.write(Answer([Result("T", fields, [(1, 1.0)])], "q", EXECUTED))
+    assert b"<VALUES" not in without_null and again == without_null
+    assert pyhfc_read(with_null)[1]["T"][1] == [{"N": None, "X": 1.0}]
+    assert pyhfc_read(without_null)[1]["T"][1] == [{"N": 1, "X": 1.0}]
+    renamed = votable.write(Answer([Result("U", fields, [(1, 1.0)])], "q", EXECUTED))
+    assert b'<TABLE name="hqi-U">' in renamed
+
+
 def test_rows_must_match_the_fields():
     with pytest.raises(ValueError, match="2 fields"):
         votable.write(Answer([Result("T", [Field("A", "int"), Field("B", "int")], [(1, 2, 3)])], "q"))
