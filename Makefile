@@ -31,7 +31,8 @@ site-down: venv
 airflow-db: site
 	@$(SITE_ENV); test -f "$$AIRFLOW_HOME/.db-migrated" || { $(BIN)/airflow db migrate >/dev/null && touch "$$AIRFLOW_HOME/.db-migrated"; }
 
-# One night of the pipeline on the local site, then what it left behind.
+# One night of the pipeline on the local site, then what it left behind (`hfc summary`: the
+# night's quicklook opened over the archive's HTTP, and the HQI query service's WSDL URL).
 demo: airflow-db
 	@$(SITE_ENV); export PATH="$(CURDIR)/$(BIN):$$PATH"; \
 	  echo "== running hfc_nightly for night $(NIGHT)"; \
