@@ -1,5 +1,6 @@
 """The local embedded site: PostgreSQL, OpenSSH (cluster + archive accounts) and single-node SLURM
-with accounting, all on loopback under one state folder. Plain Python, no Airflow import.
+with accounting, the archive over HTTP (nginx, read-only) and the HQI query service for the
+catalogue's readers, all on loopback under one state folder. Plain Python, no Airflow import.
 
     from hfc_tasks.ops import localsite
     localsite.up(); os.environ.update(localsite.env_vars())
