@@ -9,7 +9,7 @@ but the database:
   it): another table, another schema or a write is refused by PostgreSQL itself;
 - every request runs in its own ``READ ONLY`` transaction, with ``statement_timeout`` set for it,
   and is **rolled back** at the end: even a ``set_config(..., false)`` hidden in a fragment does
-  not outlive its request;
+  not outlive its request; session advisory locks, which a rollback keeps, are released;
 - parameters are always sent apart from the text (the extended protocol), so a fragment cannot
   carry a second statement; the table of ``FROM`` must be one of the served tables;
 - rows are read through a server-side cursor, a batch at a time, and never more than the page
@@ -147,8 +147,23 @@ class Reader:
             where = f" (at character {diag.statement_position})" if diag.statement_position else ""
             return Answer.failed(f"{diag.message_primary or exc}{where}", query)
         finally:
-            if not conn.closed and not conn.broken:
-                conn.rollback()
+            self._end(conn)
+
+    @staticmethod
+    def _end(conn: psycopg.Connection) -> None:
+        """Undo everything a request may have left on its connection: the rollback ends its
+        transaction-scoped state (set_config, locks); session advisory locks (pg_advisory_lock
+        in a fragment, which could block the loader's migrations for ever) outlive a rollback
+        and are released on their own."""
+        if conn.closed or conn.broken:
+            return
+        try:
+            conn.rollback()
+            conn.execute("select pg_advisory_unlock_all()")
+            conn.rollback()
+        except psycopg.Error as exc:
+            log.warning("HQI: closing a connection that could not be reset: %s", exc)
+            conn.close()
 
     # ---- reading one query, one page at most ----
 

@@ -139,3 +139,52 @@ def test_unknown_table_and_bad_where_name_what_to_fix(reader):
     assert bad.status == "ERROR" and "FEAT_X_PIX" in bad.error and "abc" in bad.error
     backwards = reader.time_query(["2024-03-02T00:00:00"], ["2024-03-01T00:00:00"], ["VIEW_SP_HQI"])
     assert backwards.status == "ERROR" and "before" in backwards.error
+
+
+@pytest.fixture
+def role_reader(catalogue, site):
+    """The reader as the service runs it: logged in as the read-only role hfc_hqi."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    from hfc_tasks.catalogue import readers_role
+
+    with psycopg.connect(catalogue) as conn:
+        readers_role.ensure(conn)  # this database's grants (the site made the roles)
+        conn.commit()
+    name = urlsplit(catalogue).path
+    r = Reader(urlunsplit(urlsplit(site["HFC_HQI_DSN"])._replace(path=name)), statement_timeout_s=2)
+    yield r
+    r.close()
+
+
+@pytest.mark.parametrize("what, where", [
+    ("(select count(*) from hfc.batch) as n", None),
+    ("*", "exists (select 1 from hfc.sunspots)"),
+    ("(select count(*) from hfc.night_claim) as n", None),
+    ("(select count(*) from pg_catalog.pg_authid) as n", None),
+])
+def test_as_the_service_role_a_fragment_cannot_read_beyond_the_served_views(role_reader, what, where):
+    answer = role_reader.sql_select(what, ["VIEW_SP_HQI"], where, None, None, None)
+    assert answer.status == "ERROR" and "permission denied" in answer.error, answer.error
+    assert "getTableNames" in answer.error
+
+
+def test_as_the_service_role_a_fragment_cannot_write(role_reader, catalogue):
+    before = spots(catalogue)
+    for what in ("nextval('hfc.batch_id_seq') as n", "setval('hfc.batch_id_seq', 1) as n",
+                 "pg_advisory_lock(1) as l, (select count(*) from hfc.batch) as n"):
+        answer = role_reader.sql_select(what, ["VIEW_SP_HQI"], None, None, 1, None)
+        assert answer.status == "ERROR", what
+    assert spots(catalogue) == before
+    ok = role_reader.sql_select("COUNT(*) AS N", ["VIEW_SP_HQI"], None, None, None, None)
+    assert ok.status == "OK" and ok.results[0].rows == [(9,)]
+
+
+def test_a_session_lock_taken_by_a_fragment_is_released_with_its_request(role_reader, catalogue):
+    """pg_advisory_lock in a fragment outlives a rollback: on the migration lock's key it would
+    block every later `hfc db upgrade` and load that has a migration to apply."""
+    key = schema.MIGRATION_LOCK_KEY
+    answer = role_reader.sql_select(f"pg_advisory_lock({key}) as l", ["FRC_INFO"], None, None, None, None)
+    assert answer.status == "OK", answer.error
+    with psycopg.connect(catalogue, autocommit=True) as other:
+        assert other.execute("select pg_try_advisory_lock(%s)", (key,)).fetchone()[0] is True
