@@ -102,8 +102,10 @@ class Reader:
         conn.execute("select set_config('statement_timeout', %s, true), set_config('search_path', 'hfc', true)",
                      (str(self.statement_timeout_ms),))
 
-    def tables(self, conn: psycopg.Connection | None = None) -> dict[str, tables_mod.Table]:
-        if self._tables is None or time.monotonic() - self._tables_at > TABLES_TTL:
+    def tables(self, conn: psycopg.Connection | None = None, fresh: bool = False) -> dict[str, tables_mod.Table]:
+        """The served tables, read again after TABLES_TTL, or at once when ``fresh`` (a name not
+        found: a view added by a migration, or a catalogue migrated after the service started)."""
+        if fresh or self._tables is None or time.monotonic() - self._tables_at > TABLES_TTL:
             own = conn is None
             conn = conn or self._connection()
             try:
@@ -202,8 +204,13 @@ class Reader:
         names = _as_list(from_)
         if not names:
             raise HqiError("FROM is empty: name a table (getTableNames lists them)")
+        return [self._table(conn, n) for n in names]
+
+    def _table(self, conn, name: str) -> tables_mod.Table:
         served = self.tables(conn)
-        return [tables_mod.table(served, n) for n in names]
+        if str(name).strip().upper() not in served:
+            served = self.tables(conn, fresh=True)
+        return tables_mod.table(served, name)
 
     # ---- the operations ----
 
@@ -215,7 +222,7 @@ class Reader:
 
     def table_fields(self, table_name: str) -> Answer:
         def build(conn):
-            t = tables_mod.table(self.tables(conn), table_name or "")
+            t = self._table(conn, table_name or "")
             rows = [(c.name, _HQI_TYPES[c.type]) for c in t.columns.values()]
             return [Result(t.name, [Field("FIELD_NAMES"), Field("DATATYPE")], rows)]
         return self._run(f"getTableFields {table_name}", build)

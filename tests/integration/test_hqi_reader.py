@@ -188,3 +188,19 @@ def test_a_session_lock_taken_by_a_fragment_is_released_with_its_request(role_re
     assert answer.status == "OK", answer.error
     with psycopg.connect(catalogue, autocommit=True) as other:
         assert other.execute("select pg_try_advisory_lock(%s)", (key,)).fetchone()[0] is True
+
+
+def test_a_view_made_after_the_service_started_is_served_at_once(fresh_db):
+    """The first night migrates the catalogue after the service read its (empty) table list."""
+    r = Reader(fresh_db)
+    try:
+        assert r.table_names().results[0].rows == []
+        with psycopg.connect(fresh_db) as conn:
+            schema.upgrade(conn)
+            Night(NIGHT).load(conn)
+            conn.commit()
+        answer = r.time_query(*DAY, ["VIEW_SP_HQI"])
+        assert answer.status == "OK", answer.error
+        assert len(answer.results[0].rows) == 5
+    finally:
+        r.close()
