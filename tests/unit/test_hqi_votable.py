@@ -8,7 +8,6 @@ import io
 import math
 import random
 import re
-import time
 import warnings
 import xml.etree.ElementTree as ET
 from decimal import Decimal
@@ -389,16 +388,10 @@ def _astropy_default(fields, rows) -> bytes:
     return out.getvalue()
 
 
-def _cpu(function, *args, repeat=3) -> float:
-    best = math.inf
-    for _ in range(repeat):
-        start = time.process_time()
-        function(*args)
-        best = min(best, time.process_time() - start)
-    return best
-
-
-def test_writer_is_much_faster_than_astropy_default_path_and_reads_the_same():
+def test_the_fast_writer_reads_the_same_as_astropy_default_path():
+    """The writer formats cells a column at a time instead of astropy's per-cell converters
+    (its speed is measured in bench/hqi_service.py, not here): what it writes must read back
+    exactly as astropy's own default path's document does."""
     fields, rows = _rows(200)
     ours = votable.write(Answer([Result("T", fields, rows)], "q", EXECUTED))
     theirs = _astropy_default(fields, rows)
@@ -409,14 +402,3 @@ def test_writer_is_much_faster_than_astropy_default_path_and_reads_the_same():
         assert list(a[f.name].filled(0) if f.datatype != "char" else a[f.name]) == list(
             b[f.name].filled(0) if f.datatype != "char" else b[f.name]
         ), f.name
-    fields, rows = _rows(1000)
-    as_text = [tuple(pg_text(v) for v in row) for row in rows]
-    ours_s = _cpu(lambda: votable.write(Answer([Result("T", fields, rows)], "q", EXECUTED)))
-    text_s = _cpu(lambda: votable.write(Answer([Result("T", fields, as_text)], "q", EXECUTED)))
-    theirs_s = _cpu(_astropy_default, fields, rows, repeat=1)
-    print(
-        f"\nVOTable of 1,000 rows x 40 columns, CPU: astropy default path {theirs_s * 1000:.0f} ms, "
-        f"this writer {ours_s * 1000:.0f} ms (Python values), {text_s * 1000:.0f} ms (PostgreSQL text)"
-    )
-    assert ours_s * 3 < theirs_s
-    assert text_s < ours_s
