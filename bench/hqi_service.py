@@ -25,9 +25,10 @@ on the indexed ``FEAT_AREA_DEG2``, ``hfc.sunspots_feat_area_deg2_idx``, ranges o
 
 - ``psycopg``: the SQL the service runs (its VOTable's ``QUERY_STRING``, checked at start), by
   ``--clients`` threads with one connection each, rows fetched as Python objects;
-- ``psycopg+guard``: the same SQL as the service sends it (read-only transaction, its two
-  ``set_config``, the row-size guard, a server-side cursor, fetchmany(1000), rollback, then
-  ``pg_advisory_unlock_all()``);
+- ``psycopg+guard``: the service's own reader (``hfc_tasks.hqi.reader.Reader``, one connection
+  per client thread as in the service): the SQL exactly as the service sends it (read-only
+  transaction, its ``set_config``, the describe, the values as text, the row and answer guards,
+  rollback, ``pg_advisory_unlock_all()``), without HTTP, SOAP and the VOTable;
 - ``psycopg+render`` (``--render``): a prototype, for its cost: PostgreSQL writes each row as
   its TABLEDATA ``<TR>`` text (:func:`render_sql`), the client joins them;
 - ``service wN``: ``hfc hqi serve --workers N`` in a subprocess on a free loopback port, SOAP
@@ -350,19 +351,13 @@ SUNSPOT_COLUMNS = [
 TIMEQUERY_SQL = ('select *\nfrom "hfc"."view_sp_hqi"\nwhere "date_obs" >= %s AND "date_end" <= %s\n'
                  'order by "date_obs", "id_sunspot"\nlimit %s offset %s')
 SQLSELECT_SQL = 'select *\nfrom "hfc"."view_sp_hqi"\nwhere {where}\nlimit 10001 offset 0'
-GUARD = "select hqi_q.* from (\n{sql}\n) as hqi_q\nwhere hfc.hqi_row_within(pg_column_size(hqi_q.*), %s)"
-MAX_ROW_BYTES = 256 * 1024  # the reader's default
 
 
 class Request:
     """One request of the benchmark: its SOAP call and the same SQL for psycopg."""
 
-    def __init__(self, operation: str, soap_params: dict, sql: str, params: tuple, service_sql: str,
-                 service_params: tuple):
+    def __init__(self, operation: str, soap_params: dict, sql: str, params: tuple):
         self.operation, self.soap_params, self.sql, self.params = operation, soap_params, sql, params
-        # As the reader sends it: inside the row guard, LIMIT/OFFSET as parameters.
-        self.service_sql = GUARD.format(sql=service_sql)
-        self.service_params = (*service_params, MAX_ROW_BYTES)
         self.body: bytes = b""
         self.rows = -1  # rows of the bare query
         self.render_sql = ""
@@ -380,7 +375,7 @@ def requests_for(operation: str, dsn: str, state: dict, count: int, rnd: random.
             start, end = f"{day:%Y-%m-%d}T00:00:00", f"{day:%Y-%m-%d}T23:59:59"
             params = (dt.datetime.fromisoformat(start), dt.datetime.fromisoformat(end), 10001, 0)
             out.append(Request(operation, {"STARTTIME": [start], "ENDTIME": [end], "FROM": ["VIEW_SP_HQI"]},
-                               TIMEQUERY_SQL, params, TIMEQUERY_SQL, params))
+                               TIMEQUERY_SQL, params))
     else:
         # FEAT_AREA_DEG2 ranges of about sql_rows sunspots, from the table's own quantiles.
         qs = []
@@ -395,8 +390,7 @@ def requests_for(operation: str, dsn: str, state: dict, count: int, rnd: random.
             # pyhfc: select("VIEW_SP_HQI", where={"FEAT_AREA_DEG2": (lo, hi)}) -> sql_where
             where = f"(FEAT_AREA_DEG2 BETWEEN {lo!r} AND {hi!r})"
             shown = SQLSELECT_SQL.format(where=where)
-            out.append(Request(operation, {"WHAT": "*", "FROM": ["VIEW_SP_HQI"], "WHERE": where}, shown, (),
-                               shown.rsplit("\n", 1)[0].replace("%", "%%") + "\nlimit %s offset %s", (10001, 0)))
+            out.append(Request(operation, {"WHAT": "*", "FROM": ["VIEW_SP_HQI"], "WHERE": where}, shown, ()))
     return out
 
 
@@ -492,8 +486,11 @@ def run_psycopg(dsn: str, reqs: list[Request], clients: int, warmup: float, seco
     import psycopg
 
     conns = [psycopg.connect(dsn, application_name="hfc-bench-hqi") for _ in range(clients)]
-    for c in conns:
-        c.read_only = guard
+    reader = None
+    if guard:
+        from hfc_tasks.hqi.reader import Reader
+
+        reader = Reader(dsn)  # one connection per client thread, as in the service
     win = Window(warmup, seconds)
 
     def one(conn, r: Request) -> int:
@@ -506,21 +503,14 @@ def run_psycopg(dsn: str, reqs: list[Request], clients: int, warmup: float, seco
             rows = conn.execute(r.sql, r.params or None).fetchall()
             conn.rollback()
             return len(rows)
-        conn.execute("select set_config('statement_timeout', %s, true), set_config('search_path', 'hfc', true)",
-                     ("30000",))
-        n = 0
-        with conn.cursor(name="hqi_page") as cur:
-            cur.itersize = 1000
-            cur.execute(r.service_sql, r.service_params)
-            while n <= 10000:
-                batch = cur.fetchmany(min(1000, 10001 - n))
-                if not batch:
-                    break
-                n += len(batch)
-        conn.rollback()
-        conn.execute("select pg_advisory_unlock_all()")  # the reader's _end since 000b012
-        conn.rollback()
-        return n
+        # The service's own reader (hfc_tasks/hqi/reader.py), without HTTP, SOAP and VOTable: the
+        # SQL exactly as the service sends it, whatever reader.py does today.
+        from hfc_tasks.hqi.app import call
+
+        answer = call(reader, r.operation, r.soap_params)
+        if answer.error:
+            raise RuntimeError(answer.error)
+        return sum(len(res.rows) for res in answer.results)
 
     def client(conn) -> None:
         while (i := win.take()) is not None:

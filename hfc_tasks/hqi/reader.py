@@ -12,11 +12,11 @@ but the database:
   not outlive its request; session advisory locks, which a rollback keeps, are released;
 - parameters are always sent apart from the text (the extended protocol), so a fragment cannot
   carry a second statement; the table of ``FROM`` must be one of the served tables;
-- rows are read through a server-side cursor, a batch at a time, and never more than the page
-  (``LIMIT``/``MAXRECORDS``, at most 10,000, like the original service) plus one to tell an
-  OVERFLOW; a row larger than ``max_row_bytes`` is refused by the database
-  (``hfc.hqi_row_within``), and an answer larger than ``max_answer_bytes`` is an error, so one
-  request holds at most one bounded page in memory.
+- a page is never more than ``LIMIT``/``MAXRECORDS`` (at most 10,000, like the original
+  service) plus one row to tell an OVERFLOW, and both its size bounds are kept by the database
+  as the rows are produced: a row larger than ``max_row_bytes`` (``hfc.hqi_row_within``) or a
+  page larger than ``max_answer_bytes`` (``hfc.hqi_answer_within``) stops the query there, so
+  one request holds at most one bounded page in memory.
 
 ``TimeQuery`` and ``Query`` take no SQL: their WHERE is the HQI syntax (:mod:`.where`).
 """
@@ -55,37 +55,27 @@ def _as_list(value) -> list[str]:
     return [str(v) for v in value if str(v).strip()]
 
 
-def _size(batch: list[tuple]) -> int:
-    """About how many bytes rows take in the answer: their text, 24 a value that is not text
-    (summed a column at a time: a per-cell loop was a tenth of the service's CPU)."""
-    total = 0
-    for column in zip(*batch, strict=True):
-        try:
-            total += sum(map(len, filter(None, column)))
-        except TypeError:  # not text (a column read as itself)
-            total += 24 * len(column)
-    return total
-
-
 _TEXT_TYPES = {25, 1043, 1042, 19}  # text, varchar, char, name: already text
 
 
-def _as_text(desc) -> str:
-    """The select list reading each column of ``hqi_q`` as PostgreSQL's text of it (times with
-    a zone in UTC); ``hqi_q.*`` as is when two columns share a name (WHAT "a, a")."""
+def _as_text(desc) -> tuple[str, int]:
+    """The select list reading each column of the page ``hqi_w`` as PostgreSQL's text of it
+    (times with a zone in UTC), and how many trailing columns to drop from each row: when two
+    columns share a name (WHAT "a, a") they cannot be named, ``hqi_w.*`` is read as is and the
+    guard's two size columns are cut off in Python."""
     names = [d.name for d in desc]
     if len(set(names)) != len(names):
-        return "hqi_q.*"
+        return "hqi_w.*", 2
     out = []
     for d in desc:
         name = '"' + d.name.replace('"', '""') + '"'
         if d.type_code in _TEXT_TYPES:
-            out.append(f"hqi_q.{name}")
+            out.append(f"hqi_w.{name}")
         elif d.type_code == 1184:
-            out.append(f"(hqi_q.{name} at time zone 'UTC')::text as {name}")
+            out.append(f"(hqi_w.{name} at time zone 'UTC')::text as {name}")
         else:
-            out.append(f"hqi_q.{name}::text as {name}")
-    return ", ".join(out)
+            out.append(f"hqi_w.{name}::text as {name}")
+    return ", ".join(out), 0
 
 
 class Reader:
@@ -93,19 +83,20 @@ class Reader:
 
     def __init__(self, dsn: str, *, statement_timeout_s: float = 30.0, page_cap: int = MAX_RECORDS,
                  max_row_bytes: int = 256 * 1024, max_answer_bytes: int = 64 * 1024 * 1024,
-                 fetch_rows: int = 1000, connect_timeout_s: float = 10.0) -> None:
+                 connect_timeout_s: float = 10.0) -> None:
         self.dsn = dsn
         self.statement_timeout_ms = int(statement_timeout_s * 1000)
         self.page_cap = page_cap
         self.max_row_bytes = max_row_bytes
         self.max_answer_bytes = max_answer_bytes
-        self.fetch_rows = fetch_rows
         self.connect_timeout_s = connect_timeout_s
         self._local = threading.local()
         self._tables: dict[str, tables_mod.Table] | None = None
         self._tables_at = 0.0
         self._lock = threading.Lock()
         self._connections: list[psycopg.Connection] = []
+        self._described: dict[str, list] = {}
+        self._described_at = 0.0
 
     # ---- connections and transactions ----
 
@@ -200,31 +191,39 @@ class Reader:
     # ---- reading one query, one page at most ----
 
     def _page(self, conn: psycopg.Connection, table: str, sql: str, params: tuple, limit: int) -> Result:
-        # The result's columns and types first (LIMIT 0: planned, not run), so that the page can
-        # be read as PostgreSQL's text of each value: formatting a double or a time costs ~1 µs in
-        # Python, far less in PostgreSQL, and the VOTable wants text (bench/hqi_service.py).
-        desc = conn.execute(f"select * from (\n{sql}\n) as hqi_q limit 0", params).description
+        desc = self._describe(conn, sql, params)
         fields = [self._field(d) for d in desc]
-        # The row guard runs in the database: a huge computed value never reaches the service.
-        guarded = (f"select {_as_text(desc)} from (\n{sql}\n) as hqi_q\n"
-                   "where hfc.hqi_row_within(pg_column_size(hqi_q.*), %s)")
-        with conn.cursor(name="hqi_page") as cur:
-            cur.itersize = self.fetch_rows
-            cur.execute(guarded, (*params, self.max_row_bytes))
-            rows: list[tuple] = []
-            size = 0
-            while len(rows) <= limit:
-                batch = cur.fetchmany(min(self.fetch_rows, limit + 1 - len(rows)))
-                if not batch:
-                    break
-                size += _size(batch)
-                if size > self.max_answer_bytes:
-                    raise HqiError(f"the answer for {table} would be larger than "
-                                   f"{self.max_answer_bytes:,} bytes: ask fewer rows "
-                                   "(LIMIT/MAXRECORDS) or fewer columns (WHAT)")
-                rows.extend(batch)
+        select_list, extra = _as_text(desc)
+        # Both bounds run in the database, as the rows are produced: a huge computed value, or an
+        # answer beyond max_answer_bytes, stops the query there and never reaches the service,
+        # which can then read its page (at most limit + 1 rows) in one round trip.
+        guarded = (f"select {select_list} from (select hqi_q.*, pg_column_size(hqi_q.*) as hqi_row_bytes, "
+                   "sum(pg_column_size(hqi_q.*)) over (rows unbounded preceding) as hqi_answer_bytes "
+                   f"from (\n{sql}\n) as hqi_q) as hqi_w\n"
+                   "where hfc.hqi_row_within(hqi_row_bytes, %s) and hfc.hqi_answer_within(hqi_answer_bytes, %s)")
+        rows = conn.execute(guarded, (*params, self.max_row_bytes, self.max_answer_bytes)).fetchall()
+        if extra:
+            rows = [row[:-extra] for row in rows]
         overflow = len(rows) > limit
         return Result(table=table, fields=fields, rows=rows[:limit], overflow=overflow)
+
+    def _describe(self, conn: psycopg.Connection, sql: str, params: tuple):
+        """The result's columns and types (LIMIT 0: planned, not run), so that the page can be
+        read as PostgreSQL's text of each value: formatting a double or a time costs ~1 us in
+        Python, far less in PostgreSQL, and the VOTable wants text (bench/hqi_service.py).
+        Kept per SQL text (Query and TimeQuery repeat theirs) until the table list is read again."""
+        with self._lock:
+            if self._described_at != self._tables_at:
+                self._described.clear()
+                self._described_at = self._tables_at
+            desc = self._described.get(sql)
+        if desc is None:
+            desc = conn.execute(f"select * from (\n{sql}\n) as hqi_q limit 0", params).description
+            with self._lock:
+                if len(self._described) >= 512:
+                    self._described.clear()
+                self._described[sql] = desc
+        return desc
 
     @staticmethod
     def _field(desc) -> Field:

@@ -137,10 +137,10 @@ def test_a_huge_row_is_stopped_in_the_database(reader):
 
 
 def test_an_answer_larger_than_its_bound_is_an_error_not_a_memory_spike(catalogue):
-    r = Reader(catalogue, max_answer_bytes=2000, fetch_rows=2)
+    r = Reader(catalogue, max_answer_bytes=2000)
     try:
         answer = r.sql_select("repeat('y', 500) as wide", ["VIEW_SP_HQI"], None, None, None, None)
-        assert answer.status == "ERROR" and "larger than 2,000 bytes" in answer.error
+        assert answer.status == "ERROR" and "larger than 2000 bytes" in answer.error
         assert "ask fewer rows" in answer.error
     finally:
         r.close()
