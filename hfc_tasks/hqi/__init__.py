@@ -1,7 +1,8 @@
-"""The HQI query service (issue 12, in progress): the HELIO Query Interface of the HFC, so that
+"""The HQI query service (issue 12, docs/hqi.md): the HELIO Query Interface of the HFC, so that
 its own clients (pyhfc, IDL, SolarSoft, SOAP toolkits) read this catalogue unchanged.
 
-Built so far: :mod:`hfc_tasks.hqi.where` (the HQI ``WHERE`` syntax and the time rule turned into
-parameterised SQL against a table's known columns) and :mod:`hfc_tasks.hqi.tables` (the tables
-served, their columns and time columns, read from the catalogue). Domain code: no Airflow import.
+:mod:`.where` (the HQI ``WHERE`` syntax and the time rule as parameterised SQL), :mod:`.tables`
+(the tables served, read from the catalogue), :mod:`.reader` (the operations and the bounds that
+keep SQL fragments harmless), :mod:`.answer`, :mod:`.votable` (astropy), :mod:`.soap` (WSDL,
+requests, faults), :mod:`.app` (the Starlette application). Domain code: no Airflow import.
 """
