@@ -395,6 +395,12 @@ class _Night:
             self.summary.manifest_written = True
             self.old, self.old_path = manifest, self.manifest_path
         self.manifest = manifest
+        # A try cut while writing the manifest could not remove its own .part: the manifest is
+        # whole now (written or already right), so this night's earlier .part of it goes.
+        removed = await clean_parts(dst, {posixpath.dirname(self.manifest_path)},
+                                    {posixpath.basename(self.manifest_path)}, self.token)
+        if removed:
+            self.say(f"removed {removed} half-written manifest(s) (.part) an interrupted try left on the archive")
 
     async def _delete_sources(self, src, cconn) -> None:
         """Every copy is verified and listed in the manifest: only now may the cluster copies go

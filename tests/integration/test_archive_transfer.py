@@ -218,6 +218,28 @@ def test_resumes_after_a_crash(site, night):
     night.assert_all_archived()
 
 
+def test_a_manifest_half_written_by_a_cut_run_is_removed(site, night):
+    """Found by the multihost fault test (HFC_FAULT_SEED=225926311): the link dropped while a
+    try wrote the manifest's .part; the next try wrote and renamed its own, and the cut one's
+    .part stayed in the manifests folder (only product folders were swept). Both a night that
+    writes its manifest now and a retry whose manifest is already right remove it."""
+    from hfc_tasks.archive.tree import night_tag
+
+    night.add_set(n_csv=3, n_jpg=1)
+    t = night.target()
+    left = night.manifest.with_name(f"{night.manifest.name}.{night_tag(t.frc, t.night)}0a1b2c.part")
+    left.parent.mkdir(parents=True, exist_ok=True)
+    left.write_bytes(b'{"format": "hfc-manif')
+    for p in night.archive_root.rglob("*"):
+        _chown(p, "archive")
+    run(site, night)
+    night.assert_all_archived()  # no .part anywhere
+    left.write_bytes(b'{"format": "hfc-manif')  # again, and a retry with nothing new to write
+    _chown(left, "archive")
+    run(site, night)
+    assert night.parts() == []
+
+
 def test_existing_copy_with_other_sha256_fails_unless_the_frc_rewrites(site, night):
     night.add_set(n_csv=3, n_jpg=0)
     name = sorted(night.files)[1]
