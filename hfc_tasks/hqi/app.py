@@ -14,7 +14,6 @@ database work runs in Starlette's thread pool, one catalogue connection per thre
 from __future__ import annotations
 
 import contextlib
-import logging
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -28,7 +27,6 @@ from hfc_tasks.hqi import soap, votable
 from hfc_tasks.hqi.answer import Answer
 from hfc_tasks.hqi.reader import Reader
 
-log = logging.getLogger(__name__)
 XML = "text/xml; charset=utf-8"
 MAX_REQUEST_BYTES = 1024 * 1024  # a SOAP call is a few hundred bytes; refuse a flood early
 

@@ -123,19 +123,12 @@ class Reader:
                      "set_config('datestyle', 'ISO, YMD', true), set_config('extra_float_digits', '1', true)",
                      (str(self.statement_timeout_ms),))
 
-    def tables(self, conn: psycopg.Connection | None = None, fresh: bool = False) -> dict[str, tables_mod.Table]:
-        """The served tables, read again after TABLES_TTL, or at once when ``fresh`` (a name not
-        found: a view added by a migration, or a catalogue migrated after the service started)."""
+    def tables(self, conn: psycopg.Connection, fresh: bool = False) -> dict[str, tables_mod.Table]:
+        """The served tables, read in the request's transaction on ``conn`` again after
+        TABLES_TTL, or at once when ``fresh`` (a name not found: a view added by a migration,
+        or a catalogue migrated after the service started)."""
         if fresh or self._tables is None or time.monotonic() - self._tables_at > TABLES_TTL:
-            own = conn is None
-            conn = conn or self._connection()
-            try:
-                self._begin(conn)
-                found = tables_mod.load(conn)
-            finally:
-                if own:
-                    conn.rollback()
-            self._tables, self._tables_at = found, time.monotonic()
+            self._tables, self._tables_at = tables_mod.load(conn), time.monotonic()
         return self._tables
 
     def _run(self, query: str, build) -> Answer:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from pathlib import Path
 
 from ._util import (
     SiteError,
@@ -27,11 +28,15 @@ def _as_postgres(args: list[str], **kw):
     return run(["runuser", "-u", "postgres", "--", *args], **kw)
 
 
-def password(lay: Layout) -> str:
+def _secret(path: Path) -> str:
     try:
-        return lay.pg_password_file.read_text().strip()
+        return path.read_text().strip()
     except OSError as exc:
-        raise SiteError(f"postgres: no password file {lay.pg_password_file}: run `up` first") from exc
+        raise SiteError(f"postgres: no password file {path}: run `up` first") from exc
+
+
+def password(lay: Layout) -> str:
+    return _secret(lay.pg_password_file)
 
 
 def dsn(lay: Layout, database: str = DATABASE) -> str:
@@ -39,10 +44,7 @@ def dsn(lay: Layout, database: str = DATABASE) -> str:
 
 
 def hqi_password(lay: Layout) -> str:
-    try:
-        return lay.hqi_password_file.read_text().strip()
-    except OSError as exc:
-        raise SiteError(f"postgres: no password file {lay.hqi_password_file}: run `up` first") from exc
+    return _secret(lay.hqi_password_file)
 
 
 def hqi_dsn(lay: Layout, database: str = DATABASE) -> str:
