@@ -146,9 +146,10 @@ def find(sftp, archive_root: str, frc: str, archive_dir: str, night: dt.date) ->
 # -------------------------------------------------------------------------------- validation
 
 
-def entries(manifest: dict, known_formats: Collection[str]) -> tuple[str, dt.date, str, list[Entry]]:
+def entries(manifest: dict, known_formats: Collection[str], known=None) -> tuple[str, dt.date, str, list[Entry]]:
     """(frc, night, product format, the files by name) of a manifest to load; :class:`ManifestError`
-    for anything that makes the whole manifest unusable (a bad file is the loader's to reject)."""
+    for anything that makes the whole manifest unusable (a bad file is the loader's to reject).
+    ``known``: the Formats whose file kinds classify names (the registry's; default the presets)."""
     if not isinstance(manifest, dict):
         raise ManifestError("manifest is not a JSON object")
     if manifest.get("format") != FORMAT:
@@ -184,7 +185,7 @@ def entries(manifest: dict, known_formats: Collection[str]) -> tuple[str, dt.dat
         product = None
         if f["kind"] != products.QUICKLOOK:
             try:
-                product = products.parse_product_name(name)
+                product = products.parse_product_name(name, known)
             except products.ProductNameError:
                 product = None  # rejected later, with the reason, like any bad file
         found.append(Entry(name=name, kind=f["kind"], sha256=str(f["sha256"]).lower(),

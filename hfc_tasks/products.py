@@ -28,89 +28,22 @@ from __future__ import annotations
 
 import datetime as dt
 import posixpath
-import re
-from dataclasses import dataclass
 
-# Kinds of product a FRC writes. ``quicklook`` is an image; the rest are CSV tables.
-TABLE_KINDS = ("frc_info", "observatory", "init", "feat", "track", "obs", "pp", "frc")
-QUICKLOOK = "quicklook"
-QUICKLOOK_SUFFIXES = (".jpg", ".jpeg", ".png")
-
-# A product name is a plain file name: letters, digits and . _ - + only. Anything else
-# (a path separator, "..", a space, a shell metacharacter) is refused before it reaches a
-# remote path or a shell, so a hostile name in a run folder can never write outside the tree.
-_PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
-_DATED = re.compile(
-    r"^(?P<code>[A-Za-z0-9]+)_(?P<version>[A-Za-z0-9]+)_(?P<stamp>\d{8}(?:T\d{4,6})?)_"
-    r"(?P<obs>[A-Za-z0-9]+)_(?P<kind>[a-z]+)\.csv$",
-    re.IGNORECASE,
-)
-_DATED_OBS_FIRST = re.compile(
-    r"^(?P<code>[A-Za-z0-9]+)_(?P<version>[A-Za-z0-9]+)_(?P<obs>[A-Za-z][A-Za-z0-9]*)_"
-    r"(?P<stamp>\d{8}(?:T\d{4,6})?)_(?P<kind>[a-z]+)\.csv$",
-    re.IGNORECASE,
-)
-_METADATA = re.compile(
-    r"^(?P<code>[A-Za-z0-9]+)_(?P<version>[A-Za-z0-9]+)(?:_(?P<obs>[A-Za-z0-9]+))?_"
-    r"(?P<kind>frc_info|observatory)\.csv$",
-    re.IGNORECASE,
+from hfc_tasks.catalogue.formats import KNOWN, Formats
+from hfc_tasks.product_names import (  # noqa: F401 - re-exported: callers name them products.X
+    QUICKLOOK,
+    QUICKLOOK_SUFFIXES,
+    ProductName,
+    ProductNameError,
+    check_plain_name,
 )
 
 
-class ProductNameError(ValueError):
-    """A file name that is not a valid HFC product name."""
-
-
-@dataclass(frozen=True)
-class ProductName:
-    name: str
-    kind: str  # one of TABLE_KINDS or QUICKLOOK
-    code: str | None = None
-    version: str | None = None
-    observatory_tag: str | None = None
-    stamp: str | None = None  # YYYYMMDD[THHMMSS] from the name, when it has one
-
-    @property
-    def year(self) -> str | None:
-        return self.stamp[:4] if self.stamp else None
-
-
-def check_plain_name(name: str) -> str:
-    """Return ``name`` if it is a plain file name, else raise naming it."""
-    if not isinstance(name, str) or not _PLAIN_NAME.match(name) or ".." in name:
-        raise ProductNameError(
-            f"refused product name {name!r}: only letters, digits and . _ - + are allowed "
-            "(no path separators, '..', spaces or shell characters)"
-        )
-    return name
-
-
-def parse_product_name(name: str) -> ProductName:
-    """Classify an HFC product file by its name."""
-    check_plain_name(name)
-    lower = name.lower()
-    if lower.endswith(QUICKLOOK_SUFFIXES):
-        return ProductName(name=name, kind=QUICKLOOK)
-    for pattern in (_METADATA, _DATED, _DATED_OBS_FIRST):
-        m = pattern.match(name)
-        if m:
-            kind = m.group("kind").lower()
-            if kind not in TABLE_KINDS:
-                continue
-            groups = m.groupdict()
-            return ProductName(
-                name=name,
-                kind=kind,
-                code=groups["code"].lower(),
-                version=groups["version"],
-                observatory_tag=groups.get("obs"),
-                stamp=groups.get("stamp"),
-            )
-    raise ProductNameError(
-        f"{name!r} is not an HFC product name "
-        "(expected <code>_<version>_<YYYYMMDDTHHMMSS>_<obs>_<kind>.csv, a metadata file "
-        "<code>_<version>[_<obs>]_{frc_info,observatory}.csv, or a .jpg/.png quicklook)"
-    )
+def parse_product_name(name: str, known: Formats | None = None) -> ProductName:
+    """Classify an HFC product file by its name, with the file kinds of ``known`` (a
+    :class:`hfc_tasks.catalogue.formats.Formats`: the registry's, with its site formats) or of
+    the packaged presets."""
+    return (known or KNOWN).classify(name)
 
 
 def night_key(night: dt.date) -> str:

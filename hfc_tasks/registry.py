@@ -18,7 +18,16 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 # formats.yaml, read once for the readers, the loader and the registry (no pandas: the DAG file
 # parses the registry).
@@ -196,20 +205,33 @@ class Frc(_Strict):
 
     @field_validator("product_format")
     @classmethod
-    def _product_format(cls, v: str) -> str:
-        if v not in formats.KNOWN.formats:
-            known = ", ".join(sorted(formats.KNOWN.formats))
-            raise ValueError(f"product_format {v!r} is not in formats.yaml (known: {known})")
+    def _product_format(cls, v: str, info: ValidationInfo) -> str:
+        known = _formats_of(info)
+        if v not in known.formats:
+            raise ValueError(f"product_format {v!r} is not in the formats (presets and the site's formats_dir; "
+                             f"known: {', '.join(sorted(known.formats))})")
         return v
 
     @field_validator("products")
     @classmethod
-    def _products(cls, v: dict[str, str]) -> dict[str, str]:
+    def _products(cls, v: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        known = _formats_of(info)
         for file_kind, spec in v.items():
-            if spec != "none" and spec not in formats.KNOWN.kinds:
-                raise ValueError(f"products: {file_kind}: {spec!r} is not a kind of formats.yaml "
-                                 f"(known: {', '.join(sorted(formats.KNOWN.kinds))}, or none)")
+            if file_kind not in known.files:
+                raise ValueError(f"products: {file_kind!r} is not a declared file kind (formats 'files'; "
+                                 f"declared: {', '.join(known.files)})")
+            if spec != "none" and spec not in known.kinds:
+                raise ValueError(f"products: {file_kind}: {spec!r} is not a kind of the formats "
+                                 f"(known: {', '.join(sorted(known.kinds))}, or none)")
         return v
+
+    @model_validator(mode="after")
+    def _products_resolve(self, info: ValidationInfo) -> Frc:
+        try:
+            _formats_of(info).resolve(self.product_format, self.products or None)
+        except formats.FormatError as exc:
+            raise ValueError(str(exc)) from None
+        return self
 
     @field_validator("command")
     @classmethod
@@ -252,6 +274,16 @@ class Registry(_Strict):
     default_site: str
     sites: dict[str, Site]
     frcs: list[Frc]
+    # A folder of site formats files (*.yaml) merged over the packaged presets of formats.yaml:
+    # where a site declares its own file kinds, kinds and product formats (docs/catalogue.md).
+    # Relative to the registry file's folder; ${NAME} expanded.
+    formats_dir: str | None = None
+    _formats: formats.Formats = PrivateAttr(default=formats.KNOWN)
+
+    @property
+    def formats(self) -> formats.Formats:
+        """The formats this registry's FRCs are read with: the presets and the site's formats_dir."""
+        return self._formats
 
     @model_validator(mode="after")
     def _consistent(self) -> Registry:
@@ -307,6 +339,18 @@ class Registry(_Strict):
         return [f for f in self.frcs if f.enabled and (f.sites is None or name in f.sites)]
 
 
+def _formats_of(info: ValidationInfo) -> formats.Formats:
+    return (info.context or {}).get("formats") or formats.KNOWN
+
+
+def formats_folder(registry_path: Path, value: str | None) -> Path | None:
+    """The registry's formats_dir as a path (relative to the registry file's folder)."""
+    if not value:
+        return None
+    folder = Path(value)
+    return folder if folder.is_absolute() else registry_path.parent / folder
+
+
 def _expand(value, env: dict[str, str]):
     if isinstance(value, str):
         def sub(m: re.Match) -> str:
@@ -337,8 +381,17 @@ def load_registry(path: str | os.PathLike | None = None) -> Registry:
     env = {"HFC_SITE_DIR": os.path.realpath(REPO_ROOT / ".site"), "HFC_REPO": str(REPO_ROOT), **os.environ}
     # Only sites are expanded: FRC commands keep their {placeholders} for render_command.
     raw["sites"] = _expand(raw.get("sites", {}), env)
+    known = formats.KNOWN
+    if raw.get("formats_dir") is not None:
+        raw["formats_dir"] = _expand(str(raw["formats_dir"]), env)
+        try:
+            known = formats.load_formats(site_dir=formats_folder(path, raw["formats_dir"]))
+        except formats.FormatError as exc:
+            raise RegistryError(f"registry file {path}: formats_dir: {exc}") from None
     try:
-        return Registry.model_validate(raw)
+        registry = Registry.model_validate(raw, context={"formats": known})
+        registry._formats = known
+        return registry
     except ValidationError as exc:
         lines = [f"registry file {path} is invalid:"]
         for err in exc.errors():

@@ -29,7 +29,7 @@ NOT_PRODUCTS = (".out", ".err", ".tmp", ".part")  # SLURM output, half-written f
 
 
 def classify_names(
-    entries: list[tuple[str, int, int]], run_dir: str
+    entries: list[tuple[str, int, int]], run_dir: str, known=None
 ) -> tuple[list[tuple[str, int]], list[str], list[str]]:
     """(products with sizes, ignored names, unmatched names) from (name, st_mode, size) of a run folder.
 
@@ -37,6 +37,7 @@ def classify_names(
     ``NOT_PRODUCTS``, folders, symlinks). Unmatched: regular files whose name is no product name
     (``_feats.csv``, ``.csv.gz``, ``a b.csv``...): the FRC wrote something the pipeline cannot
     file. Hostile names (path separators, ``..``, control characters) are refused: nothing is copied.
+    ``known``: the formats whose file kinds name products (the registry's; default the presets).
     """
     products, ignored, unmatched, refused = [], [], [], []
     for name, mode, size in sorted(entries):
@@ -52,7 +53,7 @@ def classify_names(
             ignored.append(name)
             continue
         try:
-            parse_product_name(name)
+            parse_product_name(name, known)
         except ProductNameError:
             unmatched.append(name)
             continue

@@ -31,6 +31,7 @@ from hfc_tasks.archive.errors import ArchiveFullError, TransferError
 from hfc_tasks.archive.files import CHUNK, RESUME_MIN, classify_names, copy_file, inside, stat_or_none
 from hfc_tasks.archive.tree import clean_parts, explain_sftp_error, night_tag, no_space, read_manifest
 from hfc_tasks.archive.verification import VERIFY_BATCH, Verifier, VerifyMode
+from hfc_tasks.catalogue.formats import Formats
 from hfc_tasks.products import (
     archive_relpath,
     job_name,
@@ -67,6 +68,8 @@ class ArchiveTarget:
     frc_version: str = ""
     slurm_job_id: str | None = None
     unknown_files: str = UNKNOWN_FAIL  # the FRC's registry setting: fail | warn
+    # The formats whose file kinds name products (the registry's, with its site formats): None = presets.
+    known: Formats | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -185,7 +188,7 @@ class _Night:
                 except asyncssh.SFTPNoSuchFile:
                     names, self.run_dir_exists = [], False
                 entries = [(n.filename, n.attrs.permissions or 0, n.attrs.size or 0) for n in names]
-                self.products, self.summary.ignored, self.unmatched = classify_names(entries, t.run_dir)
+                self.products, self.summary.ignored, self.unmatched = classify_names(entries, t.run_dir, t.known)
                 self.output_found = self._job_ran(self.summary.ignored)
                 self.summary.files_total = len(self.products)
                 if self.summary.ignored:
@@ -249,7 +252,7 @@ class _Night:
 
     async def _one(self, src, dst, name, size, slots, makedirs) -> None:
         t = self.t
-        product = parse_product_name(name)
+        product = parse_product_name(name, t.known)
         rel = archive_relpath(t.archive_dir, product, t.night, observatory=t.observatory, instrument=t.instrument)
         dest = inside(t.archive_root, posixpath.join(t.archive_root, rel))
         source = posixpath.join(t.run_dir, name)

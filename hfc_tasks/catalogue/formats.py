@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+
+from hfc_tasks.product_names import QUICKLOOK, QUICKLOOK_SUFFIXES, ProductName, ProductNameError, check_plain_name
 
 TYPES = ("int", "float", "text", "datetime")
 # libyaml's C parser when present: the registry, hence the DAG file at every parse, reads formats.yaml.
@@ -93,6 +95,7 @@ class KindSpec:
     match_key: tuple[str, ...] = ()
     links: tuple[Link, ...] = ()
     embeds: tuple[tuple[str, str], ...] = ()  # (metadata table, target column here)
+    embed_keys: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (metadata table, its match key)
 
     @property
     def local_id(self) -> Column | None:
@@ -133,6 +136,7 @@ def parse_spec(
     match_key: tuple[str, ...] = (),
     links: tuple[Link, ...] = (),
     embeds: tuple[tuple[str, str], ...] = (),
+    embed_keys: tuple[tuple[str, tuple[str, ...]], ...] = (),
 ) -> KindSpec:
     """Build a :class:`KindSpec` from a text table, one column a line::
 
@@ -190,7 +194,8 @@ def parse_spec(
     if dupes:
         raise FormatError(f"spec {kind}: several columns go to {dupes}")
     return KindSpec(
-        kind=kind, table=table, columns=tuple(columns), match_key=match_key, links=links, embeds=embeds
+        kind=kind, table=table, columns=tuple(columns), match_key=match_key, links=links, embeds=embeds,
+        embed_keys=embed_keys,
     )
 
 
@@ -210,14 +215,132 @@ def _parse_link(where: str, text: str) -> Link:
     return Link(m.group("target"), m.group("kind"), by)
 
 
+# ----------------------------------------------------------------------------- file kinds
+
+# Shapes of product file names (formats.yaml `files`): per observation, per night, per code.
+SCOPES = {
+    "observation": ("{code}_{version}_{stamp}_{obs}_{kind}.csv", "{code}_{version}_{obs}_{stamp}_{kind}.csv"),
+    "night": ("{code}_{version}_{date}_{obs}_{kind}.csv", "{code}_{version}_{obs}_{date}_{kind}.csv"),
+    "code": ("{code}_{version}[_{obs}]_{kind}.csv",),
+}
+_FIELDS = {
+    "code": r"(?P<code>[A-Za-z0-9]+)",
+    "version": r"(?P<version>[A-Za-z0-9]+)",
+    "obs": r"(?P<obs>[A-Za-z0-9]+)",
+    "stamp": r"(?P<stamp>\d{8}(?:T\d{4,6})?)",
+    "date": r"(?P<stamp>\d{8})",
+}
+_KIND_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+def _template_regex(where: str, kind: str, template: str) -> re.Pattern:
+    """``{code}_{version}[_{obs}]_{kind}.csv`` -> an anchored, case-insensitive regex."""
+    out, seen, depth, i = [], set(), 0, 0
+    while i < len(template):
+        ch = template[i]
+        if ch == "{":
+            end = template.find("}", i)
+            fname = template[i + 1:end] if end > 0 else ""
+            if fname == "kind":
+                out.append(re.escape(kind))
+            elif fname in _FIELDS:
+                group = "stamp" if fname == "date" else fname
+                if group in seen:
+                    raise FormatError(f"{where}: name template {template!r} uses {{{fname}}} twice")
+                seen.add(group)
+                out.append(_FIELDS[fname])
+            else:
+                raise FormatError(f"{where}: name template {template!r}: unknown field {{{fname}}} "
+                                  f"(known: {', '.join('{' + f + '}' for f in (*_FIELDS, 'kind'))})")
+            i = end + 1
+            continue
+        if ch == "[":
+            depth += 1
+            out.append("(?:")
+        elif ch == "]":
+            depth -= 1
+            if depth < 0:
+                raise FormatError(f"{where}: name template {template!r}: ']' without '['")
+            out.append(")?")
+        else:
+            out.append(re.escape(ch))
+        i += 1
+    if depth:
+        raise FormatError(f"{where}: name template {template!r}: '[' without ']'")
+    if "code" not in seen or not template.lower().endswith(".csv"):
+        raise FormatError(f"{where}: name template {template!r} must hold {{code}} and end in .csv "
+                          "(the code ties a file to its metadata; the readers read CSV)")
+    return re.compile("^" + "".join(out) + "$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class FileKind:
+    """A kind of product file: the ``<kind>`` ending its name and the shape(s) of the rest."""
+
+    kind: str
+    scope: str  # observation | night | code | names (own templates)
+    templates: tuple[str, ...]
+    patterns: tuple[re.Pattern, ...]
+
+    @property
+    def is_per_code(self) -> bool:
+        return self.scope == "code"
+
+
+def parse_file_kind(where: str, kind: str, body) -> FileKind:
+    """One ``files`` entry: a scope name or a list of name templates."""
+    if not _KIND_NAME.match(str(kind)) or kind == "quicklook":
+        raise FormatError(f"{where}: file kind {kind!r} must match [a-z][a-z0-9_]* and not be 'quicklook'")
+    if isinstance(body, str) and body in SCOPES:
+        scope, templates = body, SCOPES[body]
+    elif isinstance(body, list) and body and all(isinstance(t, str) for t in body):
+        scope, templates = "names", tuple(body)
+    else:
+        raise FormatError(f"{where}: file kind {kind!r}: expected one of {', '.join(SCOPES)} or a list of "
+                          f"name templates, got {body!r}")
+    return FileKind(kind, scope, tuple(templates),
+                    tuple(_template_regex(f"{where}: file kind {kind!r}", kind, t) for t in templates))
+
+
 @dataclass(frozen=True)
 class Formats:
-    """The known kinds of files (``kinds``: spec name -> spec) and the presets of file kind ->
-    spec per product format (``formats``)."""
+    """The known kinds of files (``kinds``: spec name -> spec), the presets of file kind ->
+    spec per product format (``formats``), the file kinds and their name shapes (``files``) and
+    where each name was defined (``sources``: ``section.name`` -> file)."""
 
     kinds: dict[str, KindSpec]
     formats: dict[str, dict[str, str]]
     metadata_tables: dict[str, tuple[str, ...]]
+    files: dict[str, FileKind] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)
+
+    def classify(self, name: str) -> ProductName:
+        """Classify a product file by its name: a quicklook, or the declared file kind whose name
+        shape it has (longer kind names first, so ``pp_info`` wins over an ``info`` kind)."""
+        check_plain_name(name)
+        if name.lower().endswith(QUICKLOOK_SUFFIXES):
+            return ProductName(name=name, kind=QUICKLOOK)
+        for kind in self._match_order:
+            for pattern in kind.patterns:
+                m = pattern.match(name)
+                if m:
+                    groups = m.groupdict()
+                    return ProductName(name=name, kind=kind.kind, code=groups["code"].lower(),
+                                       version=groups.get("version"), observatory_tag=groups.get("obs"),
+                                       stamp=groups.get("stamp"))
+        shapes: dict[tuple[str, ...], list[str]] = {}
+        for k in self.files.values():
+            shapes.setdefault(k.templates, []).append(k.kind)
+        expected = "; ".join(f"{' or '.join(t)} with kind {', '.join(kinds)}" for t, kinds in shapes.items())
+        raise ProductNameError(f"{name!r} is not an HFC product name (expected a .jpg/.png quicklook or {expected})")
+
+    @property
+    def _match_order(self) -> list[FileKind]:
+        return sorted(self.files.values(), key=lambda k: (-len(k.kind), k.kind))
+
+    def where(self, section: str, name: str) -> str:
+        """The file that defined ``section.name`` (for error messages)."""
+        return self.sources.get(f"{section}.{name}", "formats.yaml")
 
     def resolve(self, product_format: str, products: dict[str, str] | None = None) -> dict[str, KindSpec]:
         """file kind -> spec for one FRC, in load order (every kind after those it points into).
@@ -232,6 +355,9 @@ class Formats:
         where = f"product format {product_format!r}" + (f" with products {products}" if products else "")
         specs = {}
         for file_kind, spec_name in mapping.items():
+            if self.files and file_kind not in self.files:
+                raise FormatError(f"{where}: file kind {file_kind!r} is not declared in any 'files' section "
+                                  f"(declared: {', '.join(self.files)}): no file name would ever be classified as it")
             if spec_name not in self.kinds:
                 raise FormatError(f"{where}: kind {file_kind!r} maps to unknown spec {spec_name!r}")
             specs[file_kind] = self.kinds[spec_name]
@@ -251,55 +377,107 @@ class Formats:
         return ordered
 
 
-def load_formats(path: str | os.PathLike | None = None) -> Formats:
-    """Read and validate formats.yaml; errors name the file and the key."""
-    path = Path(path or FORMATS_FILE)
+_SECTIONS = ("files", "metadata_tables", "kinds", "formats")
+
+
+def _read_document(path: Path) -> dict:
     try:
         raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_SAFE_LOADER)  # noqa: S506 - a safe loader
     except (OSError, yaml.YAMLError) as exc:
         raise FormatError(f"{path}: {exc}") from None
-    if not isinstance(raw, dict) or not {"kinds", "formats"} <= set(raw):
-        raise FormatError(f"{path}: expected the keys 'kinds' and 'formats'")
-    meta = {t: tuple(k) for t, k in (raw.get("metadata_tables") or {}).items()}
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise FormatError(f"{path}: expected a mapping with some of the keys {', '.join(_SECTIONS)}")
+    unknown = set(raw) - set(_SECTIONS)
+    if unknown:
+        raise FormatError(f"{path}: unknown key(s) {sorted(unknown)} (known: {', '.join(_SECTIONS)})")
+    for section in _SECTIONS:
+        if raw.get(section) is not None and not isinstance(raw[section], dict):
+            raise FormatError(f"{path}: '{section}' must be a mapping")
+    return raw
+
+
+def site_format_files(folder: str | os.PathLike) -> list[Path]:
+    """The site formats files of a folder: ``*.yaml`` and ``*.yml``, in name order."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FormatError(f"site formats folder {folder} does not exist or is not a folder")
+    return sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")])
+
+
+def load_formats(path: str | os.PathLike | None = None, site_dir: str | os.PathLike | None = None) -> Formats:
+    """Read and validate formats.yaml (the packaged presets unless ``path``), then the site
+    formats files of ``site_dir`` merged over it: a site file adds names to any section, with the
+    same schema and checks; redefining a name (a preset's or another site file's) is an error
+    naming both files, so a site never silently changes what the presets load, and an upgrade of
+    the presets never overwrites a site's formats."""
+    base = Path(path or FORMATS_FILE)
+    documents = [(base, _read_document(base))]
+    if not {"kinds", "formats", "files"} <= set(documents[0][1]):
+        raise FormatError(f"{base}: expected the keys 'files', 'kinds' and 'formats'")
+    if site_dir is not None:
+        documents += [(p, _read_document(p)) for p in site_format_files(site_dir)]
+    merged: dict[str, dict] = {s: {} for s in _SECTIONS}
+    sources: dict[str, str] = {}
+    for doc_path, raw in documents:
+        for section in _SECTIONS:
+            for name, body in (raw.get(section) or {}).items():
+                key = f"{section}.{name}"
+                if key in sources:
+                    raise FormatError(
+                        f"{doc_path}: {key} is already defined in {sources[key]}; a site formats file adds "
+                        "new names, it never redefines one (give yours another name)")
+                sources[key] = str(doc_path)
+                merged[section][name] = body
+    where = lambda section, name: f"{sources[f'{section}.{name}']}: {section}.{name}"  # noqa: E731
+    files = {str(k): parse_file_kind(where("files", k), str(k), v) for k, v in merged["files"].items()}
+    meta = {}
+    for table, key in merged["metadata_tables"].items():
+        if not isinstance(key, list) or not key or not all(isinstance(c, str) for c in key):
+            raise FormatError(f"{where('metadata_tables', table)}: expected a list of column names (the match key)")
+        meta[table] = tuple(key)
     kinds = {}
-    for name, body in raw["kinds"].items():
-        where = f"{path}: kinds.{name}"
+    for name, body in merged["kinds"].items():
+        at = where("kinds", name)
         if not isinstance(body, dict) or not isinstance(body.get("table"), str) or "columns" not in body:
-            raise FormatError(f"{where}: needs 'table' and 'columns'")
+            raise FormatError(f"{at}: needs 'table' and 'columns'")
         unknown = set(body) - {"table", "columns", "links", "embeds"}
         if unknown:
-            raise FormatError(f"{where}: unknown key(s) {sorted(unknown)}")
-        links = tuple(_parse_link(where, text) for text in body.get("links") or ())
+            raise FormatError(f"{at}: unknown key(s) {sorted(unknown)}")
+        links = tuple(_parse_link(at, text) for text in body.get("links") or ())
         embeds = tuple((t, c) for t, c in (body.get("embeds") or {}).items())
         for table, _ in embeds:
             if table not in meta:
-                raise FormatError(f"{where}: embeds {table!r}, which is not a metadata table")
+                raise FormatError(f"{at}: embeds {table!r}, which is not a metadata table")
         try:
             spec = parse_spec(
-                name, body["table"], body["columns"], match_key=meta.get(body["table"], ()), links=links, embeds=embeds
+                name, body["table"], body["columns"], match_key=meta.get(body["table"], ()), links=links,
+                embeds=embeds, embed_keys=tuple((t, meta[t]) for t, _ in embeds),
             )
         except FormatError as exc:
-            raise FormatError(f"{path}: {exc}") from None
+            raise FormatError(f"{sources[f'kinds.{name}']}: {exc}") from None
         for table, _ in embeds:
             missing = set(meta[table]) - {c.target for c in spec.embedded(table)}
             if missing:
-                raise FormatError(f"{where}: embedded {table} lacks its match key column(s) {sorted(missing)}")
+                raise FormatError(f"{at}: embedded {table} lacks its match key column(s) {sorted(missing)}")
         for c in spec.columns:
             if c.embed and c.embed not in {t for t, _ in embeds}:
-                raise FormatError(f"{where}: column {c.name} is in={c.embed} but the kind does not embed it")
+                raise FormatError(f"{at}: column {c.name} is in={c.embed} but the kind does not embed it")
         kinds[name] = spec
     formats = {}
-    for fmt, mapping in raw["formats"].items():
+    for fmt, mapping in merged["formats"].items():
         if not isinstance(mapping, dict):
-            raise FormatError(f"{path}: formats.{fmt} must map file kinds to kinds")
+            raise FormatError(f"{where('formats', fmt)}: must map file kinds to kinds")
         formats[fmt] = {str(k): str(v) for k, v in mapping.items()}
-    result = Formats(kinds, formats, meta)
+    result = Formats(kinds, formats, meta, files, sources)
     for fmt in formats:
         try:
             result.resolve(fmt)
         except FormatError as exc:
-            raise FormatError(f"{path}: {exc}") from None
+            raise FormatError(f"{sources[f'formats.{fmt}']}: {exc}") from None
     return result
 
 
+# The packaged presets alone (a registry with a formats_dir has its own merged Formats).
 KNOWN = load_formats()

@@ -59,6 +59,7 @@ def load_night(
     manifest_sha256: str | None = None,
     products: dict[str, str] | None = None,
     chunk_bytes: int = CHUNK_BYTES,
+    known: formats.Formats | None = None,
 ) -> LoadReport:
     """Replace the catalogue batch (frc, night) with the files of ``manifest``.
 
@@ -68,12 +69,14 @@ def load_night(
     ``manifest_sha256``: the sha256 of the manifest file as stored on the archive (so a batch
     names the exact file it came from); without it, the hash of the manifest as canonical JSON.
     ``products``: the registry's per-FRC mapping of file kinds to kinds of formats.yaml, over
-    the preset of the manifest's ``product_format``.
+    the preset of the manifest's ``product_format``. ``known``: the formats (the registry's, with
+    its site formats folder; default the packaged presets).
     """
     t0 = time.monotonic()
-    frc, night, fmt, entries = manifest_mod.entries(manifest, formats.KNOWN.formats)
+    known = known or formats.KNOWN
+    frc, night, fmt, entries = manifest_mod.entries(manifest, known.formats, known)
     issues = manifest_mod.issues(manifest)
-    specs = formats.KNOWN.resolve(fmt, products)
+    specs = known.resolve(fmt, products)
     manifest_sha = (
         manifest_sha256
         or hashlib.sha256(json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()).hexdigest()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from hfc_tasks.catalogue import formats, readers
+from hfc_tasks.catalogue import readers
 from hfc_tasks.catalogue.bulk import BulkRows, Rows
 from hfc_tasks.catalogue.formats import KindSpec
 from hfc_tasks.catalogue.readers import Problem
@@ -116,7 +116,7 @@ def resolve(state: LoadState, spec: KindSpec, table: Table, rows: Rows) -> tuple
                     ids[r], found[r] = got, True
             supplied[link.target] = _int_text(ids, found)
     for embedded, target in spec.embeds:
-        meta = formats.KNOWN.metadata_tables[embedded]
+        meta = dict(spec.embed_keys)[embedded]
         columns = {c.target: rows.values[c.target] for c in spec.embedded(embedded)}
         ids, new = match_metadata(state.cur, embedded, meta, columns)
         state.metadata_new[embedded] = state.metadata_new.get(embedded, 0) + new

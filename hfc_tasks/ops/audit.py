@@ -168,10 +168,11 @@ def audit_night(
     catalogue,
     expect_jobs: int | None = None,
     since: str = DEFAULT_SINCE,
+    known=None,
 ) -> NightAudit:
     """Audit one (FRC, night). ``frc``/``site``: registry entries; ``archive_sftp``/``cluster_sftp``:
     paramiko SFTP clients; ``run_cluster(cmd) -> (rc, out, err)`` on the cluster's login node;
-    ``catalogue``: an open psycopg connection."""
+    ``catalogue``: an open psycopg connection; ``known``: the registry's formats (default the presets)."""
     from hfc_tasks.manifest import find as find_manifest
 
     res = NightAudit(frc.name, night)
@@ -191,7 +192,7 @@ def audit_night(
     data: dict[str, bytes | None] = {}  # name -> the file's bytes matching the manifest (None: none)
     if manifest is not None:
         _check_files(res, manifest, site, run_dir, archive_sftp, cluster_sftp, data)
-    _check_batch(res, frc, manifest, raw, data, catalogue)
+    _check_batch(res, frc, manifest, raw, data, catalogue, known)
     _check_jobs(res, frc, manifest, run_cluster, expect_jobs, since)
     return res
 
@@ -259,8 +260,10 @@ def _batch_tables(cur) -> list[str]:
         "and table_type = 'BASE TABLE') and table_name not in ('batch_file', 'rejected_file') order by 1")]
 
 
-def _check_batch(res, frc, manifest, raw, data, conn) -> None:
+def _check_batch(res, frc, manifest, raw, data, conn, known=None) -> None:
     from hfc_tasks.catalogue import formats, readers
+
+    known = known or formats.KNOWN
 
     with conn.cursor() as cur:
         batches = cur.execute(
@@ -292,7 +295,7 @@ def _check_batch(res, frc, manifest, raw, data, conn) -> None:
     if manifest is None:
         res.add(NOTE, "rows", f"batch {batch_id} ({status}): rows {actual}; no manifest to compare with")
         return
-    specs = formats.KNOWN.resolve(manifest.get("product_format") or frc.product_format, frc.products or None)
+    specs = known.resolve(manifest.get("product_format") or frc.product_format, frc.products or None)
     expected: dict[str, int] = {}
     unknown: set[str] = set()
     files_of: dict[str, list[str]] = {}
@@ -421,7 +424,8 @@ def audit(
             try:
                 conn.autocommit = True
                 nights = [audit_night(f, s, night, archive_sftp=archive, cluster_sftp=cluster, run_cluster=run,
-                                      catalogue=conn, expect_jobs=expect_jobs, since=since) for f in chosen]
+                                      catalogue=conn, expect_jobs=expect_jobs, since=since, known=registry.formats)
+                          for f in chosen]
             finally:
                 conn.close()
                 hook.close()

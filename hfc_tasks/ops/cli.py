@@ -263,7 +263,7 @@ def _manifest_of_folder(folder: Path, args, reg) -> tuple[dict, Path]:
     files, stamps, codes = [], [], set()
     for path in sorted(p for p in folder.iterdir() if p.is_file()):
         try:
-            product = products.parse_product_name(path.name)
+            product = products.parse_product_name(path.name, reg.formats if reg is not None else None)
         except products.ProductNameError:
             print(f"hfc ingest: skipped {path.name} (not an HFC product name)", file=sys.stderr)
             continue
@@ -322,6 +322,7 @@ def _ingest_cmd(args) -> int:
     with psycopg.connect(_catalogue_dsn(args)) as conn:
         try:
             report = load_night(conn, manifest, read_file, products=products or None,
+                                known=reg.formats if reg is not None else None,
                                 manifest_sha256=hashlib.sha256(raw).hexdigest() if raw else None,
                                 dag_run_id=args.run_id)
         except ArchiveReadError as exc:  # nothing loaded, the previous batch kept: exit 3

@@ -122,7 +122,7 @@ class ArchiveProductsOperator(_FrcStage):
         from hfc_tasks.archive import ArchiveFullError, ArchiveTarget, HostKeyError, TransferError, archive_night
         from hfc_tasks.provider.hooks import ssh_endpoint
 
-        _, frc, site = self.resolve()
+        reg, frc, site = self.resolve()
         night = night_of(context)
         claim_night(context, site, frc.name, night, self.log)
         target = ArchiveTarget(
@@ -139,6 +139,7 @@ class ArchiveProductsOperator(_FrcStage):
             frc_version=frc.version,
             slurm_job_id=str(self.slurm_job_id) if self.slurm_job_id not in (None, "", "None") else None,
             unknown_files=frc.unknown_files,
+            known=reg.formats,
         )
         try:
             summary, manifest = archive_night(
@@ -202,7 +203,7 @@ class CatalogueLoadOperator(_FrcStage):
         from hfc_tasks.manifest import find as find_manifest
         from hfc_tasks.provider.hooks import catalogue_connect, sftp_session
 
-        _, frc, site = self.resolve()
+        reg, frc, site = self.resolve()
         night = night_of(context)
         claim_night(context, site, frc.name, night, self.log)
         manifest_path = posixpath.join(site.archive_root, products.manifest_relpath(frc.archive_dir, frc.name, night))
@@ -241,6 +242,7 @@ class CatalogueLoadOperator(_FrcStage):
                         task_try=getattr(ti, "try_number", None),
                         manifest_sha256=hashlib.sha256(raw).hexdigest(),
                         products=frc.products or None,
+                        known=reg.formats,
                     )
                 except ArchiveReadError as exc:  # nothing loaded: the previous batch is kept
                     full = posixpath.join(site.archive_root, exc.path)

@@ -306,6 +306,9 @@ def _formats(tmp_path, text: str):
 
 
 BASE = """
+files:
+  frc_info: code
+  feat: observation
 metadata_tables:
   frc_info: [code, version, feature_name, institut]
 kinds:

@@ -82,9 +82,9 @@ def test_product_format_and_products_are_checked_against_formats_yaml():
     # A new FRC writing known kinds: registry data only.
     frc = Frc.model_validate(_frc_with(product_format="sdoss", products={"feat": "spoca_ar_feat", "track": "none"}))
     assert frc.products == {"feat": "spoca_ar_feat", "track": "none"}
-    with pytest.raises(ValueError, match="product_format 'mdiss' is not in formats.yaml"):
+    with pytest.raises(ValueError, match="product_format 'mdiss' is not in the formats"):
         Frc.model_validate(_frc_with(product_format="mdiss"))
-    with pytest.raises(ValueError, match="'sunspot_feat' is not a kind of formats.yaml"):
+    with pytest.raises(ValueError, match="'sunspot_feat' is not a kind of the formats"):
         Frc.model_validate(_frc_with(products={"feat": "sunspot_feat"}))
 
 
