@@ -17,10 +17,12 @@ import asyncio
 import base64
 import contextlib
 import csv
+import datetime as dt
 import importlib.util
 import io
 import json
 import os
+import random
 import stat
 import subprocess
 import sys
@@ -78,6 +80,21 @@ def load_frc_program(name: str) -> ModuleType:
     sys.modules[name] = module  # dataclasses resolve their module by name
     spec.loader.exec_module(module)
     return module
+
+
+def a_spotted_night(first: dt.date, span_days: int) -> str:
+    """A random night in [first, first + span_days) on which demo-sunspots sees at least one spot.
+
+    Its seeded truth puts 2-8 spots on the Sun each day, but some days all of them are behind the
+    limb at every 4-hourly observation (2071-04-15 is one): a correct night with no sunspot rows.
+    A test that needs rows draws its night here instead of hoping for one."""
+    demo = sys.modules.get("demo_sunspots") or load_frc_program("demo_sunspots")
+    rng = random.Random()
+    while True:
+        day = first + dt.timedelta(days=rng.randrange(span_days))
+        midnight = dt.datetime(day.year, day.month, day.day)
+        if any(demo.expected_detections(midnight + dt.timedelta(hours=h)) for h in range(0, 24, 4)):
+            return day.isoformat()
 
 
 def read_csv(path: Path) -> tuple[list[str], list[dict]]:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from helpers import a_spotted_night
 
 from hfc_tasks import products
 from hfc_tasks.ops import airflow_stack
@@ -24,8 +25,9 @@ DETECTOR, TRACKER = "demo-sunspots", "demo-sunspot-tracking"
 
 
 def a_night(base: int) -> str:
-    # Nights far from every other test's, so batches and job names never collide.
-    return (dt.date(base, 1, 1) + dt.timedelta(days=random.randrange(300))).isoformat()
+    # Nights far from every other test's, so batches and job names never collide; nights with
+    # spots, since these tests count the rows loaded.
+    return a_spotted_night(dt.date(base, 1, 1), 300)
 
 
 def catalogue(dsn: str, frc: str, night: str) -> dict:

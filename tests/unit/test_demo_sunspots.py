@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import BAD_WINDOWS, catalogue_columns, load_frc_program, read_csv
+from helpers import BAD_WINDOWS, a_spotted_night, catalogue_columns, load_frc_program, read_csv
 from PIL import Image
 
 ds = load_frc_program("demo_sunspots")
@@ -458,3 +458,18 @@ def test_uncreatable_outdir_exits_2(tmp_path):
     proc = run("-s", "2024-01-01T00:00:00", "-e", "2024-01-01T04:00:00", "-o", str(blocker / "sub"))
     assert proc.returncode == 2
     assert "-o/--outdir" in proc.stderr
+
+
+# ------------------------------------------------------------------ nights without spots
+
+
+def test_some_nights_have_no_visible_spot_and_tests_that_count_rows_never_draw_them():
+    # Found by CI: test_scheduler_and_triggerer_restart_while_jobs_wait drew 2071-04-15, whose
+    # seeded spots are all behind the limb at every observation; the night was right to load
+    # no sunspot rows, the test was wrong to expect some.
+    quiet = dt.date(2071, 4, 15)
+    midnight = dt.datetime(quiet.year, quiet.month, quiet.day)
+    assert ds.seeded_spots(quiet)
+    assert not any(ds.expected_detections(midnight + dt.timedelta(hours=h)) for h in range(0, 24, 4))
+    drawn = {a_spotted_night(quiet - dt.timedelta(days=1), 3) for _ in range(60)}
+    assert drawn == {"2071-04-14", "2071-04-16"}
