@@ -7,9 +7,13 @@ whose bytes are not those the manifest recorded is the archive's fault, not the 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
+import posixpath
+import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 
 from hfc_tasks.manifest import Entry
 
@@ -95,3 +99,72 @@ def fetch(e: Entry, read_file: Callable[[str], bytes], *, frc: str = "", night=N
             "recompute the night clear its 'submit' (the archive stage replaces an archive copy only for an FRC "
             "with rewrites: true: else remove the bad copy first)", transient=False, frc=frc, night=night)
     return data
+
+
+class ReconnectingReader:
+    """The loader's ``read_file`` over an archive SFTP session that is opened again when the link
+    drops mid-load, like the archive stage does: a dropped link costs a reconnect, not one of the
+    task's few Airflow tries (a flaky network could spend them all on one night). A refusal by
+    the archive itself (missing file, permission: an errno) is final at once, and after
+    ``reconnects`` reconnects in a row the last error is raised, for :func:`fetch` to name.
+
+    ``open_session()``: a context manager yielding an SFTP client (paramiko's interface:
+    ``open(path, "rb")`` with ``prefetch()``/``read()``); ``root``: the archive root the
+    manifest's paths are relative to; ``say``: where each reconnect is told (the task log).
+    """
+
+    def __init__(self, open_session: Callable[[], AbstractContextManager], root: str, *, reconnects: int = 5,
+                 delay: float = 1.0, say: Callable[[str], None] = lambda _msg: None,
+                 sleep: Callable[[float], None] = time.sleep):
+        self._open, self.root, self.reconnects, self.delay = open_session, root, reconnects, delay
+        self.say, self.sleep = say, sleep
+        self._stack: contextlib.ExitStack | None = None
+        self._sftp = None
+        self.reconnected = 0  # reconnects done over the whole load
+
+    def session(self):
+        """The current SFTP client, opened on first use and after a drop."""
+        if self._sftp is None:
+            stack = contextlib.ExitStack()
+            try:
+                self._sftp = stack.enter_context(self._open())
+            except BaseException:
+                stack.close()
+                raise
+            self._stack = stack
+        return self._sftp
+
+    def _drop(self) -> None:
+        stack, self._stack, self._sftp = self._stack, None, None
+        if stack is not None:
+            with contextlib.suppress(Exception):  # the link is already gone: closing may fail too
+                stack.close()
+
+    def __call__(self, archive_path: str) -> bytes:
+        full = posixpath.join(self.root, archive_path)
+        in_a_row = 0
+        while True:
+            try:
+                with self.session().open(full, "rb") as f:
+                    f.prefetch()
+                    return f.read()
+            except Exception as exc:
+                refused = getattr(exc, "errno", None) in _READ_ERRNOS or isinstance(exc, tuple(_ERRNO_OF))
+                if refused or not archive_fault(exc) or in_a_row >= self.reconnects:
+                    raise
+                in_a_row += 1
+                self.reconnected += 1
+                self._drop()
+                wait = min(self.delay * in_a_row, 10.0)
+                self.say(f"archive link lost reading {full} ({type(exc).__name__}: {exc}); reconnect "
+                         f"{in_a_row}/{self.reconnects} in {wait:.0f} s (nothing is loaded before every file is read)")
+                self.sleep(wait)
+
+    def close(self) -> None:
+        self._drop()
+
+    def __enter__(self) -> ReconnectingReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

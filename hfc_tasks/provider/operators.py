@@ -200,6 +200,7 @@ class CatalogueLoadOperator(_FrcStage):
         import psycopg
 
         from hfc_tasks.catalogue import ArchiveReadError, load_night
+        from hfc_tasks.catalogue.fetch import ReconnectingReader
         from hfc_tasks.manifest import find as find_manifest
         from hfc_tasks.provider.hooks import catalogue_connect, sftp_session
 
@@ -207,7 +208,10 @@ class CatalogueLoadOperator(_FrcStage):
         night = night_of(context)
         claim_night(context, site, frc.name, night, self.log)
         manifest_path = posixpath.join(site.archive_root, products.manifest_relpath(frc.archive_dir, frc.name, night))
-        with sftp_session(site.archive_conn_id) as sftp:
+        # One archive session for the manifest and every file, opened again if the link drops.
+        with ReconnectingReader(lambda: sftp_session(site.archive_conn_id), site.archive_root,
+                                say=self.log.warning) as read_file:
+            sftp = read_file.session()
             try:
                 # This FRC's own manifest only, never another's in a shared folder (issue 16 item 1).
                 manifest_path, raw = find_manifest(sftp, site.archive_root, frc.name, frc.archive_dir, night)
@@ -223,12 +227,6 @@ class CatalogueLoadOperator(_FrcStage):
                     f"{frc.name} {night}: the manifest {manifest_path} is {manifest.get('frc')!r}'s, not this FRC's: "
                     "nothing loaded, the previous batch is kept; re-run the night's 'archive' task"
                 )
-
-            def read_file(archive_path: str) -> bytes:
-                full = posixpath.join(site.archive_root, archive_path)
-                with sftp.open(full, "rb") as f:
-                    f.prefetch()
-                    return f.read()
 
             ti = context["ti"]
             with catalogue_connect(site.catalogue_conn_id) as conn:

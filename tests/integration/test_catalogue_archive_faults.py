@@ -252,10 +252,12 @@ def test_archive_copy_that_differs_from_the_manifest_fails_and_keeps_the_batch(a
 
 class CutProxy:
     """TCP proxy to the site's sshd (own event loop thread) that cuts every connection after
-    ``budget`` bytes (both directions counted); ``None``: passes everything, counting."""
+    ``budget`` bytes (both directions counted); ``None``: passes everything, counting. ``budgets``:
+    the budgets of the next connections, one each, before ``budget`` again."""
 
     def __init__(self, port: int):
         self.port, self.budget, self.seen, self.cuts = port, None, 0, 0
+        self.budgets: list[int | None] = []
         self.ended = threading.Semaphore(0)  # released when a connection is over (counted, cut)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
@@ -265,7 +267,7 @@ class CutProxy:
         self.listen = self.server.sockets[0].getsockname()[1]
 
     async def _handle(self, cr, cw) -> None:
-        cut, self.seen = await relay(cr, cw, self.port, self.budget)
+        cut, self.seen = await relay(cr, cw, self.port, self.budgets.pop(0) if self.budgets else self.budget)
         self.cuts += cut
         self.ended.release()
 
@@ -275,7 +277,9 @@ class CutProxy:
         self.thread.join(10)
 
 
-def test_connection_lost_mid_load_fails_and_keeps_the_batch(arch, site):
+def test_connection_lost_mid_load_reconnects_and_loads_in_the_same_try(arch, site):
+    # Before: the drop failed the try ("connection lost or SFTP failure") and spent one of its 3
+    # Airflow tries; the multihost fault test (HFC_FAULT_SEED=225926311) saw a night fail all 3.
     night = sdoss_night(spots=(3,) * 30)  # 62 files read after the manifest
     arch.publish(night)
     conn = json.loads(site["AIRFLOW_CONN_HFC_ARCHIVE"])
@@ -285,13 +289,41 @@ def test_connection_lost_mid_load_fails_and_keeps_the_batch(arch, site):
         state, log = arch.load()
         assert state == "success", log[-3000:]
         assert f"({FRC} {NIGHT}): observations=60, sunspots=90; 62 file(s) loaded" in log
+        first = arch.batch()
+        assert proxy.ended.acquire(timeout=10)
+        whole = proxy.seen
+        # The first connection is cut among the file reads; the next one passes.
+        proxy.budgets = [whole * 2 // 3]
+        state, log = arch.load()
+        assert state == "success", log[-3000:]
+        assert proxy.cuts == 1 and "archive link lost reading" in log and "reconnect 1/5" in log
+        assert f"({FRC} {NIGHT}): observations=60, sunspots=90; 62 file(s) loaded" in log
+        again = arch.batch()
+        # A new batch of the same night, with the same rows (the files' sha256 as the manifest's).
+        assert again[0][0][0] != first[0][0][0] and again[0][0][1:3] == first[0][0][1:3]
+        assert [r[1:3] for r in again[3]] == [r[1:3] for r in first[3]]
+        assert (len(again[1]), len(again[2]), again[4]) == (len(first[1]), len(first[2]), first[4])
+    finally:
+        proxy.close()
+
+
+def test_archive_link_down_for_good_fails_after_its_reconnects_and_keeps_the_batch(arch, site):
+    night = sdoss_night(spots=(3,) * 30)
+    arch.publish(night)
+    conn = json.loads(site["AIRFLOW_CONN_HFC_ARCHIVE"])
+    proxy = CutProxy(conn["port"])
+    try:
+        arch.env["AIRFLOW_CONN_HFC_ARCHIVE"] = json.dumps({**conn, "port": proxy.listen})
+        state, log = arch.load()
+        assert state == "success", log[-3000:]
         before = arch.batch()
         assert proxy.ended.acquire(timeout=10)
         whole = proxy.seen
-        proxy.budget = whole * 2 // 3  # after the handshake and the manifest: among the file reads
+        # The first connection is cut among the file reads, every later one in its SSH handshake.
+        proxy.budgets, proxy.budget = [whole * 2 // 3], 200
         text = fails(arch, "(archive connection hfc_archive): connection lost or SFTP failure", "AirflowException:")
-        assert proxy.ended.acquire(timeout=10) and proxy.cuts == 1
+        assert proxy.cuts == 6  # the first connection and its 5 reconnects
         assert arch.batch() == before
-        print(f"{whole} bytes for the whole load, cut at {proxy.budget}:\n{text}")
+        print(f"{whole} bytes for the whole load, cut at {whole * 2 // 3}:\n{text}")
     finally:
         proxy.close()
