@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 
 from hfc_tasks import products
 from hfc_tasks.airflow_api import AirflowAPI, ApiError
+from hfc_tasks.catalogue.grouping import group_problems
 
 DAG_ID = "hfc_nightly"
 STATES = ("loaded", "not_clean", "rejected", "no_data", "running", "failed", "missing")
@@ -192,7 +193,11 @@ def catalogue_batches(conn, first: dt.date, last: dt.date, frcs: Iterable[str] |
 
 
 def batch_details(conn, frc: str, night: dt.date) -> dict | None:
-    """One batch with its files and rejected files: the provenance of a night's rows."""
+    """One batch with its files and rejected files: the provenance of a night's rows.
+
+    ``rejected`` has one entry per problem as stored; ``rejected_groups`` the same grouped by
+    column and kind of problem (:func:`hfc_tasks.catalogue.grouping.group_problems`), one line each.
+    """
     row = conn.execute(
         "select id, status, row_counts, manifest_sha256, slurm_job_id, dag_run_id, task_try, frc_version, "
         "product_format, started_at, finished_at, issues from hfc.batch where frc = %s and night = %s",
@@ -221,6 +226,7 @@ def batch_details(conn, frc: str, night: dt.date) -> dict | None:
             (batch["id"],),
         )
     ]
+    batch["rejected_groups"] = [g.to_dict() for g in group_problems(batch["rejected"])]
     return {"frc": frc, "night": night.isoformat(), **batch}
 
 

@@ -10,7 +10,9 @@ formats.yaml), so supporting another FRC format means adding specs there, not co
 checks everything that would otherwise make the database refuse the whole load (a null in a
 NOT NULL column, a number that is not one, an impossible date, an over-long string, an integer
 out of range) and reports it located as (file, line, column, reason); line numbers are those of
-the file, header = line 1.
+the file, header = line 1. A file lists at most :data:`MAX_PROBLEMS` problems; the rest are
+counted, per column and kind of problem, in "N more row(s) not listed" problems, so that the
+grouped report (:mod:`~hfc_tasks.catalogue.grouping`) gives true counts.
 """
 
 from __future__ import annotations
@@ -24,13 +26,13 @@ import numpy as np
 import pandas as pd
 
 from hfc_tasks.catalogue.formats import Column, KindSpec
+from hfc_tasks.catalogue.grouping import MAX_PROBLEMS, kind_of, unlisted_count, unlisted_text
 
 SEPARATOR = ";"
 NULL_TOKENS = ("", "NULL", "\\N")
 # Non-finite numbers: the MySQL catalogue could not store them; a nullable column gets NULL.
 NON_FINITE = ("nan", "+nan", "-nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity")
 INT_MIN, INT_MAX = -(2**31), 2**31 - 1  # PostgreSQL integer
-MAX_PROBLEMS = 20  # per file: enough to fix a file in one go without flooding the report
 DATE = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?$")
 
 
@@ -56,8 +58,9 @@ class Problem:
 class ProductFileError(ValueError):
     """A product file that cannot be loaded; names the file, line, column and reason.
 
-    ``problems`` lists every problem found in the file (up to :data:`MAX_PROBLEMS`), the first
-    being the one in the message.
+    ``problems`` lists the problems found in the file (up to :data:`MAX_PROBLEMS`, then one
+    "N more row(s) not listed" problem per column and kind for the rest), the first being the
+    one in the message, which counts them all.
     """
 
     def __init__(
@@ -71,7 +74,7 @@ class ProductFileError(ValueError):
         self.file, self.line, self.column, self.reason = file, line, column, reason
         first = Problem(file, line, column, reason)
         self.problems = list(problems) if problems else [first]
-        more = len(self.problems) - 1
+        more = sum(unlisted_count(p.reason) for p in self.problems) - 1
         super().__init__(str(first) + (f" (and {more} more problem(s) in this file)" if more > 0 else ""))
 
     @classmethod
@@ -216,7 +219,7 @@ def analyse_header(name: str, header: list[str], spec: KindSpec) -> HeaderMap:
     unknown = [n for n in names if n and n not in known]
     if unknown:
         warnings.append(f"{name}: unknown column(s) ignored: {', '.join(unknown)}")
-    return HeaderMap(names, width, position, unknown, problems[:MAX_PROBLEMS], warnings)
+    return HeaderMap(names, width, position, unknown, problems, warnings)
 
 
 def read_product(name: str, data: bytes, spec: KindSpec) -> ProductTable:
@@ -226,19 +229,41 @@ def read_product(name: str, data: bytes, spec: KindSpec) -> ProductTable:
     header, cells, line_nos, counts = _split_records(name, text)
     head = analyse_header(name, header, spec)
     warnings.extend(head.warnings)
-    problems: list[Problem] = list(head.problems)
+    problems: list[Problem] = []
+    # Beyond MAX_PROBLEMS, problems are counted per (column, kind): [first reason, count].
+    unlisted: dict[tuple, list] = {}
 
-    def problem(line, column, reason):
+    def problem(line, column, reason, more: int = 0):
+        """One problem, and ``more`` like it (same column and kind) on further rows."""
         if len(problems) < MAX_PROBLEMS:
             problems.append(Problem(name, int(line) if line is not None else None, column, reason))
+        else:
+            more += 1
+        if more:
+            unlisted.setdefault((column, kind_of(reason)[0]), [reason, 0])[1] += more
+
+    def problems_at(rows: np.ndarray, column, reason) -> None:
+        """The rows (indexes) with one kind of problem: the first listed, the rest counted
+        without formatting a reason for each (a column may be wrong on a million rows).
+
+        A row without the header's fields is that one problem: its cells, shifted or missing,
+        are not also reported column by column (a cut line would be NULL in every column)."""
+        if column is not None:
+            rows = rows[ok_width[rows]]
+        for k, i in enumerate(rows[:MAX_PROBLEMS]):
+            more = len(rows) - MAX_PROBLEMS if k == MAX_PROBLEMS - 1 else 0
+            problem(line_nos[i], column, reason(i), max(more, 0))
+
+    # Header problems are all listed (at most about one per column; grouped in the report), and
+    # count towards the cap of the rows' problems.
+    problems.extend(head.problems)
 
     # -- records: as many fields as the header, give or take one empty trailing field.
     names = head.names
     ok_width = (counts == len(names)) | (counts == head.width)
     for i in np.flatnonzero(~ok_width & (counts == len(names) + 1)):
         ok_width[i] = cells.iat[i, len(names)] == ""  # e.g. "...;;" after an empty last field
-    for i in np.flatnonzero(~ok_width):
-        problem(line_nos[i], None, f"{counts[i]} fields, the header has {len(names)}")
+    problems_at(np.flatnonzero(~ok_width), None, lambda i: f"{counts[i]} fields, the header has {len(names)}")
 
     # -- convert and validate, vectorised per column.
     out: dict[str, pd.Series] = {}
@@ -250,7 +275,7 @@ def read_product(name: str, data: bytes, spec: KindSpec) -> ProductTable:
             db_text[col.target] = np.full(nrows, None, dtype=object)
         else:
             raw = cells[head.position[col.name]].astype(str)
-            out[col.target], db_text[col.target] = _convert(col, raw, line_nos, problem, warnings, name)
+            out[col.target], db_text[col.target] = _convert(col, raw, problems_at, warnings, name)
         if col.fill_file or col.default is not None:
             value = name if col.fill_file else col.default
             missing = np.array(pd.isna(db_text[col.target]), dtype=bool)
@@ -268,11 +293,16 @@ def read_product(name: str, data: bytes, spec: KindSpec) -> ProductTable:
     if lid is not None and lid.target in out and nrows:
         ids = out[lid.target]
         dup = ids.duplicated(keep="first") & ids.notna()
-        for i in np.flatnonzero(dup.to_numpy()):
+
+        def duplicate(i) -> str:
             first = int(np.flatnonzero((ids == ids.iat[i]).to_numpy())[0])
-            problem(line_nos[i], lid.name, f"duplicate id {ids.iat[i]} (first on line {line_nos[first]})")
+            return f"duplicate id {ids.iat[i]} (first on line {line_nos[first]})"
+
+        problems_at(np.flatnonzero(dup.to_numpy()), lid.name, duplicate)
 
     if problems:
+        problems.extend(Problem(name, None, column, unlisted_text(n, reason))
+                        for (column, _), (reason, n) in unlisted.items())
         raise ProductFileError.from_problems(problems)
     frame = pd.DataFrame(out, index=pd.RangeIndex(nrows))
     return ProductTable(name, spec, frame, line_nos, db_text, head.unknown, warnings)
@@ -298,8 +328,8 @@ def _plain(values: np.ndarray, allowed: frozenset) -> bool:
     return set("".join(values)) <= allowed
 
 
-def _convert(col: Column, raw: pd.Series, line_nos, problem, warnings, name) -> tuple[pd.Series, np.ndarray]:
-    """(typed values, database text) of one column; problems go to ``problem``.
+def _convert(col: Column, raw: pd.Series, problems_at, warnings, name) -> tuple[pd.Series, np.ndarray]:
+    """(typed values, database text) of one column; problems go to ``problems_at(rows, column, reason)``.
 
     The database text is the file's own text wherever PostgreSQL reads it to the same value
     (re-formatting millions of floats would cost more than parsing the whole file), None = NULL.
@@ -320,17 +350,14 @@ def _convert(col: Column, raw: pd.Series, line_nos, problem, warnings, name) -> 
                 is_null = is_null | non_finite
                 bad = bad & ~non_finite
         reason = "not an integer" if col.type == "int" else "not a number"
-        for i in np.flatnonzero(bad)[:MAX_PROBLEMS]:
-            problem(line_nos[i], col.name, f"{reason}: {cells[i]!r}")
+        problems_at(np.flatnonzero(bad), col.name, lambda i: f"{reason}: {cells[i]!r}")
         ok = ~is_null & ~bad
         if col.type == "int":
             with np.errstate(invalid="ignore"):
                 frac = ok & (np.mod(values, 1) != 0)
                 rng = ok & ~frac & ((values < INT_MIN) | (values > INT_MAX))
-            for i in np.flatnonzero(frac)[:MAX_PROBLEMS]:
-                problem(line_nos[i], col.name, f"not an integer: {cells[i]!r}")
-            for i in np.flatnonzero(rng)[:MAX_PROBLEMS]:
-                problem(line_nos[i], col.name, f"integer out of range: {cells[i]!r}")
+            problems_at(np.flatnonzero(frac), col.name, lambda i: f"not an integer: {cells[i]!r}")
+            problems_at(np.flatnonzero(rng), col.name, lambda i: f"integer out of range: {cells[i]!r}")
             ok &= ~frac & ~rng
             ints = np.where(ok, values, 0).astype(np.int64)
             result = pd.Series(pd.array(ints, dtype="Int64"))
@@ -353,9 +380,10 @@ def _convert(col: Column, raw: pd.Series, line_nos, problem, warnings, name) -> 
         parsed = pd.to_datetime(pd.Series(cells).where(~is_null & shaped), format="ISO8601", errors="coerce")
         parsed = parsed.astype("datetime64[us]")
         bad = ~is_null & (~shaped | parsed.isna().to_numpy())
-        for i in np.flatnonzero(bad)[:MAX_PROBLEMS]:
-            why = "impossible date" if shaped[i] else "not a date (expected YYYY-MM-DDTHH:MM:SS)"
-            problem(line_nos[i], col.name, f"{why}: {raw.iat[i]!r}")
+        # Two kinds of problem, each listed and counted on its own.
+        kinds = ((bad & shaped, "impossible date"), (bad & ~shaped, "not a date (expected YYYY-MM-DDTHH:MM:SS)"))
+        for wrong, why in kinds:
+            problems_at(np.flatnonzero(wrong), col.name, lambda i, why=why: f"{why}: {raw.iat[i]!r}")
         text[is_null | bad] = None
         result = parsed.reset_index(drop=True)
     else:
@@ -363,9 +391,9 @@ def _convert(col: Column, raw: pd.Series, line_nos, problem, warnings, name) -> 
         result = pd.Series(text, dtype=object)
         if col.max_len is not None:
             too_long = (raw.str.len().to_numpy() > col.max_len) & ~is_null
-            for i in np.flatnonzero(too_long)[:MAX_PROBLEMS]:
-                problem(line_nos[i], col.name, f"longer than {col.max_len} characters ({len(cells[i])})")
+            problems_at(np.flatnonzero(too_long), col.name,
+                        lambda i: f"longer than {col.max_len} characters ({len(cells[i])})")
     if not col.nullable:
-        for i in np.flatnonzero(is_null)[:MAX_PROBLEMS]:
-            problem(line_nos[i], col.name, f"missing value ({cells[i] or 'empty'}) in a NOT NULL column")
+        problems_at(np.flatnonzero(is_null), col.name,
+                    lambda i: f"missing value ({cells[i] or 'empty'}) in a NOT NULL column")
     return result, text

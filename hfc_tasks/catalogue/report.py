@@ -6,6 +6,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 from hfc_tasks import manifest as manifest_mod
+from hfc_tasks.catalogue.grouping import group_problems, grouped_lines
 from hfc_tasks.catalogue.readers import Problem
 
 
@@ -43,6 +44,11 @@ class LoadReport:
     def rejected_files(self) -> list[str]:
         return list(dict.fromkeys(r.file for r in self.rejected))
 
+    def rejection_lines(self) -> list[str]:
+        """The rejections grouped by column and kind of problem, one line each (not one per row):
+        ``column RS: NULL in 28 rows of 4 files (a.csv lines 2-7, ...)``."""
+        return grouped_lines(self.rejected)
+
     def to_dict(self) -> dict:
         """JSON-friendly (the operator's XCom, the CLI's --json)."""
         return {
@@ -54,6 +60,7 @@ class LoadReport:
             "rejected": [
                 {"file": r.file, "line": r.line, "column": r.column, "reason": r.reason} for r in self.rejected
             ],
+            "rejected_groups": [g.to_dict() for g in group_problems(self.rejected)],
             "warnings": list(self.warnings),
             "metadata_new": dict(self.metadata_new),
             "migrations": list(self.migrations),
@@ -73,5 +80,5 @@ class LoadReport:
         if self.issues:
             text += "; NOT CLEAN: " + "; ".join(manifest_mod.issue_text(i) for i in self.issues)
         if self.rejected:
-            text += f"; {len(self.rejected_files)} file(s) REJECTED:\n  " + "\n  ".join(str(r) for r in self.rejected)
+            text += f"; {len(self.rejected_files)} file(s) REJECTED:\n  " + "\n  ".join(self.rejection_lines())
         return text

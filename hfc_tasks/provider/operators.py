@@ -258,7 +258,7 @@ class CatalogueLoadOperator(_FrcStage):
             raise AirflowException(
                 f"{len(report.rejected_files)} file(s) of {frc.name} {night} were rejected (batch "
                 f"{report.batch_id}; the good files are loaded; details in hfc.rejected_file):\n  "
-                + "\n  ".join(str(r) for r in report.rejected)
+                + "\n  ".join(report.rejection_lines())  # one line per column and kind, not per row
             )
         release_night(context, site, frc.name, night, self.log)
         return report.to_dict()

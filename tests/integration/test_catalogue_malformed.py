@@ -11,6 +11,7 @@ import pytest
 from catalogue_files import Archive, csv_bytes, header_of, stamp, values_for
 from test_catalogue_formats import SDOSS_INIT, init_rows, sdoss_night
 
+from hfc_tasks import status
 from hfc_tasks.catalogue import formats, tables
 
 pytestmark = pytest.mark.site
@@ -127,11 +128,45 @@ def test_twenty_odd_malformed_files_each_located_good_files_loaded_nothing_lost(
     assert report.rows["sunspots"] == 3 * len(good)
     stored = conn.execute("select count(distinct file) from hfc.rejected_file").fetchone()[0]
     assert stored == len(expected)
+    # The summary groups by column and kind of problem: one line each, naming file and line.
+    by_case = {case: name for name, (case, *_) in expected.items()}
+    lines = report.summary().splitlines()[1:]
+    shown = "\n".join(lines)
+    assert f"  column FEAT_X_ARCSEC: NULL in 1 row of 1 file ({by_case['null_in_not_null']} line 3)" in lines, shown
+    assert f"  column RS: NULL in 1 row of 1 file ({by_case['empty_in_not_null']} line 2)" in lines, shown
+    assert "  notes.csv: not an HFC product file name" in lines, shown
     assert conn.execute("select status from hfc.batch where night = %s", (N2,)).fetchone() == ("partial",)
     # Nothing of the first night was lost or changed.
     assert conn.execute(
         "select id_sunspot, feat_x_pix from hfc.sunspots s join hfc.batch b on b.id = s.batch_id"
         " where b.night = %s order by 1", (N1,)).fetchall() == before
+
+
+def test_one_null_column_in_28_rows_of_4_files_is_one_line_and_28_stored_rows(conn):
+    # Issue 13 ("Rejections flood"): one line in the summary, one row per problem in hfc.rejected_file.
+    night = Archive("sdoss", N2, "sdoss")
+    night.sample("sdoss_106_frc_info.csv", "frc_info")
+    night.sample("sdoss_106_observatory.csv", "observatory")
+    start = dt.datetime.combine(N2, dt.time())
+    names, where = [], []
+    for i, bad in enumerate([range(2, 8), range(3, 10), [4], range(2, 16)]):  # 6 + 7 + 1 + 14 = 28
+        t = start + dt.timedelta(minutes=i)
+        stem = f"sdoss_106_{stamp(t)}_sdo"
+        night.add(f"{stem}_init.csv", "init", csv_bytes(SDOSS_INIT, init_rows(SDOSS_INIT, t), crlf=True))
+        rows = feat_rows(t, f"{stem}_feat.csv", n=15)
+        for line in bad:
+            rows[line - 2]["RS"] = "NULL"
+        night.add(f"{stem}_feat.csv", "feat", text_of(rows).encode())
+        names.append(f"{stem}_feat.csv")
+        where.append(f"{stem}_feat.csv line 4" if len(bad) == 1 else f"{stem}_feat.csv lines {bad[0]}-{bad[-1]}")
+    report = night.load(conn)
+    assert report.summary().splitlines()[1:] == [f"  column RS: NULL in 28 rows of 4 files ({', '.join(where)})"]
+    assert sorted(report.rejected_files) == sorted(names)
+    assert conn.execute("select count(*) from hfc.rejected_file where column_name = 'RS'").fetchone() == (28,)
+    # The status page's batch: the same line, grouped from the stored rows.
+    details = status.batch_details(conn, "sdoss", N2)
+    assert len(details["rejected"]) == 28
+    assert [g["text"] for g in details["rejected_groups"]] == [report.summary().splitlines()[1].strip()]
 
 
 def test_latin1_text_is_loaded_with_a_warning(conn):

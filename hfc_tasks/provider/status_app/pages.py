@@ -133,6 +133,12 @@ def batch(frc: str, night: str, format: str = Query("html", pattern="^(html|json
     files = "".join(
         f"<tr><td><code>{esc(f['name'])}</code></td><td>{esc(f['kind'])}</td><td>{esc(f['rows'])}</td>"
         f"<td><code>{esc(str(f['sha256'])[:16])}…</code></td></tr>" for f in details["files"])
+    # One row per column and kind of problem first (28 rows with one NULL: one line), then every
+    # stored problem, per file.
+    groups = "".join(
+        f"<tr><td>{esc(g['columns_text'])}</td><td>{esc(g['what'])}</td>"
+        f"<td>{esc(g['count'])}</td><td>{esc(g['where'])}</td></tr>"
+        for g in details.get("rejected_groups", [])) or "<tr><td>none</td></tr>"
     rejected = "".join(
         f"<tr><td><code>{esc(r['file'])}</code></td><td>{esc(r['line'])}</td>"
         f"<td>{esc(r['column'])}</td><td>{esc(r['reason'])}</td></tr>"
@@ -146,6 +152,8 @@ def batch(frc: str, night: str, format: str = Query("html", pattern="^(html|json
 <h2>Issues ({"not clean" if issues else "clean"})</h2>
 <table class="t" id="issues">{issues or "<tr><td>none</td></tr>"}</table>
 <h2>Rows per table</h2><table class="t">{counts}</table>
-<h2>Rejected files</h2><table class="t">{rejected}</table>
+<h2>Rejections by column</h2><table class="t" id="rejections-by-column">
+<tr><th>column</th><th>problem</th><th>how many</th><th>where</th></tr>{groups}</table>
+<h2>Rejected files</h2><table class="t" id="rejected-files">{rejected}</table>
 <h2>Files ({len(details['files'])})</h2><table class="t">{files}</table>"""
     return page(f"batch {frc} {day}", body)
