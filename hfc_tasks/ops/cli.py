@@ -2,7 +2,8 @@
 
     hfc site up|down|status|env     the local embedded site (PostgreSQL, sshd, SLURM)
                    [--shape multihost]  ... as five hosts in network namespaces
-    hfc config validate             check config/registry.yaml, print located errors
+    hfc config validate             check config/registry.yaml and its site formats, print located errors
+    hfc formats check <folder>      what the loader would do with a folder of product files (no database)
     hfc summary --night YYYY-MM-DD  what one night left behind: job, archive, catalogue
     hfc db upgrade                  create / upgrade the catalogue schema (versioned migrations)
     hfc ingest <manifest|folder>    load product files into the catalogue (the old hfc_insert)
@@ -21,7 +22,7 @@ import sys
 from pathlib import Path
 
 from hfc_tasks.ops import hqi_serve
-from hfc_tasks.registry import RegistryError, load_registry
+from hfc_tasks.registry import DEFAULT_REGISTRY, RegistryError, formats_folder, load_registry
 
 
 def _site_cmd(args) -> int:
@@ -85,14 +86,51 @@ def _airflow_cmd(args) -> int:
     return 0
 
 
+def _registry_path(args) -> Path:
+    """The registry file ``load_registry`` reads for these options."""
+    return Path(args.registry or os.environ.get("HFC_REGISTRY") or DEFAULT_REGISTRY)
+
+
 def _config_cmd(args) -> int:
+    """Validate the registry and its site formats (errors name the file and the key); print
+    the formats files used and, per FRC, the file kinds it loads and their tables."""
+    from hfc_tasks.catalogue.formats import FORMATS_FILE
+
+    path = _registry_path(args)
     try:
-        reg = load_registry(args.registry)
+        reg = load_registry(path)
     except RegistryError as exc:
         print(exc, file=sys.stderr)
         return 1
-    print(f"registry OK: {len(reg.sites)} sites, {len(reg.frcs)} FRCs ({', '.join(f.name for f in reg.frcs)})")
+    print(f"registry OK: {path}: {len(reg.sites)} sites, {len(reg.frcs)} FRCs ({', '.join(f.name for f in reg.frcs)})")
+    folder = formats_folder(path, reg.formats_dir)
+    site_files = [p for p in dict.fromkeys(reg.formats.sources.values()) if p != str(FORMATS_FILE)]
+    print(f"formats: {FORMATS_FILE}" + (f" + site formats folder {folder} ({len(site_files)} file(s): "
+                                        f"{', '.join(Path(p).name for p in site_files) or 'none'})"
+                                        if folder else " (no formats_dir)"))
+    for frc in reg.frcs:
+        loads = reg.formats.resolve(frc.product_format, frc.products or None)  # validated by load_registry
+        kinds = ", ".join(f"{kind}->{spec.table}" for kind, spec in loads.items())
+        extra = f" [products {frc.products}]" if frc.products else ""
+        print(f"{frc.name}: {frc.product_format} ({kinds}){extra}" + ("" if frc.enabled else " (disabled)"))
     return 0
+
+
+def _formats_cmd(args) -> int:
+    """``hfc formats check``: a dry run of the loader over a folder (hfc_tasks/catalogue/check.py);
+    no database. Exit 0 every file would load, 1 some would not, 2 usage/configuration."""
+    from hfc_tasks.catalogue import check
+
+    folder = Path(args.folder)
+    if not folder.is_dir():
+        raise ValueError(f"{folder} does not exist or is not a folder")
+    reg = load_registry(args.registry)
+    names = sorted(p.name for p in folder.iterdir() if p.is_file())
+    fmt, products, frc = check.choose_format(reg.formats, reg.frcs, names, frc=args.frc,
+                                             product_format=args.product_format)
+    result = check.check_folder(folder, reg.formats, fmt, products, frc=frc)
+    print(json.dumps(result.to_dict(), indent=1) if args.json else result.text())
+    return 0 if result.ok else 1
 
 
 def _summary_cmd(args) -> int:
@@ -414,6 +452,17 @@ def main(argv: list[str] | None = None) -> int:
                         "api-server after a connection changed)")
 
     _command(sub, "config", _config_cmd, "the registry", ["validate"])
+
+    p = _command(sub, "formats", _formats_cmd, "the product file formats: check a folder of product files "
+                 "against them, a dry run without the catalogue (exit 0: every file would load; 1: some would "
+                 "not; 2: usage/configuration)", ["check"])
+    p.add_argument("folder", help="a folder of product files (its subfolders are not read)")
+    p.add_argument("--frc", help="the registry FRC whose product_format and products to check against "
+                   "(default: --product-format, else the FRC named like the files' code)")
+    p.add_argument("--product-format", help="a product format of the formats (presets and the registry's formats_dir)")
+    p.add_argument("--registry", default=argparse.SUPPRESS,
+                   help="registry file, for its FRCs and formats_dir (default: config/registry.yaml or $HFC_REGISTRY)")
+    p.add_argument("--json", action="store_true", help="print the check as JSON")
 
     p = _command(sub, "summary", _summary_cmd, "what one night left behind (job, archive, catalogue)")
     p.add_argument("--night", required=True, help="YYYY-MM-DD")
