@@ -6,8 +6,11 @@ File names follow the HFC convention (see docs and ``HFC_PRODUCTS.md``)::
 
     <code>_<version>_<YYYYMMDDTHHMMSS>_<obs>_<kind>.csv     # most codes
     <code>_<version>_<obs>_<YYYYMMDD>_<kind>.csv            # RABAT3: observatory tag first
-    <code>_<version>[_<obs>]_{frc_info,observatory}.csv     # per-code metadata, no date
+    <code>_<version>[_<obs>]_<kind>.csv                     # per-code metadata (frc_info...), no date
     <input stem>.jpg | .png                                 # quicklooks
+
+Which ``<kind>`` exist and which shape each takes is data: the ``files`` of formats.yaml and of a
+site's formats folder (:mod:`hfc_tasks.catalogue.formats`); :func:`parse_product_name` asks them.
 
 The archive keeps the public HFC FTP tree, which the HFC clients already know::
 
