@@ -456,7 +456,8 @@ def load_formats(path: str | os.PathLike | None = None, site_dir: str | os.PathL
                 embeds=embeds, embed_keys=tuple((t, meta[t]) for t, _ in embeds),
             )
         except FormatError as exc:
-            raise FormatError(f"{sources[f'kinds.{name}']}: {exc}") from None
+            # "spec X: column C: ..." -> "<file>: kinds.X: column C: ...": the key as the operator wrote it
+            raise FormatError(f"{sources[f'kinds.{name}']}: kinds.{str(exc).removeprefix('spec ')}") from None
         for table, _ in embeds:
             missing = set(meta[table]) - {c.target for c in spec.embedded(table)}
             if missing:

@@ -164,3 +164,9 @@ def test_the_registry_reads_its_formats_dir_relative_to_itself(tmp_path):
     path.write_text(REGISTRY.format(formats_dir="formats.d", products="{init: none}"))
     with pytest.raises(RegistryError, match="point into 'init' files, which this format does not load"):
         load_registry(path)
+
+
+def test_a_bad_column_names_the_file_and_the_kinds_key(tmp_path):
+    bad = SITE_PP.replace("CENTER_Y        float      notnull", "CENTER_Y        floaty     notnull")
+    with pytest.raises(FormatError, match=r"pp\.yaml: kinds\.site_ppout: column CENTER_Y: unknown type 'floaty'"):
+        load_formats(site_dir=site(tmp_path, pp=bad))
