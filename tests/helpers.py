@@ -82,6 +82,53 @@ def load_frc_program(name: str) -> ModuleType:
     return module
 
 
+# ------------------------------------------------------------------ a site formats file
+
+# A made-up code with a pre-processing step: its own per-code PP_INFO file and a PP_OUTPUT file per
+# observation beside its sunspot features (HFC_PRODUCTS.md: several HFC codes write these).
+SITE_PP = """
+files:
+  pp_info: code
+  ppout: observation
+kinds:
+  site_pp_info:
+    table: pp_info
+    columns: |
+      ID_PP_INFO      int        id
+      INSTITUT        text(150)  notnull
+      CODE            text(150)  notnull
+      VERSION         text(50)   notnull
+      PERSON          text(150)
+      CONTACT         text(150)  notnull
+      REFERENCE       text(150)
+  site_ppout:
+    table: pp_output
+    columns: |
+      ID_PP_OUTPUT    int        id
+      PP_INFO_ID      int        notnull  ref=pp_info
+      OBSERVATIONS_ID int        notnull  ref=init
+      RUN_DATE        datetime   notnull
+      PR_LOCFNAME     text(150)  notnull
+      ORG_FNAME       text(150)  notnull
+      LOC_FILE        text(100)  notnull
+      CDELT1          float      notnull
+      CDELT2          float      notnull
+      QSUN_INT        float      notnull
+      NAXIS1          int        notnull
+      NAXIS2          int        notnull
+      CENTER_X        float      notnull
+      CENTER_Y        float      notnull
+formats:
+  demo-pp:
+    observatory: observatory
+    frc_info: frc_info
+    pp_info: site_pp_info
+    init: init
+    feat: sdoss_feat
+    ppout: site_ppout
+"""
+
+
 def a_spotted_night(first: dt.date, span_days: int) -> str:
     """A random night in [first, first + span_days) on which demo-sunspots sees at least one spot.
 

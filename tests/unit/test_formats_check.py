@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from helpers import SITE_PP
 
 from hfc_tasks.catalogue.check import CheckError, check_folder, choose_format
 from hfc_tasks.catalogue.formats import KNOWN
@@ -178,50 +179,6 @@ def test_files_no_kind_takes_are_listed_with_the_expected_shapes(tmp_path):
 
 
 # ------------------------------------------------------------------------ a site formats folder
-
-# tests/unit/test_site_formats.py's made-up code with a pre-processing step: its own PP_INFO file
-# per code and a PP_OUTPUT file per observation.
-SITE_PP = """
-files:
-  pp_info: code
-  ppout: observation
-kinds:
-  site_pp_info:
-    table: pp_info
-    columns: |
-      ID_PP_INFO      int        id
-      INSTITUT        text(150)  notnull
-      CODE            text(150)  notnull
-      VERSION         text(50)   notnull
-      PERSON          text(150)
-      CONTACT         text(150)  notnull
-      REFERENCE       text(150)
-  site_ppout:
-    table: pp_output
-    columns: |
-      ID_PP_OUTPUT    int        id
-      PP_INFO_ID      int        notnull  ref=pp_info
-      OBSERVATIONS_ID int        notnull  ref=init
-      RUN_DATE        datetime   notnull
-      PR_LOCFNAME     text(150)  notnull
-      ORG_FNAME       text(150)  notnull
-      LOC_FILE        text(100)  notnull
-      CDELT1          float      notnull
-      CDELT2          float      notnull
-      QSUN_INT        float      notnull
-      NAXIS1          int        notnull
-      NAXIS2          int        notnull
-      CENTER_X        float      notnull
-      CENTER_Y        float      notnull
-formats:
-  demo-pp:
-    observatory: observatory
-    frc_info: frc_info
-    pp_info: site_pp_info
-    init: init
-    feat: sdoss_feat
-    ppout: site_ppout
-"""
 
 REGISTRY = """
 default_site: local
