@@ -184,6 +184,8 @@ def _read_exact(state: LoadState, name: str, data: bytes, spec: KindSpec) -> Exa
 
 
 def _load_metadata_file(state: LoadState, e: Entry, read_file) -> None:
+    spec = state.specs[e.kind]
+    tables.check_match_key(tables.table_info(state.cur, spec.table, state.tables), spec.match_key)
     data = _fetch(state, e, read_file)
     if data is None:
         return
@@ -207,6 +209,10 @@ def _load_kind(state: LoadState, kind: str, spec: KindSpec, read_file, chunk_byt
     missing = [c.target for c in spec.stored_columns if c.target not in table.columns]
     if missing:
         raise FormatError(f"kind {spec.kind}: hfc.{spec.table} has no column(s) {missing}")
+    # Before any row is written: a refused declaration fails the load with what to change.
+    tables.check_owned(table, spec.kind)
+    for embedded, meta_key in spec.embed_keys:
+        tables.check_match_key(tables.table_info(state.cur, embedded, state.tables), meta_key)
     if state.by_kind[kind] or not (spec.is_tracking or state.tracking_only):
         state.rows.setdefault(spec.table, 0)  # e.g. no feat file = nothing detected: a real 0
     pipe = CopyPipeline()

@@ -101,6 +101,9 @@ def resolve(state: LoadState, spec: KindSpec, table: Table, rows: Rows) -> tuple
             supplied[link.target] = _int_text(ids, np.ones(n, dtype=bool))
         else:
             mine, theirs = link.by
+            for p in {int(p) for p in part if p >= 0}:
+                if (p, theirs) not in state.file_keys:
+                    _keys_from_catalogue(state, link.kind, theirs, p)
             keys = rows.values[f"@{mine}"].tolist()
             ids = np.zeros(n, dtype=np.int64)
             found = np.zeros(n, dtype=bool)
@@ -134,6 +137,24 @@ def resolve(state: LoadState, spec: KindSpec, table: Table, rows: Rows) -> tuple
         supplied["local_id"] = _int_text(np.nan_to_num(rows.local).astype(np.int64), ~np.isnan(rows.local))
     supplied["batch_id"] = np.full(n, str(state.batch_id), dtype=object)
     return supplied, problems
+
+
+def _keys_from_catalogue(state: LoadState, kind: str, header: str, no: int) -> None:
+    """The ``header`` values of a loaded file's rows, read back from the catalogue.
+
+    A file COPYed by the bulk path was never parsed for the columns only COPY needed, so the
+    loader kept no keys for a later kind's ``by`` link into it (a pre-processing output file
+    without links: PR_LOCFNAME). Its rows are in this transaction already (the earlier kind's
+    COPYs are flushed before the next kind); one query per file.
+    """
+    ids = state.file_ids.get(no)
+    col = next((c for c in state.specs[kind].columns if header in c.headers and c.stored), None)
+    if ids is None or col is None:
+        return
+    table = table_info(state.cur, state.specs[kind].table, state.tables)
+    state.cur.execute(
+        f"select {col.target}, {table.pk} from hfc.{table.name} where {table.pk} = any(%s)", (ids.tolist(),))
+    state.file_keys[(no, header)] = dict(state.cur.fetchall())
 
 
 def _resolve_by_name(state: LoadState, spec: KindSpec, rows: Rows, col, problem) -> np.ndarray:

@@ -18,6 +18,7 @@ class Table:
     name: str
     columns: set[str]
     pk: str | None
+    unique_keys: tuple[frozenset[str], ...] = ()  # column sets of its unique indexes (ON CONFLICT targets)
 
 
 def table_info(cur, table: str, cache: dict) -> Table:
@@ -38,8 +39,45 @@ def table_info(cur, table: str, cache: dict) -> Table:
             (f"hfc.{table}",),
         )
         row = cur.fetchone()
-        cache[table] = Table(table, columns, row[0] if row else None)
+        # Unique indexes ON CONFLICT (columns) can infer: on plain columns, not partial.
+        cur.execute(
+            """
+            select array_agg(a.attname::text) from pg_index i
+            join pg_attribute a on a.attrelid = i.indrelid and a.attnum = any(i.indkey)
+            where i.indrelid = %s::regclass and i.indisunique and i.indpred is null and i.indexprs is null
+            group by i.indexrelid
+            """,
+            (f"hfc.{table}",),
+        )
+        unique = tuple(frozenset(r[0]) for r in cur.fetchall())
+        cache[table] = Table(table, columns, row[0] if row else None, unique)
     return cache[table]
+
+
+def check_owned(table: Table, kind: str) -> None:
+    """A kind's rows are owned by the night's batch: its table needs batch_id, or re-running the
+    night (delete of hfc.batch, which cascades) would leave the old rows beside the new ones."""
+    if "batch_id" not in table.columns:
+        raise FormatError(
+            f"kind {kind}: hfc.{table.name} has no batch_id column, so its rows could not be replaced when "
+            "the night is re-run; declare the table in metadata_tables with a content key (its rows are then "
+            f"matched, never owned), or give hfc.{table.name} a batch_id (a migration)")
+
+
+def check_match_key(table: Table, key: tuple[str, ...]) -> None:
+    """Metadata rows are found or inserted with ON CONFLICT on their key: PostgreSQL needs a unique
+    index (or constraint) on exactly those columns, else every insert fails."""
+    missing = sorted(set(key) - table.columns)
+    if missing:
+        raise FormatError(f"metadata table hfc.{table.name}: its match key ({', '.join(key)}) names "
+                          f"column(s) {missing} it does not have (formats metadata_tables)")
+    if frozenset(key) not in table.unique_keys:
+        have = "; ".join("(" + ", ".join(sorted(k)) + ")" for k in table.unique_keys) or "none"
+        raise FormatError(
+            f"metadata table hfc.{table.name}: no unique index or constraint on exactly its match key "
+            f"({', '.join(key)}) (formats metadata_tables; its unique keys: {have}); its rows are matched by "
+            "content with ON CONFLICT on that key: declare a key the table has a unique index on, or add "
+            "that index (a migration)")
 
 
 def reserve_ids(cur, table: Table, n: int) -> np.ndarray:

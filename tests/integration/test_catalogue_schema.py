@@ -115,6 +115,8 @@ def test_cascade_rules_of_the_original(db):
     assert {"observations", "sunspots", "activeregions", "coronalholes", "filaments", "pp_output",
             "prominences", "radiosources", "type_ii", "type_iii", "filaments_tracking",
             "activeregions_tracking", "coronalholes_tracking", "sunspots_tracking"} <= owned
+    # NOAA rows and links an FRC writes are its batch's too (0009; nullable: imported ones own none).
+    assert {"noaa", "noaa_sp", "noaa_ar", "chgroups"} <= owned
 
 
 def test_indexes_on_dates_and_file_names(db):
