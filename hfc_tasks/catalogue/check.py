@@ -257,7 +257,7 @@ def _read(f: FileCheck, path: Path, spec: KindSpec) -> ProductTable | None:
     catalogue columns left empty (from the raw cells, so also for a refused file)."""
     data = path.read_bytes()
     try:
-        header, cells, _, _ = readers._split_records(f.name, readers._decode(f.name, data, []))
+        header, cells = readers.split_cells(f.name, data)
     except ProductFileError as exc:  # empty, bad quoting: nothing to say about the columns
         f.problems.extend(exc.problems)
         return None

@@ -124,6 +124,15 @@ def _decode(name: str, data: bytes, warnings: list[str]) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
+def split_cells(name: str, data: bytes) -> tuple[list[str], pd.DataFrame]:
+    """A product file's header fields and data cells as strings, decoded and split exactly as
+    :func:`read_product` does, before any column is checked (``hfc formats check`` reports the
+    columns of a file the reader refuses); :class:`ProductFileError` if it has no header or its
+    quoting is broken."""
+    header, cells, _, _ = _split_records(name, _decode(name, data, []))
+    return header, cells
+
+
 def _split_records(name: str, text: str) -> tuple[list[str], pd.DataFrame, np.ndarray, np.ndarray]:
     """Header fields, the data cells as strings, each record's line and field count."""
     if '"' not in text:
