@@ -12,10 +12,10 @@ SITE_ENV = set -a; eval "$$($(BIN)/hfc site env)"; set +a
 
 .PHONY: demo test unit venv site site-down airflow-db lint ui up down ops-debs
 
-$(STAMP): requirements.txt constraints.txt pyproject.toml
+$(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	@command -v $(PY) >/dev/null || { apt-get update -qq && apt-get install -y -qq python3 python3-venv python3-dev; }
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check -r requirements.txt -c constraints.txt
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements-dev.txt -c constraints.txt
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps -e .
 	@touch $@
 

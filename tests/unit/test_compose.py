@@ -184,6 +184,33 @@ def test_image_installs_the_package():
     assert "constraints.txt" in dockerfile and "/opt/hfc" in dockerfile
 
 
+def pins(path: Path) -> dict[str, str]:
+    """name -> version of a requirements file's own lines (not its -r includes)."""
+    found = {}
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line and not line.startswith("-r"):
+            name, sep, version = line.partition("==")
+            assert sep and version, f"{path.name}: {line!r} is not pinned with =="
+            found[name.lower()] = version
+    return found
+
+
+def test_the_image_installs_the_runtime_only_and_every_pin_is_locked():
+    runtime, dev = pins(REPO / "requirements.txt"), pins(REPO / "requirements-dev.txt")
+    # Tests, lint and the browser test stay out of the production image.
+    assert not {"pytest", "pytest-timeout", "ruff", "playwright", "suds", "zeep"} & set(runtime)
+    assert {"pytest", "ruff", "playwright"} <= set(dev)
+    assert "-r requirements.txt" in (REPO / "requirements-dev.txt").read_text()
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert "-r /opt/hfc/requirements.txt" in dockerfile and "requirements-dev" not in dockerfile
+    assert "-r requirements-dev.txt -c constraints.txt" in (REPO / "Makefile").read_text()
+    locked = {k.lower(): v for k, _, v in (ln.strip().partition("==") for ln in
+              (REPO / "constraints.txt").read_text().splitlines() if "==" in ln)}
+    for name, version in {**runtime, **dev}.items():
+        assert locked.get(name) == version, f"{name}=={version} is not what constraints.txt locks ({locked.get(name)})"
+
+
 @pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose not installed")
 def test_docker_compose_config_validates():
     for profile in ([], ["--profile", "site"]):
