@@ -79,13 +79,10 @@ def _ensure_database(env: dict[str, str]) -> None:
 def _pools(env: dict[str, str]) -> None:
     from hfc_tasks.registry import load_registry
 
-    site = load_registry().site()
-    for name, slots, what in (
-        (site.cluster_pool, site.cluster_pool_slots, "SSH sessions to the cluster's login node"),
-        (site.archive_pool, site.archive_pool_slots, "sessions to the HFC archive"),
-    ):
-        subprocess.run([inst.airflow_bin(), "pools", "set", name, str(slots), what], env=env, check=True,
-                       capture_output=True)
+    # The registry sizes the pools (Site.airflow_pools, also `hfc config pools` for compose).
+    for name, pool in load_registry().site().airflow_pools().items():
+        subprocess.run([inst.airflow_bin(), "pools", "set", name, str(pool["slots"]), pool["description"]],
+                       env=env, check=True, capture_output=True)
 
 
 def up(wait: float = 120.0, verbose: bool = True) -> dict[str, int]:

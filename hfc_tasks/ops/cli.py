@@ -3,6 +3,7 @@
     hfc site up|down|status|env     the local embedded site (PostgreSQL, sshd, SLURM)
                    [--shape multihost]  ... as five hosts in network namespaces
     hfc config validate             check config/registry.yaml and its site formats, print located errors
+    hfc config pools [--site S]     the site's Airflow pools as JSON, for `airflow pools import`
     hfc formats check <folder>      what the loader would do with a folder of product files (no database)
     hfc summary --night YYYY-MM-DD  what one night left behind: job, archive, catalogue
     hfc db upgrade                  create / upgrade the catalogue schema (versioned migrations)
@@ -92,8 +93,9 @@ def _registry_path(args) -> Path:
 
 
 def _config_cmd(args) -> int:
-    """Validate the registry and its site formats (errors name the file and the key); print
-    the formats files used and, per FRC, the file kinds it loads and their tables."""
+    """``validate``: the registry and its site formats (errors name the file and the key); print
+    the formats files used and, per FRC, the file kinds it loads and their tables. ``pools``: the
+    site's pools for ``airflow pools import`` (sized in the registry, never in compose files)."""
     from hfc_tasks.catalogue.formats import FORMATS_FILE
 
     path = _registry_path(args)
@@ -102,6 +104,14 @@ def _config_cmd(args) -> int:
     except RegistryError as exc:
         print(exc, file=sys.stderr)
         return 1
+    if args.action == "pools":
+        try:
+            site = reg.site(args.site)
+        except RegistryError as exc:
+            print(f"hfc: {exc}", file=sys.stderr)
+            return 2
+        print(json.dumps(site.airflow_pools(), indent=1))
+        return 0
     print(f"registry OK: {path}: {len(reg.sites)} sites, {len(reg.frcs)} FRCs ({', '.join(f.name for f in reg.frcs)})")
     folder = formats_folder(path, reg.formats_dir)
     site_files = [p for p in dict.fromkeys(reg.formats.sources.values()) if p != str(FORMATS_FILE)]
@@ -451,7 +461,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="restart: the components to stop and start again (e.g. worker1 worker2 triggerer "
                         "api-server after a connection changed)")
 
-    _command(sub, "config", _config_cmd, "the registry", ["validate"])
+    p = _command(sub, "config", _config_cmd, "the registry", ["validate", "pools"])
+    p.add_argument("--site", help="pools: the site (default: HFC_SITE, else the registry's default_site)")
 
     p = _command(sub, "formats", _formats_cmd, "the product file formats: check a folder of product files "
                  "against them, a dry run without the catalogue (exit 0: every file would load; 1: some would "

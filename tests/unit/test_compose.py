@@ -62,7 +62,7 @@ def test_official_shape_with_celery_redis_postgres(compose):
                         "airflow-dag-processor": "dag-processor", "airflow-triggerer": "triggerer",
                         "airflow-worker": "celery worker"}
     init = "\n".join(services["airflow-init"]["command"])
-    assert "airflow db migrate" in init and "hfc db upgrade" in init and "pools set hfc_cluster" in init
+    assert "airflow db migrate" in init and "hfc db upgrade" in init and "airflow pools import" in init
     assert services["airflow-worker"]["deploy"]["replicas"] not in (0, 1, "1")
 
 
@@ -182,6 +182,12 @@ def test_image_installs_the_package():
     dockerfile = (REPO / "Dockerfile").read_text()
     assert dockerfile.startswith("# ") and "FROM apache/airflow:3.3.2-python3.11" in dockerfile
     assert "constraints.txt" in dockerfile and "/opt/hfc" in dockerfile
+
+
+def test_init_imports_the_pools_the_registry_sizes(compose):
+    init = "\n".join(compose["services"]["airflow-init"]["command"])
+    assert "pools set" not in init  # no sizes written here: the registry's site has them
+    assert "hfc config pools > /tmp/hfc-pools.json" in init and "airflow pools import /tmp/hfc-pools.json" in init
 
 
 def pins(path: Path) -> dict[str, str]:
