@@ -25,10 +25,14 @@ import datetime as dt
 import errno
 import json
 import posixpath
-from collections.abc import Collection, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from hfc_tasks import products
+
+if TYPE_CHECKING:
+    from hfc_tasks.catalogue.formats import Formats
 
 FORMAT = "hfc-manifest/1"
 
@@ -146,10 +150,11 @@ def find(sftp, archive_root: str, frc: str, archive_dir: str, night: dt.date) ->
 # -------------------------------------------------------------------------------- validation
 
 
-def entries(manifest: dict, known_formats: Collection[str], known=None) -> tuple[str, dt.date, str, list[Entry]]:
+def entries(manifest: dict, known: Formats) -> tuple[str, dt.date, str, list[Entry]]:
     """(frc, night, product format, the files by name) of a manifest to load; :class:`ManifestError`
     for anything that makes the whole manifest unusable (a bad file is the loader's to reject).
-    ``known``: the Formats whose file kinds classify names (the registry's; default the presets)."""
+    ``known``: the formats (the registry's): their product formats and the file kinds that
+    classify names."""
     if not isinstance(manifest, dict):
         raise ManifestError("manifest is not a JSON object")
     if manifest.get("format") != FORMAT:
@@ -162,8 +167,8 @@ def entries(manifest: dict, known_formats: Collection[str], known=None) -> tuple
     except ValueError as exc:
         raise ManifestError(str(exc)) from None
     fmt = manifest["product_format"]
-    if fmt not in known_formats:
-        raise ManifestError(f"no reader for product format {fmt!r} (known: {', '.join(known_formats)})")
+    if fmt not in known.formats:
+        raise ManifestError(f"no reader for product format {fmt!r} (known: {', '.join(known.formats)})")
     files = manifest.get("files", [])
     if not isinstance(files, list):
         raise ManifestError("manifest 'files' is not a list")

@@ -155,16 +155,6 @@ class Site(_Strict):
     cluster_pool_slots: int = Field(default=4, ge=1)
     archive_pool: str = "hfc_archive"
     archive_pool_slots: int = Field(default=4, ge=1)
-
-    def airflow_pools(self) -> dict[str, dict]:
-        """The site's Airflow pools in ``airflow pools import``'s format: the one source of their
-        names and sizes for the local stack, the compose stack and a production deployment."""
-        return {
-            self.cluster_pool: {"slots": self.cluster_pool_slots, "include_deferred": False,
-                                "description": "SSH sessions to the cluster's login node"},
-            self.archive_pool: {"slots": self.archive_pool_slots, "include_deferred": False,
-                                "description": "sessions to the HFC archive"},
-        }
     # Airflow connection of the failure notifier (smtp: mail; http/https: a chat webhook);
     # None = no notifications (the local site's default).
     notify_conn_id: str | None = None
@@ -177,6 +167,16 @@ class Site(_Strict):
     # Delay before a failed task's first retry (then doubled, at most 30 min): transient faults
     # (a network cut, a restarted database) are retried this long after.
     retry_delay_seconds: int = Field(default=120, ge=1)
+
+    def airflow_pools(self) -> dict[str, dict]:
+        """The site's Airflow pools in ``airflow pools import``'s format: the one source of their
+        names and sizes for the local stack, the compose stack and a production deployment."""
+        return {
+            self.cluster_pool: {"slots": self.cluster_pool_slots, "include_deferred": False,
+                                "description": "SSH sessions to the cluster's login node"},
+            self.archive_pool: {"slots": self.archive_pool_slots, "include_deferred": False,
+                                "description": "sessions to the HFC archive"},
+        }
 
 
 class Frc(_Strict):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import yaml
@@ -282,10 +283,6 @@ class FileKind:
     templates: tuple[str, ...]
     patterns: tuple[re.Pattern, ...]
 
-    @property
-    def is_per_code(self) -> bool:
-        return self.scope == "code"
-
 
 def parse_file_kind(where: str, kind: str, body) -> FileKind:
     """One ``files`` entry: a scope name or a list of name templates."""
@@ -334,8 +331,9 @@ class Formats:
         expected = "; ".join(f"{' or '.join(t)} with kind {', '.join(kinds)}" for t, kinds in shapes.items())
         raise ProductNameError(f"{name!r} is not an HFC product name (expected a .jpg/.png quicklook or {expected})")
 
-    @property
+    @cached_property
     def _match_order(self) -> list[FileKind]:
+        # Sorted once per Formats, not per name: the archive and the loader classify every file.
         return sorted(self.files.values(), key=lambda k: (-len(k.kind), k.kind))
 
     def where(self, section: str, name: str) -> str:

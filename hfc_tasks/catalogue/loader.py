@@ -74,7 +74,7 @@ def load_night(
     """
     t0 = time.monotonic()
     known = known or formats.KNOWN
-    frc, night, fmt, entries = manifest_mod.entries(manifest, known.formats, known)
+    frc, night, fmt, entries = manifest_mod.entries(manifest, known)
     issues = manifest_mod.issues(manifest)
     specs = known.resolve(fmt, products)
     manifest_sha = (
@@ -117,6 +117,8 @@ def load_night(
         for kind, spec in specs.items():
             state.idmaps[kind] = IdMap()
             if spec.is_metadata:
+                # Before any row is written: ON CONFLICT needs a unique index on the match key.
+                tables.check_match_key(tables.table_info(cur, spec.table, state.tables), spec.match_key)
                 for e in by_kind[kind]:
                     _load_metadata_file(state, e, read_file)
             else:
@@ -184,8 +186,6 @@ def _read_exact(state: LoadState, name: str, data: bytes, spec: KindSpec) -> Exa
 
 
 def _load_metadata_file(state: LoadState, e: Entry, read_file) -> None:
-    spec = state.specs[e.kind]
-    tables.check_match_key(tables.table_info(state.cur, spec.table, state.tables), spec.match_key)
     data = _fetch(state, e, read_file)
     if data is None:
         return
