@@ -7,58 +7,14 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import random
 from pathlib import Path
+
+from helpers import csv_bytes, iso, stamp, values_for  # noqa: F401 - the integration tests import them here
 
 from hfc_tasks.catalogue import formats, load_night, readers
 
 SAMPLES = Path(__file__).parents[1] / "data" / "hfc_samples"
 ARCHIVE_URL = "file:///archive"
-
-
-def iso(t: dt.datetime) -> str:
-    return t.strftime("%Y-%m-%dT%H:%M:%S")
-
-
-def stamp(t: dt.datetime) -> str:
-    return t.strftime("%Y%m%dT%H%M%S")
-
-
-def values_for(spec: readers.KindSpec, k: int, t: dt.datetime, **overrides) -> dict[str, object]:
-    """A plausible value for every column of ``spec`` (stored, embedded and extra ones)."""
-    row: dict[str, object] = {}
-    for col in spec.columns:
-        if col.type == "int":
-            row[col.name] = 10 * k + 1
-        elif col.type == "float":
-            row[col.name] = k + 0.25
-        elif col.type == "datetime":
-            row[col.name] = iso(t)
-        else:
-            text = f"{col.name.lower()}{k}"
-            row[col.name] = text[: col.max_len] if col.max_len else text
-    row.update(overrides)
-    return row
-
-
-def csv_bytes(
-    columns: list[str],
-    rows: list[dict],
-    *,
-    trailing: bool = False,
-    crlf: bool = False,
-    final_newline: bool = True,
-    shuffle: int | None = None,
-) -> bytes:
-    """``;``-separated text with a header line; ``trailing``: SoSoFT's ``;`` at every line end;
-    ``shuffle``: a seed to write the columns in another order (read by name)."""
-    columns = list(columns)
-    if shuffle is not None:
-        random.Random(shuffle).shuffle(columns)
-    end = ";" if trailing else ""
-    lines = [";".join(columns) + end] + [";".join(str(r[c]) for c in columns) + end for r in rows]
-    sep = "\r\n" if crlf else "\n"
-    return (sep.join(lines) + (sep if final_newline else "")).encode("utf-8")
 
 
 def header_of(spec: readers.KindSpec, *, drop: tuple[str, ...] = ()) -> list[str]:

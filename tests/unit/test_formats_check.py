@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import SITE_PP
+from helpers import SITE_PP, csv_bytes, iso, stamp, values_for
 
 from hfc_tasks.catalogue.check import CheckError, check_folder, choose_format
 from hfc_tasks.catalogue.formats import KNOWN
@@ -21,37 +21,6 @@ SAMPLES = REPO / "tests" / "data" / "hfc_samples"
 HFC = REPO / ".venv" / "bin" / "hfc"
 T1 = dt.datetime(2024, 3, 1, 6, 0, 0)
 T2 = dt.datetime(2024, 3, 1, 18, 0, 0)
-
-
-def stamp(t: dt.datetime) -> str:
-    return t.strftime("%Y%m%dT%H%M%S")
-
-
-def iso(t: dt.datetime) -> str:
-    return t.strftime("%Y-%m-%dT%H:%M:%S")
-
-
-def values_for(spec, k: int, t: dt.datetime, **overrides) -> dict[str, object]:
-    """A plausible value for every column of ``spec`` (the integration tests' sample rows)."""
-    row: dict[str, object] = {}
-    for col in spec.columns:
-        if col.type == "int":
-            row[col.name] = 10 * k + 1
-        elif col.type == "float":
-            row[col.name] = k + 0.25
-        elif col.type == "datetime":
-            row[col.name] = iso(t)
-        else:
-            text = f"{col.name.lower()}{k}"
-            row[col.name] = text[: col.max_len] if col.max_len else text
-    row.update(overrides)
-    return row
-
-
-def csv_bytes(columns: list[str], rows: list[dict], crlf: bool = False) -> bytes:
-    """``;``-separated, a header line, as the codes write them."""
-    sep = "\r\n" if crlf else "\n"
-    return (sep.join([";".join(columns)] + [";".join(str(r[c]) for c in columns) for r in rows]) + sep).encode()
 
 
 def stored_header(spec, *more: str) -> list[str]:
