@@ -31,6 +31,7 @@ from urllib.parse import urlsplit, urlunsplit
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests" / "integration"))
+sys.path.insert(0, str(REPO / "tests"))  # catalogue_files imports helpers, as under pytest
 
 # The SDOSS night of the catalogue tests (same columns, same init files).
 from catalogue_files import FEAT_COLUMNS, SDOSS_FEAT, init_csv  # noqa: E402
