@@ -277,11 +277,11 @@ class CutProxy:
         self.thread.join(10)
 
 
-def test_connection_lost_mid_load_reconnects_and_loads_in_the_same_try(arch, site):
-    # Before: the drop failed the try ("connection lost or SFTP failure") and spent one of its 3
-    # Airflow tries; the multihost fault test (HFC_FAULT_SEED=225926311) saw a night fail all 3.
-    night = sdoss_night(spots=(3,) * 30)  # 62 files read after the manifest
-    arch.publish(night)
+@pytest.fixture
+def proxied(arch, site):
+    """A night of 62 files loaded once through a CutProxy to the archive's sshd: (proxy, the
+    bytes that load took, the batch it left). The test then sets the proxy's budgets."""
+    arch.publish(sdoss_night(spots=(3,) * 30))  # 62 files read after the manifest
     conn = json.loads(site["AIRFLOW_CONN_HFC_ARCHIVE"])
     proxy = CutProxy(conn["port"])
     try:
@@ -291,39 +291,33 @@ def test_connection_lost_mid_load_reconnects_and_loads_in_the_same_try(arch, sit
         assert f"({FRC} {NIGHT}): observations=60, sunspots=90; 62 file(s) loaded" in log
         first = arch.batch()
         assert proxy.ended.acquire(timeout=10)
-        whole = proxy.seen
-        # The first connection is cut among the file reads; the next one passes.
-        proxy.budgets = [whole * 2 // 3]
-        state, log = arch.load()
-        assert state == "success", log[-3000:]
-        assert proxy.cuts == 1 and "archive link lost reading" in log and "reconnect 1/5" in log
-        assert f"({FRC} {NIGHT}): observations=60, sunspots=90; 62 file(s) loaded" in log
-        again = arch.batch()
-        # A new batch of the same night, with the same rows (the files' sha256 as the manifest's).
-        assert again[0][0][0] != first[0][0][0] and again[0][0][1:3] == first[0][0][1:3]
-        assert [r[1:3] for r in again[3]] == [r[1:3] for r in first[3]]
-        assert (len(again[1]), len(again[2]), again[4]) == (len(first[1]), len(first[2]), first[4])
+        yield proxy, proxy.seen, first
     finally:
         proxy.close()
 
 
-def test_archive_link_down_for_good_fails_after_its_reconnects_and_keeps_the_batch(arch, site):
-    night = sdoss_night(spots=(3,) * 30)
-    arch.publish(night)
-    conn = json.loads(site["AIRFLOW_CONN_HFC_ARCHIVE"])
-    proxy = CutProxy(conn["port"])
-    try:
-        arch.env["AIRFLOW_CONN_HFC_ARCHIVE"] = json.dumps({**conn, "port": proxy.listen})
-        state, log = arch.load()
-        assert state == "success", log[-3000:]
-        before = arch.batch()
-        assert proxy.ended.acquire(timeout=10)
-        whole = proxy.seen
-        # The first connection is cut among the file reads, every later one in its SSH handshake.
-        proxy.budgets, proxy.budget = [whole * 2 // 3], 200
-        text = fails(arch, "(archive connection hfc_archive): connection lost or SFTP failure", "AirflowException:")
-        assert proxy.cuts == 6  # the first connection and its 5 reconnects
-        assert arch.batch() == before
-        print(f"{whole} bytes for the whole load, cut at {whole * 2 // 3}:\n{text}")
-    finally:
-        proxy.close()
+def test_connection_lost_mid_load_reconnects_and_loads_in_the_same_try(arch, proxied):
+    # Before: the drop failed the try ("connection lost or SFTP failure") and spent one of its 3
+    # Airflow tries; the multihost fault test (HFC_FAULT_SEED=225926311) saw a night fail all 3.
+    proxy, whole, first = proxied
+    # The first connection is cut among the file reads; the next one passes.
+    proxy.budgets = [whole * 2 // 3]
+    state, log = arch.load()
+    assert state == "success", log[-3000:]
+    assert proxy.cuts == 1 and "archive link lost reading" in log and "reconnect 1/5" in log
+    assert f"({FRC} {NIGHT}): observations=60, sunspots=90; 62 file(s) loaded" in log
+    again = arch.batch()
+    # A new batch of the same night, with the same rows (the files' sha256 as the manifest's).
+    assert again[0][0][0] != first[0][0][0] and again[0][0][1:3] == first[0][0][1:3]
+    assert [r[1:3] for r in again[3]] == [r[1:3] for r in first[3]]
+    assert (len(again[1]), len(again[2]), again[4]) == (len(first[1]), len(first[2]), first[4])
+
+
+def test_archive_link_down_for_good_fails_after_its_reconnects_and_keeps_the_batch(arch, proxied):
+    proxy, whole, before = proxied
+    # The first connection is cut among the file reads, every later one in its SSH handshake.
+    proxy.budgets, proxy.budget = [whole * 2 // 3], 200
+    text = fails(arch, "(archive connection hfc_archive): connection lost or SFTP failure", "AirflowException:")
+    assert proxy.cuts == 6  # the first connection and its 5 reconnects
+    assert arch.batch() == before
+    print(f"{whole} bytes for the whole load, cut at {whole * 2 // 3}:\n{text}")
