@@ -392,7 +392,8 @@ def audit(
     :class:`AuditConnectionError` naming the connection that cannot be used."""
     import psycopg
 
-    from hfc_tasks.provider.hooks import SlurmHook, catalogue_connect, sftp_session
+    from hfc_tasks.provider.catalogue_db import catalogue_connect
+    from hfc_tasks.provider.hooks import SlurmHook, sftp_session
 
     s = registry.site(site)
     chosen = [registry.frc(n) for n in frcs] if frcs else registry.frcs_for(site)

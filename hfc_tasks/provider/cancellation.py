@@ -31,7 +31,8 @@ def cancel_if_held(*, catalogue_conn_id: str, cluster_conn_id: str, frc: str, ni
                    job_ids: list[str] | None = None, logger: logging.Logger | None = None) -> list[str]:
     """Cancel ``job_ids`` (or, when None, our live jobs named ``hfc.<frc>.<YYYYMMDD>``) if ``run``
     holds the claim on (frc, night). Returns the ids cancelled; logs why when nothing is."""
-    from hfc_tasks.provider.hooks import SlurmHook, catalogue_connect
+    from hfc_tasks.provider.catalogue_db import catalogue_connect
+    from hfc_tasks.provider.hooks import SlurmHook
 
     say = logger or log
     name = products.job_name(frc, night)

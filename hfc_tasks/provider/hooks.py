@@ -18,7 +18,6 @@ import shlex
 import socket
 from contextlib import contextmanager
 
-from airflow.providers.postgres.hooks.postgres import PostgresHook
 from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundException
 
@@ -231,37 +230,6 @@ def sftp_session(conn_id: str):
             sftp.close()
     finally:
         client.close()
-
-
-# The connection's extras that are libpq options (TLS above all: ``sslmode: verify-full`` with
-# ``sslrootcert``), passed through as the operator wrote them; other extras are not libpq's.
-LIBPQ_EXTRAS = frozenset({"sslmode", "sslrootcert", "sslcert", "sslkey", "sslcrl", "sslpassword",
-                          "sslnegotiation", "ssl_min_protocol_version", "ssl_max_protocol_version",
-                          "connect_timeout", "target_session_attrs", "options", "keepalives",
-                          "keepalives_idle", "keepalives_interval", "keepalives_count"})
-
-
-def catalogue_params(conn, *, application_name: str = "hfc-pipeline") -> dict:
-    """libpq parameters of an Airflow postgres connection: its fields and its libpq extras
-    (e.g. ``sslmode``/``sslrootcert``: never a silent fall back to no check). One place for the
-    workers' sync connections and the triggerer's async ones."""
-    extras = {k: str(v) for k, v in conn.extra_dejson.items() if k in LIBPQ_EXTRAS}
-    return {
-        "host": conn.host,
-        "port": conn.port or 5432,
-        "user": conn.login,
-        "password": conn.password,
-        "dbname": conn.schema or "hfc",
-        "application_name": application_name,
-        **extras,
-    }
-
-
-def catalogue_connect(conn_id: str):
-    """A psycopg 3 connection to the catalogue, from the Airflow postgres connection."""
-    import psycopg
-
-    return psycopg.connect(**catalogue_params(PostgresHook.get_connection(conn_id)))
 
 
 def ssh_endpoint(conn_id: str):

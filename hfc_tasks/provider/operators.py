@@ -202,7 +202,8 @@ class CatalogueLoadOperator(_FrcStage):
         from hfc_tasks.catalogue import ArchiveReadError, load_night
         from hfc_tasks.catalogue.fetch import ReconnectingReader
         from hfc_tasks.manifest import find as find_manifest
-        from hfc_tasks.provider.hooks import catalogue_connect, sftp_session
+        from hfc_tasks.provider.catalogue_db import catalogue_connect
+        from hfc_tasks.provider.hooks import sftp_session
 
         reg, frc, site = self.resolve()
         night = night_of(context)

@@ -33,7 +33,7 @@ def claim_night(context: Context, site: Site, frc: str, night: dt.date, log) -> 
     :mod:`hfc_tasks.claims`.
     """
     from hfc_tasks import claims
-    from hfc_tasks.provider.hooks import catalogue_connect
+    from hfc_tasks.provider.catalogue_db import catalogue_connect
 
     ti = context["ti"]
     me = claims.RunRef(ti.dag_id, ti.run_id)
@@ -54,7 +54,7 @@ def claim_night(context: Context, site: Site, frc: str, night: dt.date, log) -> 
 def release_night(context: Context, site: Site, frc: str, night: dt.date, log) -> None:
     """The night is done (its catalogue stage succeeded): another run may process it now."""
     from hfc_tasks import claims
-    from hfc_tasks.provider.hooks import catalogue_connect
+    from hfc_tasks.provider.catalogue_db import catalogue_connect
 
     ti = context["ti"]
     with catalogue_connect(site.catalogue_conn_id) as conn:

@@ -339,7 +339,7 @@ class SlurmJobTrigger(BaseTrigger):
         from airflow.sdk import BaseHook
 
         from hfc_tasks.claims import RunRef, aholder
-        from hfc_tasks.provider.hooks import catalogue_params
+        from hfc_tasks.provider.catalogue_db import catalogue_params
 
         claim = self.claim or {}
         me = RunRef(claim["dag_id"], claim["run_id"])

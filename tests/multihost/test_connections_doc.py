@@ -20,7 +20,7 @@ import pytest
 
 from hfc_tasks.archive import connect
 from hfc_tasks.ops.localsite import multihost
-from hfc_tasks.provider import hooks
+from hfc_tasks.provider import catalogue_db, hooks
 
 pytestmark = pytest.mark.multihost
 
@@ -127,7 +127,7 @@ def open_all(monkeypatch, conns: dict[str, str], values: dict[str, str]) -> dict
     with hooks.sftp_session("hfc_archive") as sftp:
         sftp.listdir(".")
         seen["sftp_session"] = sftp.get_channel().get_transport().getpeername()[0]
-    with hooks.catalogue_connect("hfc_catalogue") as conn:
+    with catalogue_db.catalogue_connect("hfc_catalogue") as conn:
         seen["catalogue_connect"] = conn.execute(
             "select host(inet_server_addr()), ssl from pg_stat_ssl where pid = pg_backend_pid()"
         ).fetchone()
@@ -173,7 +173,7 @@ def test_catalogue_with_a_wrong_ca_is_refused(values, monkeypatch, tmp_path):
     conns = env_block_connections(values, {"<ca-file>": str(other_ca)})
     monkeypatch.setenv("AIRFLOW_CONN_HFC_CATALOGUE", conns["AIRFLOW_CONN_HFC_CATALOGUE"])
     with pytest.raises(psycopg.OperationalError, match="certificate verify failed"):
-        hooks.catalogue_connect("hfc_catalogue").close()
+        catalogue_db.catalogue_connect("hfc_catalogue").close()
 
 
 def test_cli_block_through_airflow_connections_add_and_get(values, monkeypatch, tmp_path):

@@ -32,11 +32,11 @@ pytestmark = pytest.mark.multihost
 def test_catalogue_connection_honours_its_tls_extras(mh, tmp_path, monkeypatch):
     """The pipeline's catalogue connection verifies the server as the connection's extras say
     (sslmode verify-full, sslrootcert): with another CA it must refuse, not fall back."""
-    from hfc_tasks.provider import hooks
+    from hfc_tasks.provider import catalogue_db
 
     conn = json.loads(mh["AIRFLOW_CONN_HFC_MH_CATALOGUE"])
     monkeypatch.setenv("AIRFLOW_CONN_HFC_MH_CATALOGUE", json.dumps(conn))
-    with hooks.catalogue_connect("hfc_mh_catalogue") as c:
+    with catalogue_db.catalogue_connect("hfc_mh_catalogue") as c:
         ssl, = c.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").fetchone()
     assert ssl is True
     other_ca = tmp_path / "other-ca.crt"
@@ -46,7 +46,7 @@ def test_catalogue_connection_honours_its_tls_extras(mh, tmp_path, monkeypatch):
     conn["extra"]["sslrootcert"] = str(other_ca)
     monkeypatch.setenv("AIRFLOW_CONN_HFC_MH_CATALOGUE", json.dumps(conn))
     with pytest.raises(psycopg.OperationalError, match="certificate verify failed"):
-        hooks.catalogue_connect("hfc_mh_catalogue").close()
+        catalogue_db.catalogue_connect("hfc_mh_catalogue").close()
 
 
 def _scheduled_run(stack: MHStack, timeout: float = 120) -> tuple[dict, bool]:

@@ -34,7 +34,7 @@ def registry():
 
 
 def catalogue(site):
-    from hfc_tasks.provider.hooks import catalogue_connect
+    from hfc_tasks.provider.catalogue_db import catalogue_connect
 
     try:
         return catalogue_connect(site.catalogue_conn_id)
