@@ -38,10 +38,14 @@ default_args = {
     "retry_exponential_backoff": 2.0,
     "max_retry_delay": dt.timedelta(minutes=30),
 }
-if site.notify_conn_id:
-    from hfc_tasks.provider.notifiers import HfcFailureNotifier
+deadline = None
+if site.notify:  # imported only then: apprise costs ~50 ms of every parse
+    from hfc_tasks.provider.notifiers import catalogue_deadline_alert, failure_notifiers
 
-    default_args["on_failure_callback"] = HfcFailureNotifier(conn_id=site.notify_conn_id)
+    # The smtp/apprise providers' notifiers, on the connections the site names.
+    default_args["on_failure_callback"] = failure_notifiers(site.notify)
+    # The site's "every FRC's night is in the catalogue by HH:MM UTC" (None: no deadline).
+    deadline = catalogue_deadline_alert(site, [f.name for f in frcs])
 
 with DAG(
     dag_id="hfc_nightly",
@@ -52,6 +56,7 @@ with DAG(
     catchup=False,
     max_active_runs=3,
     default_args=default_args,
+    deadline=deadline,
     params={
         "night": Param(
             None,

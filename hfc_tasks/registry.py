@@ -134,6 +134,43 @@ class SlurmResources(_Strict):
         return options
 
 
+class Notify(_Strict):
+    """The site's notification connections: a mail through ``smtp_conn_id`` (an Airflow ``smtp``
+    connection, the smtp provider's SmtpNotifier) to ``to``, and/or a chat message through
+    ``apprise_conn_id`` (an ``apprise`` connection, the apprise provider's AppriseNotifier)."""
+
+    smtp_conn_id: str | None = None
+    to: list[str] = Field(default_factory=list)
+    # None: the connection's ``from_email`` extra.
+    from_email: str | None = None
+    apprise_conn_id: str | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> Notify:
+        if not (self.smtp_conn_id or self.apprise_conn_id):
+            raise ValueError("notify names no connection: give smtp_conn_id (with to) and/or apprise_conn_id")
+        if self.smtp_conn_id and not self.to:
+            raise ValueError(f"notify: smtp_conn_id {self.smtp_conn_id!r} needs 'to' (a list of mail addresses)")
+        if self.to and not self.smtp_conn_id:
+            raise ValueError("notify: 'to' is given but no smtp_conn_id to send the mail through")
+        bad = [a for a in self.to if "@" not in a or any(c.isspace() or c in ",;<>" for c in a)]
+        if bad:
+            raise ValueError(f"notify: 'to' has entries that are not one plain mail address each: {bad}")
+        return self
+
+
+def catalogue_deadline_offset(value: str) -> dt.timedelta:
+    """The time after the night's start (its data interval start, 00:00 UTC) by which the night
+    must be in the catalogue: one day (the night itself) plus ``HH:MM[:SS]`` of the next day."""
+    try:
+        t = dt.time.fromisoformat(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"catalogue_deadline {value!r} is not a UTC time of day HH:MM (or HH:MM:SS)") from None
+    if len(value) not in (5, 8) or t.tzinfo is not None or t.microsecond:
+        raise ValueError(f"catalogue_deadline {value!r} is not a UTC time of day HH:MM (or HH:MM:SS)")
+    return dt.timedelta(days=1, hours=t.hour, minutes=t.minute, seconds=t.second)
+
+
 class Site(_Strict):
     description: str = ""
     cluster_conn_id: str = "hfc_cluster"
@@ -155,9 +192,12 @@ class Site(_Strict):
     cluster_pool_slots: int = Field(default=4, ge=1)
     archive_pool: str = "hfc_archive"
     archive_pool_slots: int = Field(default=4, ge=1)
-    # Airflow connection of the failure notifier (smtp: mail; http/https: a chat webhook);
+    # Who hears of a failed task and of a missed catalogue deadline (the providers' notifiers);
     # None = no notifications (the local site's default).
-    notify_conn_id: str | None = None
+    notify: Notify | None = None
+    # "HH:MM" (or "HH:MM:SS") UTC on the day after the night: by then the night of every FRC is
+    # in the catalogue, else the DAG run's DeadlineAlert tells ``notify``. None = no deadline.
+    catalogue_deadline: str | None = None
     # Never hang: a `wait` whose cluster stays unreachable (connection refused/reset, timeouts,
     # sacct failing) this many seconds fails with the last error (configuration errors fail at once).
     cluster_unreachable_seconds: int = Field(default=3600, ge=1)
@@ -167,6 +207,21 @@ class Site(_Strict):
     # Delay before a failed task's first retry (then doubled, at most 30 min): transient faults
     # (a network cut, a restarted database) are retried this long after.
     retry_delay_seconds: int = Field(default=120, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data):
+        if isinstance(data, dict) and "notify_conn_id" in data:
+            raise ValueError("notify_conn_id was replaced by notify: {smtp_conn_id: ..., to: [...], "
+                             "apprise_conn_id: ...} (smtp and apprise connections; see docs/runbook.md)")
+        return data
+
+    @field_validator("catalogue_deadline")
+    @classmethod
+    def _deadline(cls, v: str | None) -> str | None:
+        if v is not None:
+            catalogue_deadline_offset(v)
+        return v
 
     def airflow_pools(self) -> dict[str, dict]:
         """The site's Airflow pools in ``airflow pools import``'s format: the one source of their
