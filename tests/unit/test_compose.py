@@ -223,3 +223,41 @@ def test_docker_compose_config_validates():
         proc = subprocess.run(["docker-compose", "-f", str(COMPOSE), *profile, "config", "-q"],
                               cwd=REPO, env={**os.environ, **ENV}, capture_output=True, text=True, timeout=60)
         assert proc.returncode == 0, proc.stderr
+
+
+def test_every_airflow_service_sends_statsd_metrics_to_the_exporter(compose):
+    """Airflow's StatsD client (and the pipeline's metrics through it) on in every Airflow process,
+    to the statsd-exporter service unless .env names another StatsD host."""
+    services = compose["services"]
+    for name in AIRFLOW_SERVICES | {"airflow-cli", "flower"}:
+        env = _env(services[name])
+        assert env["AIRFLOW__METRICS__STATSD_ON"] == "True", name
+        assert env["AIRFLOW__METRICS__STATSD_HOST"] == "${HFC_STATSD_HOST:-statsd-exporter}", name
+        assert env["AIRFLOW__METRICS__STATSD_PORT"] == "${HFC_STATSD_PORT:-9125}", name
+        assert env["AIRFLOW__METRICS__STATSD_PREFIX"] == "airflow", name
+    exporter = services["statsd-exporter"]
+    assert exporter["image"].startswith("prom/statsd-exporter:v")  # a pinned release, not latest
+    assert "9125/udp" in exporter["expose"] and exporter["ports"] == ["127.0.0.1:9102:9102"]
+    assert "healthcheck" in exporter
+    # the HQI service stays outside Airflow: no metrics settings either
+    assert not any(k.startswith("AIRFLOW__") for k in _env(services["hqi"]))
+
+
+def test_migrations_run_only_in_the_init_service(compose):
+    """`airflow db migrate` and `hfc db upgrade` (DDL rights) only in airflow-init: no other service's
+    command or entrypoint runs them, and none asks the image's entrypoint to (_AIRFLOW_DB_MIGRATE)."""
+    services = compose["services"]
+    init = services["airflow-init"]
+    assert "hfc db upgrade" in "\n".join(init["command"]) and "airflow db migrate" in "\n".join(init["command"])
+    assert _env(init)["_AIRFLOW_DB_MIGRATE"] == "true"
+    for name, svc in services.items():
+        if name == "airflow-init":
+            continue
+        run = []
+        for key in ("command", "entrypoint"):
+            value = svc.get(key) or []
+            run += [value] if isinstance(value, str) else [str(v) for v in value]
+        text = " ".join(run)
+        assert "db upgrade" not in text and "db migrate" not in text, f"{name} runs a migration: {text}"
+        assert "_AIRFLOW_DB_MIGRATE" not in _env(svc), name
+        assert "HFC_HQI_DB_PASSWORD" not in _env(svc) or name == "hqi", name
