@@ -49,7 +49,10 @@ LIVE_STATES = (
     "STAGE_OUT",
     "SIGNALING",
 )
-SACCT_FIELDS = ("JobIDRaw", "JobName", "State", "ExitCode", "Elapsed", "Start", "End", "NodeList", "Reason")
+# Submit is last: a line without it (an older poller's, a test's) still parses, with submit "".
+SACCT_FIELDS = ("JobIDRaw", "JobName", "State", "ExitCode", "Elapsed", "Start", "End", "NodeList", "Reason",
+                "Submit")
+_SACCT_OPTIONAL = ("Submit",)
 # squeue --states=all still knows jobs that ended less than MinJobAge ago: the fallback when
 # accounting lags (slurmdbd down or slow) or a site has no accounting at all.
 SQUEUE_FIELDS = "%i|%j|%T|%r|%M"
@@ -74,6 +77,7 @@ class JobStatus:
     nodes: str = ""
     reason: str = ""
     source: str = "sacct"
+    submit: str = ""  # sacct's Submit (queue seconds = Start - Submit: hfc_tasks.metrics)
 
     @property
     def is_final(self) -> bool:
@@ -291,10 +295,11 @@ def parse_sacct(stdout: str) -> dict[str, JobStatus]:
         if not line.strip():
             continue
         cols = line.split("|")
-        if len(cols) < len(SACCT_FIELDS):
+        if len(cols) < len(SACCT_FIELDS) - len(_SACCT_OPTIONAL):
             raise SlurmError(f"sacct line has {len(cols)} fields, expected {len(SACCT_FIELDS)}: {line!r}")
         rec = dict(zip(SACCT_FIELDS, cols, strict=False))
         rec.setdefault("Reason", "")
+        rec.setdefault("Submit", "")
         raw_state = rec["State"].strip()
         exit_code, signal = _parse_exit(rec["ExitCode"])
         jobs[rec["JobIDRaw"]] = JobStatus(
@@ -309,6 +314,7 @@ def parse_sacct(stdout: str) -> dict[str, JobStatus]:
             end=rec["End"],
             nodes=rec["NodeList"],
             reason=rec["Reason"],
+            submit=rec["Submit"].strip(),
         )
     return jobs
 

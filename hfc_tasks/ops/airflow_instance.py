@@ -41,6 +41,9 @@ CELERY_CONCURRENCY = int(os.environ.get("HFC_CELERY_CONCURRENCY", "2"))
 # An instance may use its own catalogue database on the site's PostgreSQL (tests that must not
 # touch the shared catalogue): HFC_AIRFLOW_CATALOGUE_DB=<name>, created if missing.
 CATALOGUE_DB = os.environ.get("HFC_AIRFLOW_CATALOGUE_DB") or None
+# Airflow's StatsD metrics and the pipeline's own (hfc_tasks.metrics) go to 127.0.0.1:HFC_STATSD_PORT
+# (UDP: with no listener there they are dropped, nothing waits or fails).
+STATSD_PORT_DEFAULT = "8125"
 
 
 def airflow_env(state: Path) -> dict[str, str]:
@@ -197,6 +200,10 @@ def stack_env() -> dict[str, str]:
             "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
             "AIRFLOW__TRIGGERER__CAPACITY": "1000",
+            "AIRFLOW__METRICS__STATSD_ON": "True",
+            "AIRFLOW__METRICS__STATSD_HOST": "127.0.0.1",
+            "AIRFLOW__METRICS__STATSD_PORT": os.environ.get("HFC_STATSD_PORT") or STATSD_PORT_DEFAULT,
+            "AIRFLOW__METRICS__STATSD_PREFIX": "airflow",
             "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
         }
     )

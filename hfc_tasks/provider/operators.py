@@ -25,6 +25,16 @@ from hfc_tasks.provider.runs import claim_night, night_of, release_night, submit
 from hfc_tasks.registry import Frc, Registry, Site, load_registry
 
 
+def _send_metrics(metrics, log) -> None:
+    """The pipeline's metrics through Airflow's own StatsD client (``[metrics]`` settings; a
+    no-op client when metrics are off, e.g. in ``airflow dags test``): :mod:`hfc_tasks.metrics`."""
+    from airflow.sdk.observability.stats import Stats
+
+    from hfc_tasks.metrics import send
+
+    send(Stats, metrics, warn=log.warning)
+
+
 class _FrcStage(BaseOperator):
     """Shared part of the stages: the FRC and site come from the registry at run time."""
 
@@ -163,6 +173,9 @@ class ArchiveProductsOperator(_FrcStage):
             summary.verification or "none needed", summary.manifest_path,
             "written" if summary.manifest_written else "unchanged",
         )
+        from hfc_tasks.metrics import archive_metrics
+
+        _send_metrics(archive_metrics(frc.name, copied=summary.copied, bytes_copied=summary.bytes_copied), self.log)
         if summary.no_data:
             self.log.info("%s %s: the job ran and wrote no product: a night without data (\"no_data\": true)",
                           frc.name, night)
@@ -195,6 +208,13 @@ class CatalogueLoadOperator(_FrcStage):
     """
 
     ui_color = "#fdd0a2"
+
+    def __init__(self, *, frc: str, **kwargs) -> None:
+        from hfc_tasks.provider.assets import catalogue_asset
+
+        # The FRC's asset, published (partition = the night) when the load succeeds: hfc_tasks.assets.
+        kwargs.setdefault("outlets", [catalogue_asset(frc)])
+        super().__init__(frc=frc, **kwargs)
 
     def execute(self, context: Context) -> dict[str, Any]:
         import psycopg
@@ -255,6 +275,10 @@ class CatalogueLoadOperator(_FrcStage):
         self.log.info("%s", report.summary())
         for warning in report.warnings:
             self.log.warning("%s", warning)
+        from hfc_tasks.metrics import catalogue_metrics
+
+        _send_metrics(catalogue_metrics(frc.name, rows=report.rows, rejected_files=len(report.rejected_files)),
+                      self.log)
         if report.rejected:
             raise AirflowException(
                 f"{len(report.rejected_files)} file(s) of {frc.name} {night} were rejected (batch "
@@ -262,4 +286,16 @@ class CatalogueLoadOperator(_FrcStage):
                 + "\n  ".join(report.rejection_lines())  # one line per column and kind, not per row
             )
         release_night(context, site, frc.name, night, self.log)
+        self._publish(context, frc.name, night, report)
         return report.to_dict()
+
+    def _publish(self, context: Context, frc: str, night: dt.date, report) -> None:
+        """The night's asset event (recorded by Airflow when this task succeeds): partition = night."""
+        from hfc_tasks import assets
+        from hfc_tasks.provider.assets import catalogue_asset
+
+        event = context["outlet_events"][catalogue_asset(frc)]
+        event.add_partitions(assets.partition_key(night))
+        event.extra = assets.event_extra(frc=frc, night=night, batch_id=report.batch_id, rows=report.rows,
+                                         dag_run_id=context["run_id"], status=report.status)
+        self.log.info("publishing asset %s, partition %s", assets.asset_name(frc), assets.partition_key(night))

@@ -169,7 +169,12 @@ class SlurmJobSensor(BaseSensorOperator):
         return self._finish(context, slurm.JobStatus(**event["job"]), self._site())
 
     def _finish(self, context: Context, status: slurm.JobStatus, site: Site) -> dict[str, Any]:
+        from hfc_tasks.metrics import slurm_metrics
         from hfc_tasks.provider.hooks import SlurmHook
+        from hfc_tasks.provider.operators import _send_metrics
+
+        # Queue and run seconds of every job that ended, failed ones too (a TIMEOUT's run time counts).
+        _send_metrics(slurm_metrics(self.frc, submit=status.submit, start=status.start, end=status.end), self.log)
 
         output = products.output_path(site.products_root, self.frc, night_of(context), status.job_id)
         result = {"job_id": status.job_id, "state": status.raw_state, "exit_code": status.exit_code,
