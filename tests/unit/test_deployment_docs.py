@@ -2,7 +2,8 @@
 Airflow: every unit file parses, names a component the installed ``airflow`` has and passes
 ``systemd-analyze verify``; every ``airflow connections add`` command of docs/connections.md is run
 for real against a throwaway SQLite metadata database and read back with ``airflow connections get``;
-the EnvironmentFile example holds no secret and only options Airflow knows."""
+the deploy step runs (but for `hfc db upgrade`) and imports the pools the registry sizes; the
+EnvironmentFile example holds no secret and only options Airflow knows."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 SYSTEMD = REPO / "deploy" / "systemd"
@@ -267,3 +269,34 @@ def test_the_deployment_doc_covers_what_an_operator_needs():
                    "docs/connections.md", "The compose stack on this machine"):
         assert needle in text, needle
     assert "docs/deployment.md" in (REPO / "README.md").read_text()
+
+
+def test_the_deploy_step_runs_and_imports_the_pools_the_registry_sizes(units, tmp_path):
+    """The deploy step's commands as systemd would run them (the unit's ExecStart lines, in order,
+    this virtualenv for /opt/hfc/venv, a runtime directory), against a throwaway SQLite metadata
+    database and a registry whose production site sizes the pools 7 and 3: the pools Airflow then
+    has are exactly those. `hfc db upgrade` needs the catalogue's PostgreSQL and is left out here
+    (the site tests run it)."""
+    registry = yaml.safe_load((REPO / "config" / "registry.yaml").read_text())
+    registry["sites"]["production"].update({"cluster_pool_slots": 7, "archive_pool_slots": 3})
+    registry_file = tmp_path / "registry.yaml"
+    registry_file.write_text(yaml.safe_dump(registry))
+    runtime = tmp_path / "run"
+    runtime.mkdir()
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {**sandbox_env(home), "HFC_REGISTRY": str(registry_file), "HFC_SITE": "production",
+           "RUNTIME_DIRECTORY": str(runtime)}
+    ran = []
+    for line in values(units[DEPLOY_STEP], "Service", "ExecStart"):
+        line = line.replace(INSTALLED_VENV, f"{BIN}/").replace("${RUNTIME_DIRECTORY}", str(runtime))
+        argv = shlex.split(line)
+        if argv[1:] == ["db", "upgrade"]:
+            continue
+        proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, (line, proc.stdout[-2000:], proc.stderr[-2000:])
+        ran.append(argv[1] if argv[0] != "/bin/sh" else "sh")
+    assert ran == ["db", "sh", "pools", "config"]
+    pools = run_airflow_cli([["pools", "list", "-o", "json"]], env)[0]
+    slots = {p["pool"]: int(p["slots"]) for p in json.loads(pools)}
+    assert slots == {"default_pool": 128, "hfc_cluster": 7, "hfc_archive": 3}, slots
