@@ -70,7 +70,7 @@ def claim(conn, frc: str, night: dt.date, me: RunRef, is_active: Callable[[RunRe
     from hfc_tasks.catalogue import schema
 
     _outside_transaction(conn, "claim")
-    schema.upgrade(conn)  # the table comes with migration 0004
+    schema.require_current(conn)  # the table comes with migration 0004, applied at deploy
     for _ in range(3):
         with conn.transaction(), conn.cursor() as cur:
             cur.execute(

@@ -52,8 +52,23 @@ def site() -> dict[str, str]:
 
 
 @pytest.fixture
-def fresh_db(site: dict[str, str]) -> Iterator[str]:
-    """A brand-new empty database owned by role hfc; yields its DSN and drops it afterwards."""
+def fresh_db(empty_db: str) -> str:
+    """A catalogue database of its own, migrated as a deploy migrates it (``hfc db upgrade``: the
+    loads and claims only check the schema); its DSN, dropped afterwards (empty_db)."""
+    import psycopg
+
+    from hfc_tasks.catalogue import schema
+
+    with psycopg.connect(empty_db) as conn:
+        schema.upgrade(conn)
+        conn.commit()
+    return empty_db
+
+
+@pytest.fixture
+def empty_db(site: dict[str, str]) -> Iterator[str]:
+    """A brand-new empty database owned by role hfc (no schema: for the migrations' own tests);
+    yields its DSN and drops it afterwards."""
     import psycopg
 
     name = f"hfc_test_{secrets.token_hex(6)}"

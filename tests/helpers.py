@@ -377,3 +377,13 @@ async def relay(cr: asyncio.StreamReader, cw: asyncio.StreamWriter, port: int,
         else:
             w.close()
     return cut, passed[0]
+
+
+TEST_CATALOGUE_CONN_ID = "hfc_test_catalogue"
+
+
+def catalogue_conn_env(dsn: str, conn_id: str = TEST_CATALOGUE_CONN_ID) -> dict[str, str]:
+    """The environment that defines the Airflow connection ``conn_id`` to the database of ``dsn``
+    (a test's own; its TLS query parameters become the connection's extras): the ``hfc`` commands
+    take ``--conn-id`` and read no DSN."""
+    return {f"AIRFLOW_CONN_{conn_id.upper()}": dsn}

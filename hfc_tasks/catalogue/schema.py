@@ -5,9 +5,13 @@ the order of their number and recorded in ``hfc.schema_migrations`` (version = f
 the file's sha256 so an edited, already-applied migration is detected instead of silently
 diverging between sites).
 
-``upgrade(conn)`` runs inside the caller's transaction when there is one (the loader calls it
-first thing in its load transaction, so a failed load also rolls back a half-applied upgrade),
-else in its own transaction that it commits.
+Migrations run at deploy only (``hfc db upgrade``, ``hfc airflow up``, the compose init service),
+so the workers' and the api-server's database roles need no DDL rights. A load or a claim calls
+``require_current(conn)``: a database whose schema is behind the code fails the task with
+:class:`SchemaBehind` ("run `hfc db upgrade`") instead of being migrated by whichever task runs first.
+
+``upgrade(conn)`` runs inside the caller's transaction when there is one, else in its own
+transaction that it commits.
 """
 
 from __future__ import annotations
@@ -26,6 +30,11 @@ _NAME = re.compile(r"^(?P<number>\d{4})_[a-z0-9_]+\.sql$")
 
 class MigrationError(RuntimeError):
     """The database's recorded migrations do not agree with the shipped files."""
+
+
+class SchemaBehind(MigrationError):
+    """The catalogue's schema lacks migrations this code ships: deploy them (``hfc db upgrade``).
+    Retrying the task cannot help; the message says what is pending and what to run."""
 
 
 @dataclass(frozen=True)
@@ -95,6 +104,18 @@ def pending(conn) -> list[str]:
     if applied is None:
         return [m.version for m in shipped]
     return [m.version for m in _check(applied, shipped)]
+
+
+def require_current(conn) -> None:
+    """Raise :class:`SchemaBehind` when migrations are pending (read-only, no lock). Inside the
+    caller's transaction when there is one, else in its own (ended here, so a caller that must
+    start outside a transaction still can)."""
+    with conn.transaction():
+        todo = pending(conn)
+    if todo:
+        where = f"database {conn.info.dbname!r} on {conn.info.host}:{conn.info.port}"
+        raise SchemaBehind(f"catalogue schema is behind (pending: {', '.join(todo)}) in the {where}: "
+                           "run `hfc db upgrade` (the deploy step that migrates; tasks never do)")
 
 
 def upgrade(conn) -> list[str]:

@@ -385,13 +385,11 @@ def audit(
     site: str | None = None,
     expect_jobs: int | None = None,
     since: str = DEFAULT_SINCE,
-    dsn: str | None = None,
+    conn_id: str | None = None,
 ) -> AuditReport:
     """Audit ``night`` for the site's FRCs (or ``frcs``). Connections from the site's connection
-    ids (``AIRFLOW_CONN_*``); ``dsn`` overrides the catalogue connection. Raises
+    ids (``AIRFLOW_CONN_*``); ``conn_id`` overrides the catalogue's. Raises
     :class:`AuditConnectionError` naming the connection that cannot be used."""
-    import psycopg
-
     from hfc_tasks.provider.catalogue_db import catalogue_connect
     from hfc_tasks.provider.hooks import SlurmHook, sftp_session
 
@@ -420,8 +418,9 @@ def audit(
                     raise AuditConnectionError(f"the cluster (SSH) connection {s.cluster_conn_id!r} failed running "
                                                f"sacct: {type(exc).__name__}: {exc}") from exc
 
-            conn = opening(s.catalogue_conn_id if dsn is None else "--dsn", "catalogue (PostgreSQL)",
-                           lambda: psycopg.connect(dsn) if dsn else catalogue_connect(s.catalogue_conn_id))
+            catalogue_id = conn_id or s.catalogue_conn_id
+            conn = opening(catalogue_id, "catalogue (PostgreSQL)",
+                           lambda: catalogue_connect(catalogue_id, application_name="hfc-audit"))
             try:
                 conn.autocommit = True
                 nights = [audit_night(f, s, night, archive_sftp=archive, cluster_sftp=cluster, run_cluster=run,

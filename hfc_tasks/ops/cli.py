@@ -22,6 +22,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from hfc_tasks.catalogue.schema import MigrationError
 from hfc_tasks.ops import hqi_serve
 from hfc_tasks.registry import DEFAULT_REGISTRY, RegistryError, formats_folder, load_registry
 
@@ -147,8 +148,6 @@ def _summary_cmd(args) -> int:
     """Print what a night left behind, checked against the real services."""
     import posixpath
 
-    import psycopg
-
     from hfc_tasks import products
     from hfc_tasks.archive import sha256_of
     from hfc_tasks.manifest import find as find_manifest
@@ -202,9 +201,13 @@ def _summary_cmd(args) -> int:
             print(f"   NOT CLEAN: stale (an earlier job's, kept on the archive, not loaded): "
                   f"{', '.join(e.get('name', '?') for e in manifest['stale'])}")
         ok = ok and not bad
-        dsn = os.environ.get("HFC_CATALOGUE_DSN")
-        if dsn:
-            with psycopg.connect(dsn) as conn:
+        try:
+            conn = _catalogue(site.catalogue_conn_id)
+        except ValueError as exc:
+            print(f"   catalogue: {exc}")
+            ok = False
+        else:
+            with conn:
                 row = conn.execute(
                     # status and issues (migration 0005) through to_jsonb: also on a database not upgraded yet
                     "select b.id, b.row_counts::text, to_jsonb(b)->>'status', to_jsonb(b)->'issues' "
@@ -255,12 +258,15 @@ def _opens(url: str) -> str | None:
 # ---------------------------------------------------------------------------------- catalogue
 
 
-def _catalogue_dsn(args) -> str:
-    dsn = getattr(args, "dsn", None) or os.environ.get("HFC_CATALOGUE_DSN")
-    if not dsn:
-        raise ValueError("no catalogue database: give --dsn or set HFC_CATALOGUE_DSN "
-                         "(eval \"$(hfc site env)\" sets it for the local site)")
-    return dsn
+def _catalogue(conn_id: str):
+    """A psycopg 3 connection through the Airflow connection ``conn_id`` (the pipeline's own
+    path, every extra honoured); ValueError (exit 2) naming the connection when it cannot be used."""
+    from hfc_tasks.provider.catalogue_db import CatalogueConnectionError, catalogue_connect
+
+    try:
+        return catalogue_connect(conn_id, application_name="hfc-cli")
+    except CatalogueConnectionError as exc:
+        raise ValueError(str(exc)) from exc
 
 
 def _hqi_password(args) -> str | None:
@@ -281,12 +287,10 @@ def _hqi_password(args) -> str | None:
 
 def _db_cmd(args) -> int:
     """Migrations, then the HQI service's roles and grants (hfc_tasks/catalogue/readers_role.py)."""
-    import psycopg
-
     from hfc_tasks.catalogue import readers_role, schema
 
     password = _hqi_password(args)
-    with psycopg.connect(_catalogue_dsn(args)) as conn:
+    with _catalogue(args.conn_id) as conn:
         done = schema.upgrade(conn)
         conn.commit()
         current = [m.version for m in schema.migrations()]
@@ -338,8 +342,6 @@ def _manifest_of_folder(folder: Path, args, reg) -> tuple[dict, Path]:
 def _ingest_cmd(args) -> int:
     import hashlib
 
-    import psycopg
-
     from hfc_tasks.catalogue import ArchiveReadError, load_night
 
     path = Path(args.path)
@@ -367,7 +369,7 @@ def _ingest_cmd(args) -> int:
     def read_file(archive_path: str) -> bytes:
         return (root / archive_path).read_bytes()
 
-    with psycopg.connect(_catalogue_dsn(args)) as conn:
+    with _catalogue(args.conn_id) as conn:
         try:
             report = load_night(conn, manifest, read_file, products=products or None,
                                 known=reg.formats if reg is not None else None,
@@ -386,9 +388,7 @@ def _ingest_cmd(args) -> int:
 
 
 def _catalogue_cmd(args) -> int:
-    import psycopg
-
-    with psycopg.connect(_catalogue_dsn(args)) as conn:
+    with _catalogue(args.conn_id) as conn:
         tables = [r[0] for r in conn.execute(
             "select table_name from information_schema.tables where table_schema = 'hfc' "
             "and table_type = 'BASE TABLE' and table_name not in ('schema_migrations') order by 1")]
@@ -423,7 +423,7 @@ def _audit_cmd(args) -> int:
 
     try:
         report = audit.audit(load_registry(args.registry), products.parse_night(args.night), frcs=args.frc,
-                             site=args.site, expect_jobs=args.expect_jobs, since=args.since, dsn=args.dsn)
+                             site=args.site, expect_jobs=args.expect_jobs, since=args.since, conn_id=args.conn_id)
     except audit.AuditConnectionError as exc:
         print(f"hfc audit: {exc}", file=sys.stderr)
         return 2
@@ -441,8 +441,11 @@ def _command(sub, name: str, func, help: str, actions: list[str] | None = None) 
     return p
 
 
-def _dsn_option(p: argparse.ArgumentParser, default: str = "$HFC_CATALOGUE_DSN") -> None:
-    p.add_argument("--dsn", help=f"catalogue database (default: {default})")
+def _conn_id_option(p: argparse.ArgumentParser, default: str | None = "hfc_catalogue",
+                    shown: str = "hfc_catalogue") -> None:
+    p.add_argument("--conn-id", default=default,
+                   help=f"the catalogue's Airflow connection id (default: {shown}; defined by "
+                        "AIRFLOW_CONN_<ID> or the secrets backend, see docs/connections.md)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -481,7 +484,7 @@ def main(argv: list[str] | None = None) -> int:
 
     p = _command(sub, "db", _db_cmd, "the catalogue database schema, and the HQI service's read-only roles",
                  ["upgrade"])
-    _dsn_option(p)
+    _conn_id_option(p)
     p.add_argument("--hqi-role", default="hfc_hqi",
                    help="the HQI service's login role, read-only, a member of hfc_hqi_reader (default hfc_hqi)")
     p.add_argument("--hqi-password-file", metavar="PATH",
@@ -500,10 +503,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--products", type=lambda s: tuple(s.split("=", 1)), action="append", metavar="KIND=SPEC",
                    help="file kind -> kind of formats.yaml (default: the registry's 'products' for the FRC)")
     p.add_argument("--run-id", default=None, help="recorded as the batch's DAG run id (default: none)")
-    _dsn_option(p)
+    _conn_id_option(p)
     p.add_argument("--json", action="store_true", help="print the load report as JSON")
 
-    _dsn_option(_command(sub, "catalogue", _catalogue_cmd, "the catalogue's contents", ["stats"]))
+    _conn_id_option(_command(sub, "catalogue", _catalogue_cmd, "the catalogue's contents", ["stats"]))
 
     p = _command(sub, "audit", _audit_cmd, "check a night after a fault: every product on the archive (or the "
                  "cluster), one batch with its files' rows, the SLURM jobs (exit 0 fine, 1 problem, 2 "
@@ -514,7 +517,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--expect-jobs", type=int, default=None, metavar="K",
                    help="SLURM jobs expected per (FRC, night) (default 1: more COMPLETED ones = possible duplicate)")
     p.add_argument("--since", default="2000-01-01", help="sacct -S: count jobs submitted since (default: all time)")
-    _dsn_option(p, "the site's catalogue connection")
+    _conn_id_option(p, None, "the site's catalogue_conn_id")
     p.add_argument("--json", action="store_true", help="print the audit as JSON")
 
     hqi_serve.add_command(sub, _command)
@@ -524,7 +527,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("paramiko").setLevel(logging.WARNING)
     try:
         return args.func(args)
-    except (RegistryError, ValueError) as exc:
+    except (RegistryError, ValueError, MigrationError) as exc:  # MigrationError: e.g. the schema is behind
         print(f"hfc: {exc}", file=sys.stderr)
         return 2
 

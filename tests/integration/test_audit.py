@@ -27,8 +27,10 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import pytest
 import yaml
+from helpers import catalogue_conn_env
 
 from hfc_tasks import products
+from hfc_tasks.catalogue import schema
 from hfc_tasks.ops import audit
 from hfc_tasks.registry import DEFAULT_REGISTRY, load_registry
 
@@ -70,6 +72,11 @@ class Night:
             conn.execute(f'CREATE DATABASE "{self.db}"')
         self.admin_dsn = admin
         self.dsn = urlunsplit(urlsplit(admin)._replace(path=f"/{self.db}"))
+        with psycopg.connect(self.dsn) as conn:  # migrated as a deploy does: loads only check the schema
+            schema.upgrade(conn)
+        # The audit reads no DSN: the catalogue connection of this test's database, by its id.
+        self.conn_id = "h8_audit_catalogue"
+        os.environ.update(catalogue_conn_env(self.dsn, self.conn_id))
 
     # -- the real stages
     def submit(self, name: str | None = None) -> str:
@@ -155,14 +162,15 @@ class Night:
             return cur.fetchall() if cur.description else []
 
     def audit(self, frcs: list[str] | None = None, **kw) -> audit.AuditReport:
-        return audit.audit(self.reg, NIGHT, frcs=frcs or [self.name], dsn=self.dsn, **kw)
+        return audit.audit(self.reg, NIGHT, frcs=frcs or [self.name], conn_id=self.conn_id, **kw)
 
     def cli(self, *extra: str) -> subprocess.CompletedProcess:
         return subprocess.run([HFC, "--registry", str(self.registry_path), "audit", "--night", NIGHT.isoformat(),
-                               "--frc", self.name, "--dsn", self.dsn, *extra],
+                               "--frc", self.name, "--conn-id", self.conn_id, *extra],
                               capture_output=True, text=True, env=os.environ.copy(), timeout=120)
 
     def cleanup(self) -> None:
+        os.environ.pop(f"AIRFLOW_CONN_{self.conn_id.upper()}", None)
         with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{self.db}" WITH (FORCE)')
         # This test's own trees on the local site (its FRC names are unique to this run).
@@ -286,7 +294,8 @@ def test_connection_errors_exit_2_naming_the_connection(night):
         {"conn_type": "sftp", "host": "127.0.0.1", "port": 1, "login": "archive",
          "extra": json.loads(os.environ["AIRFLOW_CONN_HFC_ARCHIVE"]).get("extra", {})})}
     r = subprocess.run([HFC, "--registry", str(night.registry_path), "audit", "--night", NIGHT.isoformat(),
-                        "--frc", night.name, "--dsn", night.dsn], capture_output=True, text=True, env=env, timeout=120)
+                        "--frc", night.name, "--conn-id", night.conn_id],
+                       capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 2, r.stdout + r.stderr
     assert "archive (SFTP) connection 'hfc_archive'" in r.stderr
 

@@ -111,7 +111,12 @@ class Site:
         """Load the night as it is on the archive now, with `hfc ingest` (in-process: faster than
         a DAG run; the same loader and the same batch (FRC, night) as the task)."""
         manifest = self.root / products.manifest_relpath(FRC, FRC, NIGHT)
-        assert main(["ingest", str(manifest), "--root", str(self.root), "--dsn", self.db]) == 0
+        from unittest import mock
+
+        from helpers import TEST_CATALOGUE_CONN_ID, catalogue_conn_env
+
+        with mock.patch.dict(os.environ, catalogue_conn_env(self.db)):
+            assert main(["ingest", str(manifest), "--root", str(self.root), "--conn-id", TEST_CATALOGUE_CONN_ID]) == 0
 
     def write(self, rel: str, data: bytes) -> None:
         path = self.root / rel

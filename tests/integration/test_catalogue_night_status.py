@@ -72,11 +72,15 @@ def test_unmatched_and_stale_files_make_the_batch_not_clean(conn):
     assert batch(conn, "issues-frc")[0] == "no_data" and batch(conn, "issues-frc")[3] == 0
 
 
-def test_hfc_ingest_reads_a_manifest_at_its_per_frc_path(fresh_db, tmp_path, capsys):
+def test_hfc_ingest_reads_a_manifest_at_its_per_frc_path(fresh_db, tmp_path, capsys, monkeypatch):
     """<root>/<folder>/manifests/<frc>/<night>.json: the archive paths are relative to <root>."""
     import json
 
+    from helpers import TEST_CATALOGUE_CONN_ID, catalogue_conn_env
+
     from hfc_tasks.ops.cli import main
+
+    monkeypatch.setenv(*catalogue_conn_env(fresh_db).popitem())
 
     night = Archive("sdoss-tracking", NIGHT, "sdoss", folder="sdoss")
     night.sample("sdoss_106_frc_info.csv", "frc_info")
@@ -87,5 +91,5 @@ def test_hfc_ingest_reads_a_manifest_at_its_per_frc_path(fresh_db, tmp_path, cap
     manifest = root / "sdoss" / "manifests" / "sdoss-tracking" / "20240309.json"
     manifest.parent.mkdir(parents=True)
     manifest.write_text(json.dumps(night.manifest))
-    assert main(["ingest", str(manifest), "--dsn", fresh_db, "--json"]) == 0
+    assert main(["ingest", str(manifest), "--conn-id", TEST_CATALOGUE_CONN_ID, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["files_loaded"] == 1

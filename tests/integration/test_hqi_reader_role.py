@@ -18,6 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
+from helpers import TEST_CATALOGUE_CONN_ID, catalogue_conn_env
 from psycopg import errors
 
 from hfc_tasks.catalogue import readers_role, schema
@@ -41,8 +42,9 @@ def with_login(dsn: str, user: str, password: str) -> str:
 
 def db_upgrade(dsn: str, *extra: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     base = {k: v for k, v in os.environ.items() if k != readers_role.PASSWORD_ENV}
-    return subprocess.run([HFC, "db", "upgrade", "--dsn", dsn, *extra], capture_output=True, text=True,
-                          env={**base, **(env or {})}, timeout=120)
+    # `hfc db upgrade` reads no DSN: the Airflow connection of that database, by its id.
+    return subprocess.run([HFC, "db", "upgrade", "--conn-id", TEST_CATALOGUE_CONN_ID, *extra], capture_output=True,
+                          text=True, env={**base, **catalogue_conn_env(dsn), **(env or {})}, timeout=120)
 
 
 def upgraded(fresh_db: str) -> str:
@@ -53,9 +55,9 @@ def upgraded(fresh_db: str) -> str:
 
 
 @pytest.fixture
-def catalogue(fresh_db) -> str:
+def catalogue(empty_db) -> str:
     """A catalogue database of its own, migrated by `hfc db upgrade` (for the tests that change it)."""
-    return upgraded(fresh_db)
+    return upgraded(empty_db)
 
 
 @pytest.fixture(scope="module")

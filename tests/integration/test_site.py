@@ -178,8 +178,8 @@ def test_catalogue_dsn_connects(site):
 _seen_fresh: list[str] = []
 
 
-def test_fresh_db_is_empty_and_owned_by_hfc(fresh_db):
-    with psycopg.connect(fresh_db) as conn:
+def test_empty_db_is_empty_and_owned_by_hfc(empty_db):
+    with psycopg.connect(empty_db) as conn:
         name, owner = conn.execute(
             "SELECT current_database(), pg_get_userbyid(datdba) FROM pg_database "
             "WHERE datname = current_database()"
@@ -194,9 +194,9 @@ def test_fresh_db_is_empty_and_owned_by_hfc(fresh_db):
     _seen_fresh.append(name)
 
 
-def test_fresh_db_is_dropped_afterwards(site):
+def test_empty_db_is_dropped_afterwards(site):
     if not _seen_fresh:
-        pytest.skip("runs after test_fresh_db_is_empty_and_owned_by_hfc")
+        pytest.skip("runs after test_empty_db_is_empty_and_owned_by_hfc")
     with psycopg.connect(site["HFC_CATALOGUE_DSN"]) as conn:
         left = conn.execute("SELECT count(*) FROM pg_database WHERE datname = %s", (_seen_fresh[0],))
         assert left.fetchone()[0] == 0
