@@ -1,4 +1,6 @@
-"""PostgreSQL 15 for the catalogue, private to the state folder, on 127.0.0.1 only."""
+"""PostgreSQL 15 for the catalogue, private to the state folder, on 127.0.0.1 only; with TLS (a
+certificate for 127.0.0.1 signed by the site CA, :func:`site_ca`), so the catalogue connection
+verifies the server (``sslmode=verify-full``) as a production one does."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from ._util import (
 )
 from .layout import PG_BIN, Layout
 from .system import ensure_system_user
+from .tls import ensure_server_cert
 
 ROLE = "hfc"
 DATABASE = "hfc"
@@ -52,11 +55,32 @@ def hqi_dsn(lay: Layout, database: str = DATABASE) -> str:
     return f"postgresql://{HQI_ROLE}:{hqi_password(lay)}@127.0.0.1:{lay.pg_port}/{database}"
 
 
+def site_ca(lay: Layout) -> Path:
+    """The CA that signs the single-host site's PostgreSQL certificate: the catalogue connection's
+    ``sslrootcert``."""
+    return lay.pg_dir / "tls" / "ca.crt"
+
+
+def _server_cert(lay: Layout) -> tuple[Path, Path]:
+    return lay.pg_dir / "tls" / "server.key", lay.pg_dir / "tls" / "server.crt"
+
+
+def _ensure_tls(lay: Layout) -> str:
+    """The site CA and the server certificate for 127.0.0.1; the settings that serve it."""
+    key, crt = _server_cert(lay)
+    ensure_server_cert(tls_dir=site_ca(lay).parent, ca_cert=site_ca(lay), key=key, crt=crt,
+                       ca_name="HFC local site CA", cn="127.0.0.1", san=f"IP:{lay.pg_listen_addresses}")
+    return ("ssl = on\n"
+            f"ssl_cert_file = '{crt}'\n"
+            f"ssl_key_file = '{key}'\n"
+            "ssl_min_protocol_version = 'TLSv1.2'\n")
+
+
 def running(lay: Layout) -> bool:
     return pidfile_alive(lay.pg_data / "postmaster.pid", "postgres")
 
 
-def _settings(lay: Layout) -> str:
+def _settings(lay: Layout, tls: str = "") -> str:
     return (
         "# Written by hfc_tasks.ops.localsite on every `up`; included from postgresql.conf.\n"
         f"listen_addresses = '{lay.pg_listen_addresses}'\n"
@@ -70,6 +94,7 @@ def _settings(lay: Layout) -> str:
         "max_connections = 100\n"
         "shared_buffers = 64MB\n"
         "log_min_messages = warning\n"
+        + tls
         + lay.pg_extra_settings
     )
 
@@ -109,7 +134,10 @@ def _ensure_secret(path) -> None:
         write_file(path, path.read_text(), "root", 0o600)
 
 
-def up(lay: Layout, log=print) -> None:
+def up(lay: Layout, log=print, *, tls: bool = False) -> None:
+    """Initialise, configure and start the server (idempotent: a restart only when its settings
+    changed, e.g. once when TLS is turned on). ``tls``: serve the site CA's certificate (the
+    single-host site; the multihost shape brings its own in ``lay.pg_extra_settings``)."""
     ensure_system_user("postgres", "/var/lib/postgresql")
     ensure_dir(lay.pg_dir, "root", 0o755)
     ensure_dir(lay.pg_run, "postgres", 0o700)
@@ -126,7 +154,8 @@ def up(lay: Layout, log=print) -> None:
         conf = lay.pg_data / "postgresql.conf"
         conf.write_text(conf.read_text() + "\ninclude = 'hfc_site.conf'\n")
         write_file(lay.pg_data / "pg_hba.conf", lay.pg_hba, "postgres", 0o600)
-    changed = write_file(lay.pg_data / "hfc_site.conf", _settings(lay), "postgres", 0o600)
+    changed = write_file(lay.pg_data / "hfc_site.conf", _settings(lay, _ensure_tls(lay) if tls else ""),
+                         "postgres", 0o600)
 
     if running(lay) and changed:
         log("postgres: settings changed, restarting")
@@ -171,6 +200,19 @@ def set_role_password(lay: Layout, role: str, pw: str, _suffix: str = "") -> Non
     _psql(lay, "SET log_min_error_statement = panic;\n"
           f'ALTER ROLE "{role}" LOGIN CREATEDB PASSWORD {_quote_literal(pw)}{_suffix};',
           secrets=(pw, _quote_literal(pw)))
+
+
+def ensure_schema(lay: Layout, log=print) -> None:
+    """The site's catalogue database migrated: ``hfc site up`` is this site's deploy step (as
+    ``hfc db upgrade`` is a production one's); loads only check the schema."""
+    import psycopg
+
+    from hfc_tasks.catalogue import schema
+
+    with psycopg.connect(dsn(lay), connect_timeout=10) as conn:
+        done = schema.upgrade(conn)
+    if done:
+        log(f"postgres: catalogue schema migrated ({', '.join(done)})")
 
 
 def ensure_hqi_role(lay: Layout) -> bool:

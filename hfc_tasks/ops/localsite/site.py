@@ -43,7 +43,8 @@ def up(verbose: bool = True) -> None:
     with file_lock(lay.lock_file):
         ensure_packages(log)
         ensure_dir(lay.log_dir, "root", 0o755)
-        postgres.up(lay, log)
+        postgres.up(lay, log, tls=True)
+        postgres.ensure_schema(lay, log)
         # The HQI service's read-only role (server-wide) and its grants in the catalogue database.
         if postgres.ensure_hqi_role(lay):
             log("postgres: HQI role hfc_hqi ready (password set)")
@@ -172,6 +173,8 @@ def env_vars() -> dict[str, str]:
             "login": postgres.ROLE,
             "password": pw,
             "schema": postgres.DATABASE,
+            # The server is verified as in production: its name against the site CA's certificate.
+            "extra": {"sslmode": "verify-full", "sslrootcert": str(postgres.site_ca(lay))},
         }),
         "HFC_CATALOGUE_DSN": postgres.dsn(lay),
         "HFC_SSH_KNOWN_HOSTS": str(lay.known_hosts),

@@ -8,7 +8,7 @@ import os
 import pwd
 from pathlib import Path
 
-from .. import ssh
+from .. import ssh, tls
 from .._util import ensure_dir, run, write_file
 from ..layout import ARCHIVE_USER, CLUSTER_USER
 from ..system import ensure_user
@@ -16,28 +16,9 @@ from .layout import ARCHIVE_FS_MB, HOSTS, SSH_PORT, SSH_USERS, MHLayout, addr
 
 
 def _ensure_tls(lay: MHLayout) -> None:
-    ensure_dir(lay.tls_dir, "root", 0o755)
-    ca_key = lay.tls_dir / "ca.key"
-    if not lay.ca_cert.exists():
-        run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-             "-nodes", "-keyout", str(ca_key), "-out", str(lay.ca_cert), "-days", "3650",
-             "-subj", "/CN=HFC multihost test site CA"], what="openssl: site CA")
-    key, crt = lay.pg_dir / "server.key", lay.pg_dir / "server.crt"
-    ensure_dir(lay.pg_dir, "root", 0o755)
-    if not crt.exists() or crt.stat().st_mtime < lay.ca_cert.stat().st_mtime:
-        csr = lay.tls_dir / "server.csr"
-        run(["openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-             "-keyout", str(key), "-out", str(csr), "-subj", "/CN=catalogue"], what="openssl: server key")
-        ext = lay.tls_dir / "server.ext"
-        ext.write_text(f"subjectAltName=IP:{addr('catalogue')},DNS:catalogue\n")
-        run(["openssl", "x509", "-req", "-in", str(csr), "-CA", str(lay.ca_cert), "-CAkey", str(ca_key),
-             "-CAcreateserial", "-out", str(crt), "-days", "3650", "-extfile", str(ext)],
-            what="openssl: server certificate")
-    uid, gid = pwd.getpwnam("postgres").pw_uid, pwd.getpwnam("postgres").pw_gid
-    for f in (key, crt):
-        os.chown(f, uid, gid)
-    os.chmod(key, 0o600)
-    os.chmod(ca_key, 0o600)
+    tls.ensure_server_cert(tls_dir=lay.tls_dir, ca_cert=lay.ca_cert, key=lay.pg_dir / "server.key",
+                           crt=lay.pg_dir / "server.crt", ca_name="HFC multihost test site CA", cn="catalogue",
+                           san=f"IP:{addr('catalogue')},DNS:catalogue")
 
 
 def _ensure_accounts(lay: MHLayout) -> None:
