@@ -1,8 +1,9 @@
-"""The site's catalogue deadline on the real scheduler (issue 14): a run whose FRC cannot reach the
+"""The site's notifications on the real scheduler (issue 14). The catalogue deadline: a run whose FRC cannot reach the
 catalogue in time (its SLURM job sleeps) makes the scheduler find the DAG's DeadlineAlert missed,
 and the triggerer runs its callback, which sends the chat notice through the site's apprise
 connection to a real HTTP listener of this test: it names the DAG run, the night and the FRC
-that is not in the catalogue.
+that is not in the catalogue. A task that fails (an FRC exiting 3) sends the failure notice
+through the same connection: FRC, night, stage and the link to the task's log.
 
 Instance ``h4deadline`` of its own (metadata database ``airflow_h4deadline``, port 8104,
 LocalExecutor, catalogue database ``hfc_h4deadline``) with a registry whose one FRC, run folders
@@ -31,6 +32,7 @@ from hfc_tasks.ops.localsite import slurm_conf_path, state_dir
 pytestmark = [pytest.mark.site, pytest.mark.slow]
 DAG = "hfc_nightly"
 FRC = "h4-late"
+FAILING = "h4-fail"
 PORT = 8104
 INSTANCE = "h4deadline"
 CHAT_CONN = "hfc_h4_chat"
@@ -48,10 +50,20 @@ def registry() -> str:
     # Never done in time: the deadline passes while its job sleeps.
     command: sleep 900
     slurm: {{time: "00:20:00", mem: 64M, cpus: 1}}
+  - name: {FAILING}
+    version: 1.0.0
+    feature: SUNSPOTS
+    observatory: SDO
+    instrument: HMI
+    product_format: sdoss
+    command: exit 3
+    slurm: {{time: "00:05:00", mem: 64M, cpus: 1}}
 """)
     site = "    stagger_seconds: 0\n"
     assert site in text
-    return text.replace(site, site + f'    notify: {{apprise_conn_id: {CHAT_CONN}}}\n    catalogue_deadline: "06:00"\n')
+    # retry_delay_seconds 1: the failing FRC's last try (the one that notifies) comes in seconds.
+    return text.replace(site, site + f'    notify: {{apprise_conn_id: {CHAT_CONN}}}\n    catalogue_deadline: "06:00"\n'
+                                     '    retry_delay_seconds: 1\n')
 
 
 def slurm(*args: str) -> str:
@@ -122,7 +134,7 @@ def instance(site, chat):
         down = h4.hfc("airflow", "down", timeout=200)
         for line in slurm("squeue", "-h", "-o", "%i|%j").split():
             job_id, name = line.split("|")
-            if name.startswith(f"hfc.{FRC}."):
+            if name.startswith((f"hfc.{FRC}.", f"hfc.{FAILING}.")):
                 slurm("scancel", job_id)
         assert down.returncode == 0, down.stderr[-2000:]
 
@@ -163,3 +175,31 @@ def test_missed_catalogue_deadline_is_announced(instance, chat):
     assert deadline == due, message
     time.sleep(5)
     assert len(ours()) == 1, chat.received  # one notice per missed deadline
+
+
+def test_failed_task_notice_names_frc_night_stage_and_log(instance, chat):
+    api = instance
+    night = (dt.date(2061, 1, 1) + dt.timedelta(days=random.randrange(3000))).isoformat()
+    run_id = api.post(f"/dags/{DAG}/dagRuns", {"logical_date": None,
+                                               "conf": {"night": night, "frcs": [FAILING]}})["dag_run_id"]
+    assert api.wait_run(DAG, run_id, timeout=300) == "failed"
+    states = api.task_states(DAG, run_id)
+    assert states[f"{FAILING}.wait"] == "failed", states
+
+    def ours() -> list[dict]:
+        return [n for n in chat.received if f"DAG run: {run_id}," in n["body"].get("message", "")]
+
+    limit = time.monotonic() + 60  # the callback runs after the task's state is recorded
+    while not ours() and time.monotonic() < limit:
+        time.sleep(1)
+    (notice,) = ours()
+    body = notice["body"]
+    assert body["type"] == "failure"
+    assert body["title"] == f"HFC nightly: FRC {FAILING}, stage wait, night {night}: task {FAILING}.wait FAILED"
+    message = body["message"]
+    # try 1: a job's end is final, the wait is not retried.
+    for line in (f"FRC: {FAILING}", f"Night: {night}", "Stage: wait", f"DAG run: {run_id}, try 1"):
+        assert line in message, message
+    log = message.split("Log: ", 1)[1].splitlines()[0]
+    assert log.startswith(f"http://127.0.0.1:{PORT}/dags/{DAG}/runs/") and f"{FAILING}.wait" in log, log
+    assert "exit code 3" in message, message
