@@ -1,8 +1,11 @@
 """One host-key policy for every SSH connection of the pipeline (no Airflow import).
 
-``submit`` and the status page (paramiko), the catalogue's SFTP reads (paramiko), ``archive``
-(asyncssh) and ``wait`` (asyncssh, in the triggerer) all turn their Airflow connection into a
-:class:`SshTarget` with :func:`resolve`, which decides which host keys are trusted:
+The one function that turns a connection into verified endpoint settings, for sync and async
+use: ``submit`` and the status page (the ssh provider's ``SSHHook``), the catalogue's SFTP reads
+(the sftp provider's ``SFTPHook``), ``archive`` (the asyncssh engine) and ``wait`` (the ssh
+provider's ``SSHHookAsync``, in the triggerer) all turn their Airflow connection into a
+:class:`SshTarget` with :func:`resolve` (:mod:`hfc_tasks.provider.hooks` hands it to the hooks),
+which decides which host keys are trusted:
 
 1. the connection's ``host_key`` extra: one or more lines, each ``<type> <base64> [comment]``
    (``ssh-ed25519 AAAA...``, as ``ssh-keyscan`` prints it without the host) or a known_hosts
@@ -16,8 +19,15 @@
 Anything else is a :class:`SshConfigError` (a configuration error: retrying cannot help) whose
 message names the connection and says how to fix it: ``no_host_key_check``/``allow_host_key_change``
 set to true, a bare base64 key, a line that is not a public key, a line for another host, no
-key at all, a missing key file. The server's key must then be one of the trusted keys: a
-changed key is refused by every stage, nothing is sent.
+key at all, a missing key file, a client key that cannot be read (encrypted without its
+``private_key_passphrase``, or with a wrong one). The server's key must then be one of the
+trusted keys: a changed key is refused by every stage, nothing is sent.
+
+The client's side comes from the extras the ssh provider documents: ``key_file`` or
+``private_key`` (key text), ``private_key_passphrase`` (``passphrase`` is read too, as the
+provider's async hook does), ``conn_timeout``, ``compress``, ``ciphers``, ``disabled_algorithms``.
+:class:`SshTarget` carries them to the providers' hooks (:mod:`hfc_tasks.provider.hooks`,
+sync and async) and to the archive engine, so no stage reads an extra by itself.
 """
 
 from __future__ import annotations
@@ -58,6 +68,10 @@ class SshTarget:
     private_key: str | None = None
     password: str | None = field(default=None, repr=False)
     connect_timeout: float = 30.0
+    passphrase: str | None = field(default=None, repr=False)  # of key_file or private_key
+    compress: bool = False
+    ciphers: tuple[str, ...] | None = None
+    disabled_algorithms: dict | None = None
 
     @property
     def entry(self) -> str:
@@ -242,6 +256,14 @@ def resolve(conn_id: str, *, host: str | None, port: int | None, login: str | No
     if key_file and not os.access(key_file, os.R_OK):
         raise SshConfigError(f"{who}: key_file {key_file} does not exist or cannot be read by this process "
                              f"(uid {os.getuid()}): mount it or fix the key_file extra")
+    private_key = extra.get("private_key") or None
+    if key_file and private_key:
+        raise SshConfigError(f"{who} sets both key_file and private_key: keep one of them")
+    passphrase = extra.get("private_key_passphrase") or extra.get("passphrase") or None
+    check_client_key(who, key_file=key_file, private_key=private_key, passphrase=passphrase)
+    ciphers = extra.get("ciphers") or None
+    if isinstance(ciphers, str):
+        ciphers = [c.strip() for c in ciphers.split(",") if c.strip()]
     if extra.get("host_key"):
         raw = extra["host_key"]
         if not isinstance(raw, str):
@@ -267,6 +289,31 @@ def resolve(conn_id: str, *, host: str | None, port: int | None, login: str | No
         raise SshConfigError(f"{who}: the host_key extra holds no key (all revoked?)")
     return SshTarget(
         conn_id=conn_id, host=host, port=port, username=login or "", host_keys=tuple(keys),
-        host_key_source=source, key_file=key_file, private_key=extra.get("private_key") or None,
+        host_key_source=source, key_file=key_file, private_key=private_key,
         password=password or None, connect_timeout=float(extra.get("conn_timeout") or 30),
+        passphrase=passphrase, compress=_truthy(extra.get("compress", "false")),
+        ciphers=tuple(ciphers) if ciphers else None, disabled_algorithms=extra.get("disabled_algorithms") or None,
     )
+
+
+def check_client_key(who: str, *, key_file: str | None, private_key: str | None, passphrase: str | None) -> None:
+    """The client key can be read (and decrypted, with the passphrase given), else SshConfigError:
+    found here, before any host is contacted, and the same for paramiko and asyncssh."""
+    if not (key_file or private_key):
+        return
+    import asyncssh
+
+    what = f"key file {key_file}" if key_file else "the private_key extra"
+    try:
+        if private_key:
+            asyncssh.import_private_key(private_key, passphrase)
+        else:
+            asyncssh.read_private_key(key_file, passphrase)
+    except (asyncssh.KeyImportError, ValueError) as exc:
+        hint = ("it is encrypted: give its passphrase in the private_key_passphrase extra"
+                if "assphrase must be specified" in str(exc) else
+                "check the private_key_passphrase extra (wrong passphrase?) and the key's format "
+                "(OpenSSH or PEM, ed25519/ecdsa/rsa)")
+        raise SshConfigError(f"{who}: {what} cannot be read ({exc}): {hint}") from None
+    except OSError as exc:
+        raise SshConfigError(f"{who}: {what} cannot be read ({exc.strerror})") from None

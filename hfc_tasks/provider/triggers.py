@@ -4,8 +4,13 @@ triggerer does not load DAG bundles).
 :class:`SlurmJobTrigger` waits for a SLURM job's end state without holding a worker slot.
 All the triggers of one triggerer that watch jobs on the same cluster connection share one
 :class:`SacctPoller`: **one** SSH connection and **one** ``sacct -j id1,id2,...`` per poll
-interval, whatever the number of waiting tasks (the providers' pattern opens a connection
-and runs a command per trigger). The trigger cancels its job (``scancel``) when the task is
+interval, whatever the number of waiting tasks. The providers' pattern (``SSHHookAsync.run_command``
+in each trigger) opens a connection and runs a command per trigger: measured with 500 waiting jobs
+(docs/benchmarks.md, "SLURM waits"), the shared poller holds 1 SSH connection and runs 1.00 ``sacct``
+per interval at 0.25 % of a core; one per trigger holds 500 connections and runs 490.8 ``sacct`` per
+interval at 14.5 % of a core (plus 500 sshd sessions and ~100 ``sacct`` a second on the cluster). So
+the poller stays; its connection is the provider's (``SSHHookAsync``, fed by the one host-key policy:
+:func:`open_cluster_connection`). The trigger cancels its job (``scancel``) when the task is
 cleared or marked failed/success while it waits (``on_kill``, Airflow 3.3); a mark also reaches
 the API server's listener (:mod:`hfc_tasks.provider.listeners`), which cancels even when no trigger runs.
 
@@ -29,7 +34,7 @@ from typing import Any, ClassVar
 import asyncssh
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from hfc_tasks import slurm, sshpolicy
+from hfc_tasks import slurm
 from hfc_tasks.sshpolicy import SshConfigError
 
 log = logging.getLogger(__name__)
@@ -44,32 +49,13 @@ class PollFailure:
 
 
 async def open_cluster_connection(conn_id: str):
-    """asyncssh connection from an Airflow SSH connection, by the one host-key policy
-    (:mod:`hfc_tasks.sshpolicy`, the same as every stage). Configuration errors raise
-    :class:`~hfc_tasks.sshpolicy.SshConfigError`; network errors propagate as they are."""
-    from hfc_tasks.provider.hooks import async_ssh_target
+    """asyncssh connection from an Airflow SSH connection: the ssh provider's ``SSHHookAsync`` fed by
+    the one host-key policy (:class:`hfc_tasks.provider.hooks.PolicySSHHookAsync`, the same policy as
+    every stage: private_key with its passphrase, known_hosts, several trusted keys). Configuration
+    errors raise :class:`~hfc_tasks.sshpolicy.SshConfigError`; network errors propagate as they are."""
+    from hfc_tasks.provider.hooks import async_ssh_connection
 
-    target = await async_ssh_target(conn_id)
-    options: dict[str, Any] = {
-        "username": target.username or None,
-        # Only the keys the policy trusts are accepted.
-        "known_hosts": sshpolicy.asyncssh_known_hosts(target.host_keys),
-        "agent_path": None,
-        "config": None,
-        "connect_timeout": target.connect_timeout,
-        "login_timeout": target.connect_timeout,
-        "keepalive_interval": 30,
-        "client_keys": [target.key_file] if target.key_file else (
-            [asyncssh.import_private_key(target.private_key)] if target.private_key else ()),
-    }
-    if target.password:
-        options["password"] = target.password
-    try:
-        return await asyncssh.connect(target.host, target.port, **options)
-    except asyncssh.HostKeyNotVerifiable as exc:
-        raise target.host_key_changed(exc.reason) from None
-    except asyncssh.PermissionDenied as exc:
-        raise target.login_refused(exc.reason) from None
+    return await async_ssh_connection(conn_id)
 
 
 class SacctPoller:

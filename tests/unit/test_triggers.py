@@ -3,6 +3,7 @@ shared poller's bookkeeping, without a cluster."""
 
 import asyncio
 import importlib
+import json
 
 import asyncssh
 import pytest
@@ -130,7 +131,7 @@ def _connection(monkeypatch, host_key: str) -> None:
     from airflow.sdk import BaseHook
 
     conn = SimpleNamespace(conn_id="c", host="h", port=2222, login="u", password=None,
-                           extra_dejson={"host_key": host_key})
+                           extra=json.dumps({"host_key": host_key}), extra_dejson={"host_key": host_key})
 
     async def aget(cls, conn_id):
         return conn
