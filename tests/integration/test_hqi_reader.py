@@ -205,12 +205,12 @@ def test_a_session_lock_taken_by_a_fragment_is_released_with_its_request(role_re
         assert other.execute("select pg_try_advisory_lock(%s)", (key,)).fetchone()[0] is True
 
 
-def test_a_view_made_after_the_service_started_is_served_at_once(fresh_db):
-    """The first night migrates the catalogue after the service read its (empty) table list."""
-    r = Reader(fresh_db)
+def test_a_view_made_after_the_service_started_is_served_at_once(empty_db):
+    """The catalogue is migrated (a deploy) after the service read its (empty) table list."""
+    r = Reader(empty_db)
     try:
         assert r.table_names().results[0].rows == []
-        with psycopg.connect(fresh_db) as conn:
+        with psycopg.connect(empty_db) as conn:
             schema.upgrade(conn)
             Night(NIGHT).load(conn)
             conn.commit()
