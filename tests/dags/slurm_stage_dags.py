@@ -28,9 +28,10 @@ if REGISTRY:
                 "HFC_TEST_RESCHEDULE") else {}
             notify = {}
             if os.environ.get("HFC_TEST_NOTIFY"):
-                from hfc_tasks.provider.notifiers import HfcFailureNotifier
+                from hfc_tasks.provider.notifiers import failure_notifiers
+                from hfc_tasks.registry import Notify
 
-                notify = {"on_failure_callback": HfcFailureNotifier(conn_id=os.environ["HFC_TEST_NOTIFY"])}
+                notify = {"on_failure_callback": failure_notifiers(Notify(apprise_conn_id=os.environ["HFC_TEST_NOTIFY"]))}
             wait = SlurmJobSensor(
                 **mode,
                 **notify,

@@ -229,7 +229,8 @@ def test_submissions_are_staggered(registry):
 
 
 def test_failure_notification_reaches_the_webhook(registry, test_airflow_db):
-    """A failed task posts a notice to the chat webhook named by an Airflow connection."""
+    """A failed task posts a notice through the apprise provider's notifier (a ``json://`` chat
+    endpoint here: the test's HTTP listener), naming the FRC, the night and the stage."""
     import http.server
     import threading
 
@@ -248,8 +249,7 @@ def test_failure_notification_reaches_the_webhook(registry, test_airflow_db):
     server = http.server.HTTPServer(("127.0.0.1", 0), Hook)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     env, db = test_airflow_db
-    conn = {"conn_type": "http", "host": "127.0.0.1", "port": server.server_port, "schema": "http",
-            "extra": {"path": "/hooks/hfc"}}
+    conn = {"conn_type": "apprise", "extra": {"config": {"path": f"json://127.0.0.1:{server.server_port}/hooks/hfc"}}}
     try:
         the_night = night()
         r = run("t-exit3", the_night, registry, ({**env, "AIRFLOW_CONN_HFC_NOTIFY": json.dumps(conn)}, db),
@@ -258,5 +258,7 @@ def test_failure_notification_reaches_the_webhook(registry, test_airflow_db):
         server.shutdown()
     assert r.states == {"submit": "success", "wait": "failed"}
     assert len(received) == 1 and received[0]["path"] == "/hooks/hfc"
-    text = received[0]["body"]["text"]
-    assert f"task wait FAILED for night {the_night}" in text and "exit code 3" in text
+    body = received[0]["body"]
+    assert body["type"] == "failure"
+    assert body["title"] == f"HFC nightly: FRC t-exit3, stage wait, night {the_night}: task wait FAILED"
+    assert "exit code 3" in body["message"] and "Log: http" in body["message"]
