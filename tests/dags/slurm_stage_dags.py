@@ -31,7 +31,8 @@ if REGISTRY:
                 from hfc_tasks.provider.notifiers import failure_notifiers
                 from hfc_tasks.registry import Notify
 
-                notify = {"on_failure_callback": failure_notifiers(Notify(apprise_conn_id=os.environ["HFC_TEST_NOTIFY"]))}
+                notify = {"on_failure_callback": failure_notifiers(
+                    Notify(apprise_conn_id=os.environ["HFC_TEST_NOTIFY"]))}
             wait = SlurmJobSensor(
                 **mode,
                 **notify,
