@@ -11,6 +11,7 @@ from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from hfc_tasks import products
+from hfc_tasks.catalogue.schema import SchemaBehind
 from hfc_tasks.registry import Site
 
 
@@ -44,7 +45,7 @@ def claim_night(context: Context, site: Site, frc: str, night: dt.date, log) -> 
     with catalogue_connect(site.catalogue_conn_id) as conn:
         try:
             previous = claims.claim(conn, frc, night, me, active)
-        except claims.ClaimRefused as exc:
+        except (claims.ClaimRefused, SchemaBehind) as exc:  # retries cannot help: a deploy step is missing
             raise AirflowFailException(str(exc)) from exc
     if previous is not None:
         log.info("night %s of FRC %s: took over the claim of run %s (no longer queued or running)",
