@@ -18,6 +18,7 @@ import base64
 import contextlib
 import csv
 import datetime as dt
+import http.server
 import importlib.util
 import io
 import json
@@ -26,6 +27,7 @@ import random
 import stat
 import subprocess
 import sys
+import threading
 from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
@@ -387,3 +389,29 @@ def catalogue_conn_env(dsn: str, conn_id: str = TEST_CATALOGUE_CONN_ID) -> dict[
     (a test's own; its TLS query parameters become the connection's extras): the ``hfc`` commands
     take ``--conn-id`` and read no DSN."""
     return {f"AIRFLOW_CONN_{conn_id.upper()}": dsn}
+
+
+class ChatListener:
+    """A real HTTP listener on 127.0.0.1 (a chat service for the apprise ``json://`` notifier):
+    every POST body (JSON) is recorded with its path."""
+
+    def __init__(self) -> None:
+        received = self.received = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's name
+                received.append({"path": self.path,
+                                 "body": json.loads(self.rfile.read(int(self.headers["Content-Length"])))})
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_port
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -15,17 +15,15 @@ that puts it ~45 s ahead. Stopped at the end, pass or fail.
 from __future__ import annotations
 
 import datetime as dt
-import http.server
 import json
 import os
 import random
 import subprocess
-import threading
 import time
 import urllib.parse
 
 import pytest
-from helpers import Instance, local_registry
+from helpers import ChatListener, Instance, local_registry
 
 from hfc_tasks.ops.localsite import slurm_conf_path, state_dir
 
@@ -69,31 +67,6 @@ def registry() -> str:
 def slurm(*args: str) -> str:
     return subprocess.run(list(args), capture_output=True, text=True, check=True,
                           env={"SLURM_CONF": str(slurm_conf_path()), "PATH": "/usr/bin:/bin"}).stdout
-
-
-class ChatListener:
-    """A real HTTP listener on 127.0.0.1: every POST body (JSON) is recorded."""
-
-    def __init__(self) -> None:
-        received = self.received = []
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 - http.server's name
-                received.append({"path": self.path,
-                                 "body": json.loads(self.rfile.read(int(self.headers["Content-Length"])))})
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_port
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,6 @@ import base64
 import datetime
 import email
 import email.header
-import http.server
 import json
 import socket
 import ssl
@@ -30,6 +29,7 @@ import types
 from pathlib import Path
 
 import pytest
+from helpers import ChatListener
 
 PASSWORD = "smtp-secret-pw-h5"
 
@@ -238,31 +238,6 @@ def test_trusted_certificate_delivers_after_starttls(notify, trusted_server):
     for line in ("FRC: demo-sunspots", f"Night: {NIGHT}", "Stage: archive", "Error: archive failed"):
         assert line in body, body
     assert f"Log: {LOG_URL.replace('&', '&amp;')}" in body, body
-
-
-class ChatListener:
-    """A real HTTP listener on 127.0.0.1: every POST body (JSON) is recorded."""
-
-    def __init__(self) -> None:
-        received = self.received = []
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 - http.server's name
-                received.append({"path": self.path,
-                                 "body": json.loads(self.rfile.read(int(self.headers["Content-Length"])))})
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_port
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture

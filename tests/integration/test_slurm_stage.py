@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import ChatListener
 
 from hfc_tasks import products
 from hfc_tasks.ops.localsite import slurm_conf_path
@@ -231,34 +232,18 @@ def test_submissions_are_staggered(registry):
 def test_failure_notification_reaches_the_webhook(registry, test_airflow_db):
     """A failed task posts a notice through the apprise provider's notifier (a ``json://`` chat
     endpoint here: the test's HTTP listener), naming the FRC, the night and the stage."""
-    import http.server
-    import threading
-
-    received: list[dict] = []
-
-    class Hook(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 - http.server's name
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            received.append({"path": self.path, "body": json.loads(body)})
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.HTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    chat = ChatListener()
     env, db = test_airflow_db
-    conn = {"conn_type": "apprise", "extra": {"config": {"path": f"json://127.0.0.1:{server.server_port}/hooks/hfc"}}}
+    conn = {"conn_type": "apprise", "extra": {"config": {"path": f"json://127.0.0.1:{chat.port}/hooks/hfc"}}}
     try:
         the_night = night()
         r = run("t-exit3", the_night, registry, ({**env, "AIRFLOW_CONN_HFC_NOTIFY": json.dumps(conn)}, db),
                 notify="hfc_notify")
     finally:
-        server.shutdown()
+        chat.close()
     assert r.states == {"submit": "success", "wait": "failed"}
-    assert len(received) == 1 and received[0]["path"] == "/hooks/hfc"
-    body = received[0]["body"]
+    assert len(chat.received) == 1 and chat.received[0]["path"] == "/hooks/hfc"
+    body = chat.received[0]["body"]
     assert body["type"] == "failure"
     assert body["title"] == f"HFC nightly: FRC t-exit3, stage wait, night {the_night}: task wait FAILED"
     assert "exit code 3" in body["message"] and "Log: http" in body["message"]
