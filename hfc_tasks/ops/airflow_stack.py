@@ -69,11 +69,25 @@ def _ensure_database(env: dict[str, str]) -> None:
         for name in (inst.database(), inst.CATALOGUE_DB):
             if name and not conn.execute("select 1 from pg_database where datname = %s", (name,)).fetchone():
                 conn.execute(f'create database "{name}"')
-    if inst.CATALOGUE_DB:
-        from hfc_tasks.catalogue import schema
 
-        with psycopg.connect(env["HFC_CATALOGUE_DSN"]) as conn:
-            schema.upgrade(conn)
+
+def _migrate_catalogue(env: dict[str, str], say) -> None:
+    """`hfc airflow up` is a deploy step: it migrates the catalogue that this stack's registry
+    names (``site.catalogue_conn_id``, through the stack's own connections: on the multihost site
+    the catalogue host's, over TLS), since the tasks only check the schema."""
+    from unittest import mock
+
+    from hfc_tasks.catalogue import schema
+    from hfc_tasks.provider.catalogue_db import catalogue_connect
+    from hfc_tasks.registry import load_registry
+
+    with mock.patch.dict(os.environ, env):
+        conn_id = load_registry(env.get("HFC_REGISTRY") or None).site().catalogue_conn_id
+        with catalogue_connect(conn_id, application_name="hfc-airflow-up") as conn:
+            done = schema.upgrade(conn)
+            conn.commit()
+    if done:
+        say(f"[hfc-airflow] catalogue ({conn_id}) migrated: {', '.join(done)}")
 
 
 def _pools(env: dict[str, str]) -> None:
@@ -100,6 +114,7 @@ def up(wait: float = 120.0, verbose: bool = True) -> dict[str, int]:
     # Every component must read the same registry: remember which one this stack runs with.
     (run_dir / "registry").write_text(env.get("HFC_REGISTRY", ""))
     _ensure_database(env)
+    _migrate_catalogue(env, say)
     marker = run_dir / "db-migrated"
     if not marker.exists():
         say(f"[hfc-airflow] migrating the metadata database (PostgreSQL '{inst.database()}')")

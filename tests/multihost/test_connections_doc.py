@@ -15,7 +15,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from hfc_tasks.archive import connect
@@ -172,7 +171,7 @@ def test_catalogue_with_a_wrong_ca_is_refused(values, monkeypatch, tmp_path):
     )
     conns = env_block_connections(values, {"<ca-file>": str(other_ca)})
     monkeypatch.setenv("AIRFLOW_CONN_HFC_CATALOGUE", conns["AIRFLOW_CONN_HFC_CATALOGUE"])
-    with pytest.raises(psycopg.OperationalError, match="certificate verify failed"):
+    with pytest.raises(catalogue_db.CatalogueConnectionError, match="certificate verify failed"):
         catalogue_db.catalogue_connect("hfc_catalogue").close()
 
 

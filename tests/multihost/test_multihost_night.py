@@ -45,7 +45,7 @@ def test_catalogue_connection_honours_its_tls_extras(mh, tmp_path, monkeypatch):
                     "-subj", "/CN=impostor CA"], check=True, capture_output=True)
     conn["extra"]["sslrootcert"] = str(other_ca)
     monkeypatch.setenv("AIRFLOW_CONN_HFC_MH_CATALOGUE", json.dumps(conn))
-    with pytest.raises(psycopg.OperationalError, match="certificate verify failed"):
+    with pytest.raises(catalogue_db.CatalogueConnectionError, match="certificate verify failed"):
         catalogue_db.catalogue_connect("hfc_mh_catalogue").close()
 
 
