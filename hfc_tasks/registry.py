@@ -159,6 +159,29 @@ class Notify(_Strict):
         return self
 
 
+class ArchiveDirect(_Strict):
+    """How the cluster account reaches the archive in ``archive_mode: direct`` (issue 15): the
+    cluster pushes the night with OpenSSH, so these are paths and names *on the cluster*."""
+
+    # The archive host as the cluster sees it (may differ from what the workers reach).
+    host: str
+    port: int = Field(default=22, ge=1, le=65535)
+    login: str
+    # Private key on the cluster account; on the archive its authorized_keys line restricts it to
+    # SFTP inside the archive tree.
+    key_file: str
+    # known_hosts file on the cluster holding the archive's pinned host key (StrictHostKeyChecking=yes).
+    known_hosts: str
+
+    @field_validator("host", "login", "key_file", "known_hosts")
+    @classmethod
+    def _plain(cls, v: str) -> str:
+        # These reach a remote shell command line: no shell characters, no options.
+        if not v or v.startswith("-") or not re.match(r"^[A-Za-z0-9._/@:+-]+$", v):
+            raise ValueError(f"archive_direct value {v!r} must be a plain host, user or path")
+        return v
+
+
 def catalogue_deadline_offset(value: str) -> dt.timedelta:
     """The time after the night's start (its data interval start, 00:00 UTC) by which the night
     must be in the catalogue: one day (the night itself) plus ``HH:MM[:SS]`` of the next day."""
@@ -207,6 +230,24 @@ class Site(_Strict):
     # Delay before a failed task's first retry (then doubled, at most 30 min): transient faults
     # (a network cut, a restarted database) are retried this long after.
     retry_delay_seconds: int = Field(default=120, ge=1)
+    # How `archive` copies a night (issue 15). "relay" (the default, and the only mode when the
+    # cluster cannot reach the archive): the worker reads the cluster and writes the archive over
+    # SFTP. "direct": the cluster account pushes the night with OpenSSH (``archive_direct``), the
+    # task checks sha256 on both ends; manifest and delete-after-verify are the same.
+    archive_mode: Literal["relay", "direct"] = "relay"
+    archive_direct: ArchiveDirect | None = None
+    # Reprocessing campaigns (issue 15) submit SLURM job arrays: at most this many array tasks per
+    # sbatch (keep it below the cluster's MaxArraySize), and ``%N``: at most N of a campaign's
+    # array tasks running at once (None: as many as SLURM gives).
+    campaign_array_max: int = Field(default=1000, ge=1)
+    campaign_array_throttle: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _archive_mode(self) -> Site:
+        if self.archive_mode == "direct" and self.archive_direct is None:
+            raise ValueError("archive_mode direct needs archive_direct: {host, port, login, key_file, known_hosts} "
+                             "(how the cluster account reaches the archive)")
+        return self
 
     @model_validator(mode="before")
     @classmethod
