@@ -90,7 +90,7 @@ def load_night(
     by_kind = {k: [e for e in entries if e.kind == k] for k in specs}
 
     with conn.transaction(), conn.cursor() as cur:
-        require_current(conn)  # migrations are a deploy step (hfc db upgrade), never a load's
+        schema_version = require_current(conn)  # migrations are a deploy step (hfc db upgrade), never a load's
         # Two loads of the same (frc, night) queue here instead of racing on the batch row.
         cur.execute("select pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"hfc.batch/{frc}/{night}",))
         cur.execute("delete from hfc.batch where frc = %s and night = %s", (frc, night))
@@ -151,6 +151,7 @@ def load_night(
         rejected=report_rejected,
         warnings=state.warnings,
         metadata_new=state.metadata_new,
+        schema_version=schema_version,
         seconds=time.monotonic() - t0,
         status=status,
         issues=issues,

@@ -31,7 +31,8 @@ class LoadReport:
     rejected: list[RejectedFile]  # one entry per problem; several may name the same file
     warnings: list[str]  # unknown columns, unsupported kinds, Latin-1 files...
     metadata_new: dict[str, int] = field(default_factory=dict)  # shared rows inserted, per table
-    migrations: list[str] = field(default_factory=list)  # schema versions applied by this load
+    # The catalogue schema's version this load ran against (loads never migrate: hfc db upgrade).
+    schema_version: str = ""
     seconds: float = 0.0
     status: str = "loaded"  # hfc.batch.status: loaded | partial | no_data
     issues: list[dict] = field(default_factory=list)  # hfc.batch.issues: the manifest's unmatched/stale notes
@@ -63,7 +64,7 @@ class LoadReport:
             "rejected_groups": [g.to_dict() for g in group_problems(self.rejected)],
             "warnings": list(self.warnings),
             "metadata_new": dict(self.metadata_new),
-            "migrations": list(self.migrations),
+            "schema_version": self.schema_version,
             "seconds": round(self.seconds, 3),
             "status": self.status,
             "issues": list(self.issues),

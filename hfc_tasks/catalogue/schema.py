@@ -106,16 +106,17 @@ def pending(conn) -> list[str]:
     return [m.version for m in _check(applied, shipped)]
 
 
-def require_current(conn) -> None:
-    """Raise :class:`SchemaBehind` when migrations are pending (read-only, no lock). Inside the
-    caller's transaction when there is one, else in its own (ended here, so a caller that must
-    start outside a transaction still can)."""
+def require_current(conn) -> str:
+    """Raise :class:`SchemaBehind` when migrations are pending (read-only, no lock); else return
+    the schema's version (the last migration). Inside the caller's transaction when there is one,
+    else in its own (ended here, so a caller that must start outside a transaction still can)."""
     with conn.transaction():
         todo = pending(conn)
     if todo:
         where = f"database {conn.info.dbname!r} on {conn.info.host}:{conn.info.port}"
         raise SchemaBehind(f"catalogue schema is behind (pending: {', '.join(todo)}) in the {where}: "
                            "run `hfc db upgrade` (the deploy step that migrates; tasks never do)")
+    return migrations()[-1].version
 
 
 def upgrade(conn) -> list[str]:

@@ -98,7 +98,9 @@ def test_load_a_night_into_view_sp_hqi(conn):
     assert report.ok, report.summary()
     assert report.rows == {"observations": 4, "sunspots": 5}
     assert report.metadata_new == {"observatory": 2, "frc_info": 1}
-    assert report.migrations == []  # migrations are a deploy step (the fixture's), never a load's
+    # Migrations are a deploy step (the fixture's), never a load's: it ran against the current schema.
+    assert report.schema_version == schema.migrations()[-1].version
+    assert report.to_dict()["schema_version"] == report.schema_version
     assert len(report.files_loaded) == 6
     assert report.warnings == []
 
