@@ -50,6 +50,10 @@ if uid is not None and uid != str(os.getuid()):
 # made once, kept after. URL-safe, as it goes into the service's postgresql:// DSN.
 if not any(line.startswith("HFC_HQI_DB_PASSWORD=") for line in lines):
     lines.append(f"HFC_HQI_DB_PASSWORD={secrets.token_urlsafe(24)}")
+# The Celery broker's password (the redis service requires it; every Airflow service's broker
+# URL carries it, hence URL-safe): made once, kept after.
+if not any(line.startswith("HFC_REDIS_PASSWORD=") for line in lines):
+    lines.append(f"HFC_REDIS_PASSWORD={secrets.token_urlsafe(24)}")
 out = [line for line in lines if line.split("=", 1)[0] not in conns]
 out += [f"{name}={value}" for name, value in conns.items()]
 text = "\n".join(out) + "\n"

@@ -11,13 +11,15 @@ this machine", has the figures):
 3. runs the stack from a copy of the checkout, with ``docker/site/make-secrets.sh``'s keys and
    .env, a registry where the demo FRC ``demo-sunspots`` runs on the ``production`` site (the
    example SLURM head/compute nodes and SFTP archive of the ``site`` profile), the images of
-   ``docker/local/docker-compose.local.yaml``, free loopback ports, and two workarounds of
-   docker-compose.yaml defects (see ``_stage``);
+   ``docker/local/docker-compose.local.yaml`` (which only names the stand-in images) and free
+   loopback ports: docker-compose.yaml as shipped, nothing patched;
 4. triggers ``hfc_nightly`` for one night through the REST API and waits for its success;
 5. checks the archive (every manifest file on the sftp-archive container, with the manifest's
    sha256) and the catalogue (the batch of the night with the manifest's sha256, the night's
    sunspots in the users' view, as many as the feat files' rows) in the catalogue-db container;
-6. removes everything it started: the compose project with its volumes, the engine, its
+6. checks the build context of ``build: .`` as the docker CLI sends it (``.dockerignore``): an
+   image of the checkout's context holds what the Dockerfile copies, and nothing else;
+7. removes everything it started: the compose project with its volumes, the engine, its
    mounts and its directory.
 
 Needs root, Debian's docker.io / docker-compose / debootstrap, deb.debian.org and PyPI (through
@@ -57,7 +59,6 @@ PROJECT = "hfcct"
 SERVICES = ["postgres", "redis", "statsd-exporter", "catalogue-db", "slurm-head", "slurm-compute", "sftp-archive",
             "airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer",
             "airflow-worker"]
-WORKAROUNDS = "docker-compose.workarounds.yaml"
 STEPS: list[tuple[str, float]] = []
 
 
@@ -144,17 +145,10 @@ def _stage(dest: Path, ui_port: int, catalogue_port: int) -> dict:
     reg["sites"]["production"]["stagger_seconds"] = 0
     (dest / "config" / "registry.yaml").write_text(yaml.safe_dump(reg, sort_keys=False))
     subprocess.run([str(dest / "docker" / "site" / "make-secrets.sh")], check=True, capture_output=True)
-    # Two defects of docker-compose.yaml that stop the stack, worked around here until it is
-    # fixed (docs/deployment.md, "The compose stack on this machine"):
-    # - the api-server's SimpleAuthManager opens its passwords file with "a+" at start: on the
-    #   read-only secrets mount it dies with "OSError: [Errno 30] Read-only file system:
-    #   '/opt/airflow/secrets/passwords.json'" and restarts for ever;
-    # - slurm-compute waits for slurm-head to be healthy, and slurm-head's healthcheck wants a
-    #   node idle, which only slurm-compute's slurmd makes: neither ever starts the other.
-    (dest / WORKAROUNDS).write_text(yaml.safe_dump({"services": {
-        "airflow-apiserver": {"volumes": ["./secrets/airflow:/opt/airflow/secrets"]},
-        "slurm-compute": {"depends_on": {"slurm-head": {"condition": "service_started"}}},
-    }}))
+    # The local images file only puts the stand-ins in place of the official images: the stack
+    # that runs is docker-compose.yaml as shipped.
+    local = yaml.safe_load((dest / "docker" / "local" / "docker-compose.local.yaml").read_text())
+    assert all(set(svc) == {"image"} for svc in local["services"].values()), local
     env = {"HFC_UI_PORT": str(ui_port), "HFC_CATALOGUE_PORT": str(catalogue_port),
            "HFC_UI_BASE_URL": f"http://127.0.0.1:{ui_port}", "HFC_WORKERS": "1"}
     with open(dest / ".env", "a") as fh:
@@ -171,7 +165,7 @@ def stack():
     engine = Engine(root)
     _step("dockerd up", t)
     compose = ["docker-compose", "-p", PROJECT, "-f", "docker-compose.yaml", "-f",
-               "docker/local/docker-compose.local.yaml", "-f", WORKAROUNDS, "--profile", "site"]
+               "docker/local/docker-compose.local.yaml", "--profile", "site"]
     try:
         t = time.monotonic()
         build = engine.run(str(REPO / "docker" / "build-local-images.sh"), timeout=2400,
@@ -205,7 +199,7 @@ def stack():
             return engine.run(*compose, "logs", "--no-color", "--tail", "80", *services, cwd=stage,
                               check=False).stdout
 
-        yield api, sh, logs
+        yield api, sh, logs, engine
     finally:
         problems = []
         if (stage / "docker-compose.yaml").exists():
@@ -220,7 +214,7 @@ def stack():
 
 
 def test_one_night_of_the_demo_frc_on_the_compose_stack(stack):
-    api, sh, logs = stack
+    api, sh, logs, _ = stack
     t = time.monotonic()
     api.wait_for_dag(DAG, timeout=300)
     api.patch(f"/dags/{DAG}", {"is_paused": False})
@@ -258,3 +252,22 @@ def test_one_night_of_the_demo_frc_on_the_compose_stack(stack):
     rows = psql(f"select count(*) from hfc.view_sp_hqi where date_obs >= '{NIGHT}'::date "
                 f"and date_obs < '{NIGHT}'::date + 1")
     assert int(rows) == spots
+
+
+def test_the_build_context_holds_what_the_dockerfile_copies_and_nothing_else(stack, tmp_path):
+    """``build: .`` as the docker CLI sends it, .dockerignore applied: an image that copies the
+    whole context of the checkout, listed. No virtualenv, site, git history, cache or secret."""
+    *_, engine = stack
+    dockerfile = tmp_path / "Dockerfile.context"
+    dockerfile.write_text("FROM hfc-base:bookworm\nCOPY . /context\n")
+    t = time.monotonic()
+    engine.run("docker", "build", "-q", "--network", "host", "-f", str(dockerfile), "-t", "hfc-context:check",
+               str(REPO), env={"DOCKER_BUILDKIT": "0"}, timeout=600)
+    listing = engine.run("docker", "run", "--rm", "hfc-context:check", "find", "/context", "-mindepth", "1",
+                         "-printf", "%P\\n").stdout.split()
+    _step("build context listed", t)
+    top = {path.split("/", 1)[0] for path in listing} - {"Dockerfile", ".dockerignore"}
+    top = {name for name in top if not name.startswith(".dockerfile.")}  # the CLI's copy of a -f file
+    assert top == {"requirements.txt", "constraints.txt", "pyproject.toml", "hfc_tasks", "config"}, sorted(top)
+    assert not [p for p in listing if "__pycache__" in p or p.endswith(".pyc")], "caches in the build context"
+    assert "hfc_tasks/catalogue/migrations" in listing

@@ -3,10 +3,15 @@ Airflow: every unit file parses, names a component the installed ``airflow`` has
 ``systemd-analyze verify``; every ``airflow connections add`` command of docs/connections.md is run
 for real against a throwaway SQLite metadata database and read back with ``airflow connections get``;
 the deploy step runs (but for `hfc db upgrade`) and imports the pools the registry sizes; the
-EnvironmentFile example holds no secret and only options Airflow knows."""
+EnvironmentFile example holds no secret and only options Airflow knows. The docs' statements about
+the code are the code's: the compose section names what ran and no workaround, each documented
+`hfc` synopsis has only options the CLI has, and docs/architecture.md's map of the Airflow layer
+names each of its modules, what they define, and their hooks, operators, sensors, triggers and
+notifiers."""
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
@@ -300,3 +305,149 @@ def test_the_deploy_step_runs_and_imports_the_pools_the_registry_sizes(units, tm
     pools = run_airflow_cli([["pools", "list", "-o", "json"]], env)[0]
     slots = {p["pool"]: int(p["slots"]) for p in json.loads(pools)}
     assert slots == {"default_pool": 128, "hfc_cluster": 7, "hfc_archive": 3}, slots
+
+
+def _sh_lines(path: Path) -> list[str]:
+    """The lines of a doc's ```sh blocks, continuation lines (``\\``) joined."""
+    blocks = re.findall(r"```sh\n(.*?)```", path.read_text(), re.S)
+    return [line for block in blocks for line in block.replace("\\\n", " ").splitlines()]
+
+
+def test_the_compose_section_says_the_stack_ran_as_shipped():
+    """The compose stack ran (tests/e2e/test_compose_stack.py): the doc neither says it has not
+    run nor runs it with a workaround file; every compose file its commands name exists."""
+    text = DEPLOYMENT.read_text()
+    assert "has not run" not in text
+    assert "workaround" not in text.lower()
+    compose_lines = [shlex.split(line) for line in _sh_lines(DEPLOYMENT)
+                     if line.lstrip().startswith(("docker-compose", "docker compose"))]
+    named = [argv[i + 1] for argv in compose_lines for i, word in enumerate(argv[:-1]) if word == "-f"]
+    assert "docker-compose.yaml" in named
+    for name in named:
+        assert (REPO / name).is_file(), f"docs/deployment.md runs docker-compose with -f {name}, which does not exist"
+    # The catalogue is an Airflow connection everywhere (the CLI's --conn-id): no second DSN.
+    assert "HFC_CATALOGUE_DSN" not in text and "--conn-id" in text
+    assert "HFC_REDIS_PASSWORD" in text
+
+
+def test_every_hfc_synopsis_of_the_docs_has_only_options_the_cli_has():
+    """docs/catalogue.md's "Command line" synopses: each option is in the installed `hfc`'s help."""
+    text = (REPO / "docs" / "catalogue.md").read_text()
+    section = text.split("## Command line", 1)[1].split("\n## ", 1)[0]
+    synopses = [line.strip() for line in section.splitlines() if line.startswith("    hfc ")]
+    assert any(s.startswith("hfc db upgrade") for s in synopses), synopses
+    for synopsis in synopses:
+        words = []
+        for word in synopsis.split()[1:]:
+            if word.startswith(("<", "[", "-")):
+                break
+            words.append(word)
+        proc = subprocess.run([HFC, *words, "--help"], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, (synopsis, proc.stderr[-2000:])
+        for option in re.findall(r"(?<![\w-])(--[a-z][a-z-]*)", synopsis):
+            assert option in proc.stdout, f"docs/catalogue.md: `{synopsis}`: `hfc {' '.join(words)}` has no {option}"
+    assert "HFC_CATALOGUE_DSN" not in text
+
+
+def _provider_map() -> list[tuple[list[str], str]]:
+    """docs/architecture.md's lines under ``hfc_tasks/provider/``: (modules, description)."""
+    block = re.search(r"```\n(.*?)```", (REPO / "docs" / "architecture.md").read_text(), re.S).group(1)
+    provider = block.split(" hfc_tasks/provider/", 1)[1].split("\n        │", 1)[0]
+    entries: list[tuple[list[str], str]] = []
+    for line in provider.splitlines()[1:]:
+        match = re.match(r"   (\S.*?\S)\s{2,}(\S.*)", line)
+        if match:
+            entries.append((match.group(1).split(), match.group(2)))
+        elif entries and line.strip():
+            entries[-1] = (entries[-1][0], entries[-1][1] + " " + line.strip())
+    return entries
+
+
+def _module_defs(path: Path) -> dict[str, list[str]]:
+    """Top-level functions and classes of the module(s) at ``path`` (name -> base class names), and
+    the names they import (no bases): what the module defines or builds on."""
+    defs: dict[str, list[str]] = {}
+    for file in [path] if path.suffix == ".py" else sorted(path.glob("*.py")):
+        for node in ast.parse(file.read_text()).body:
+            if isinstance(node, ast.ImportFrom):
+                defs |= {alias.asname or alias.name: [] for alias in node.names}
+            elif isinstance(node, ast.ClassDef):
+                defs[node.name] = [ast.unparse(b).rsplit(".", 1)[-1] for b in node.bases]
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                defs[node.name] = []
+    return defs
+
+
+def test_the_architecture_map_of_the_airflow_layer_is_the_code():
+    provider = REPO / "hfc_tasks" / "provider"
+    entries = _provider_map()
+    mapped = [m for modules, _ in entries for m in modules]
+    modules = sorted(p.name for p in provider.glob("*.py") if p.name != "__init__.py")
+    assert not set(modules) - set(mapped), f"not in docs/architecture.md's map: {sorted(set(modules) - set(mapped))}"
+    # The connections' and notices' classes are named where they live (they replaced hand-written
+    # code: issue 14); operators, sensors and triggers are left to their lines' prose.
+    kinds = ("Hook", "HookAsync", "Notifier")
+    problems = []
+    for names, description in entries:
+        defs: dict[str, list[str]] = {}
+        for name in names:
+            assert (provider / name).exists(), f"docs/architecture.md names hfc_tasks/provider/{name}: not there"
+            defs |= _module_defs(provider / name)
+        # every code name the line gives is defined in its module(s)...
+        said = {w for w in re.findall(r"\b[A-Za-z_]\w*\b", description)
+                if "_" in w.strip("_") or (w[0].isupper() and sum(c.isupper() for c in w) > 1
+                                           and any(c.islower() for c in w))}
+        problems += [f"{'/'.join(names)} has no {w}" for w in sorted(said - set(defs))]
+        # ...and each public hook, operator, sensor, trigger and notifier defined there is named
+        for cls, bases in defs.items():
+            if not cls.startswith("_") and any(b.endswith(kinds) for b in bases) and cls not in said:
+                problems.append(f"{'/'.join(names)}: {cls} ({', '.join(bases)}) is not named")
+    assert not problems, problems
+
+
+def _doc_messages(row_start: str) -> list[str]:
+    """The quoted messages of docs/reliability.md's row ``row_start``, as regular expressions:
+    placeholders (X, N, F, L, host:port, <...>) and ellipses (…, ...) stand for any text."""
+    rows = [line for line in (REPO / "docs" / "reliability.md").read_text().splitlines()
+            if line.startswith(f"| {row_start} |")]
+    assert len(rows) == 1, (row_start, rows)
+    quoted = re.findall(r'"([^"]+)"', rows[0].split(" | ")[2])
+    assert quoted, rows[0]
+    patterns = []
+    for text in quoted:
+        pieces = re.split(r"(…|\.\.\.|<[^>]+>|\bhost:port\b|\b[XNFL]\b)", text)
+        patterns.append("".join(".*" if i % 2 else re.escape(piece) for i, piece in enumerate(pieces)))
+    return patterns
+
+
+def test_the_reliability_rows_of_the_notices_quote_what_the_notifiers_say():
+    """docs/reliability.md's failure notice and mail-without-TLS rows: every message they quote is
+    one the notifiers (hfc_tasks/provider/notifiers.py) produce."""
+    import smtplib
+    import ssl
+    import types
+
+    from hfc_tasks.provider import notifiers
+
+    # The context of the row's test (S::test_failure_notification_reaches_the_webhook): a task `wait`
+    # of FRC t-exit3 whose job exited 3.
+    ti = types.SimpleNamespace(task_id="wait", try_number=1,
+                               log_url="http://airflow.example/dags/hfc_nightly/runs/r/tasks/wait")
+    failure = notifiers.failure_text({"run_id": "manual__r", "params": {"night": "2024-03-05"}, "ti": ti,
+                                      "task": types.SimpleNamespace(frc="t-exit3"),
+                                      "exception": RuntimeError("SLURM job 12, state FAILED, exit code 3")})
+    said = failure.splitlines()
+    said.append(str(notifiers._smtp_error("hfc_smtp", smtplib.SMTPNotSupportedError(
+        "STARTTLS extension not supported by server."))))
+    untrusted = ssl.SSLCertVerificationError(1, "certificate verify failed")
+    untrusted.verify_message = "self-signed certificate"
+    said.append(str(notifiers._smtp_error("hfc_smtp", untrusted)))
+    clear = types.SimpleNamespace(extra_dejson={"disable_ssl": True, "disable_tls": True}, login="mailer",
+                                  password="pw", host="relay.example", port=25)
+    with pytest.raises(notifiers.NotifyError) as refused:
+        notifiers._check_smtp_conn("hfc_smtp", clear)
+    said.append(str(refused.value))
+    for row in ("failure notice", "mail without TLS"):
+        for pattern in _doc_messages(row):
+            assert any(re.search(pattern, line) for line in said), \
+                f"docs/reliability.md, {row!r}: no notifier message matches {pattern!r}:\n" + "\n".join(said)
