@@ -152,10 +152,18 @@ class ArchiveProductsOperator(_FrcStage):
             known=reg.formats,
         )
         try:
-            summary, manifest = archive_night(
-                ssh_endpoint(site.cluster_conn_id), ssh_endpoint(site.archive_conn_id), target,
-                progress=self.log.info, warn=self.log.warning, verify=self.verify, concurrency=self.concurrency,
-            )
+            if site.archive_mode == "direct":  # the cluster pushes with OpenSSH (hfc_tasks.archive.direct)
+                from hfc_tasks.archive.direct import archive_night_direct
+
+                summary, manifest = archive_night_direct(
+                    ssh_endpoint(site.cluster_conn_id), ssh_endpoint(site.archive_conn_id), site.archive_direct,
+                    target, progress=self.log.info, warn=self.log.warning, verify=self.verify,
+                )
+            else:
+                summary, manifest = archive_night(
+                    ssh_endpoint(site.cluster_conn_id), ssh_endpoint(site.archive_conn_id), target,
+                    progress=self.log.info, warn=self.log.warning, verify=self.verify, concurrency=self.concurrency,
+                )
         except ArchiveFullError as exc:
             # A full archive disk does not free itself in a retry delay: fail now, the operator frees
             # space then clears this task (docs/runbook.md, "The archive disk is full").

@@ -235,6 +235,17 @@ class Layout:
     def archive_root(self) -> Path:
         return self.home(ARCHIVE_USER) / "hfc"
 
+    # ---- archive_mode direct (issue 15): the cluster account pushes to the archive itself ----
+    @property
+    def direct_key(self) -> Path:
+        """The cluster account's own key to the archive account (site.archive_direct.key_file)."""
+        return self.home(CLUSTER_USER) / ".ssh" / "hfc_archive_ed25519"
+
+    @property
+    def direct_known_hosts(self) -> Path:
+        """The archive's pinned host key, as the cluster account's ssh reads it (archive_direct.known_hosts)."""
+        return self.home(CLUSTER_USER) / ".ssh" / "hfc_archive_known_hosts"
+
     # ---- munge ----
     @property
     def munge_dir(self) -> Path:

@@ -58,7 +58,7 @@ def known_hosts_line(lay: Layout) -> str:
     return f"{host} {host_public_key(lay)}\n"
 
 
-def _home(lay: Layout, user: str, shell: str) -> pwd.struct_passwd:
+def _home(lay: Layout, user: str, shell: str, extra_keys: str = "") -> pwd.struct_passwd:
     home = lay.home(user)
     ensure_dir(home.parent, "root", 0o755)
     pw = ensure_user(user, home, shell)
@@ -66,7 +66,7 @@ def _home(lay: Layout, user: str, shell: str) -> pwd.struct_passwd:
     # (the state folder and above) must be root-owned and not writable by others as well.
     ensure_dir(home, user, 0o755)
     ensure_dir(home / ".ssh", user, 0o700)
-    write_file(home / ".ssh" / "authorized_keys", public_key(lay.client_key(user)) + "\n", user, 0o600)
+    write_file(home / ".ssh" / "authorized_keys", public_key(lay.client_key(user)) + "\n" + extra_keys, user, 0o600)
     return pw
 
 
@@ -126,12 +126,42 @@ def _prepare(lay: Layout) -> None:
     _home(lay, CLUSTER_USER, "/bin/bash")
     ensure_dir(lay.products_dir, CLUSTER_USER, 0o755)
     _sync_frcs(lay)
+    direct_line = ensure_direct_push(lay)
     # The archive account never gets a shell session: its ForceCommand (archive_command) allows
     # SFTP and `sha256sum` of files in the archive tree only. sshd runs a forced command through
     # the account's shell, hence /bin/sh rather than nologin.
-    _home(lay, ARCHIVE_USER, "/bin/sh")
+    _home(lay, ARCHIVE_USER, "/bin/sh", extra_keys=direct_line)
     ensure_dir(lay.archive_root, ARCHIVE_USER, 0o755)
     write_file(archive_command(lay), render_archive_command(lay.archive_root), "root", 0o755)
+
+
+def direct_authorized_line(lay: Layout) -> str:
+    """The archive account's authorized_keys line for the cluster's push key (archive_mode direct).
+
+    ``restrict`` (no forwarding, no pty, no ~/.ssh/rc) and a forced ``sftp-server`` started in the
+    archive tree: the key can do SFTP and nothing else. On this site sshd's ``ForceCommand`` of the
+    archive account (archive_command) takes precedence over a key's ``command=`` (sshd(8):
+    "ForceCommand ... overrides any command= in authorized_keys"), so here the key gets what
+    archive_command allows (SFTP, and ``sha256sum`` of files in the tree); on an archive host
+    without ForceCommand the line alone restricts it to SFTP.
+    """
+    sftp_server = f"/usr/lib/openssh/sftp-server -d {lay.archive_root}"
+    return f'restrict,command="{sftp_server}" {public_key(lay.direct_key)} hfc-direct-push\n'
+
+
+def ensure_direct_push(lay: Layout) -> str:
+    """What the cluster account needs to push to the archive itself (``archive_mode: direct``):
+    its own key pair (private key 0600, owned by the cluster account, in its ~/.ssh) and a
+    known_hosts file pinning the site's host key (``StrictHostKeyChecking=yes`` needs it). Returns
+    the archive's authorized_keys line for the key (:func:`direct_authorized_line`). The
+    registry's ``archive_direct`` names these paths (``lay.direct_key``, ``lay.direct_known_hosts``)."""
+    _keygen(lay.direct_key, "hfc-local-site-direct-push")
+    pw = pwd.getpwnam(CLUSTER_USER)
+    for path, mode in ((lay.direct_key, 0o600), (lay.direct_key.with_suffix(".pub"), 0o644)):
+        os.chown(path, pw.pw_uid, pw.pw_gid)  # ssh reads its key as the cluster account
+        os.chmod(path, mode)
+    write_file(lay.direct_known_hosts, known_hosts_line(lay), CLUSTER_USER, 0o644)
+    return direct_authorized_line(lay)
 
 
 def archive_command(lay: Layout) -> Path:
