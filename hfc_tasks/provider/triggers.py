@@ -14,6 +14,12 @@ the poller stays; its connection is the provider's (``SSHHookAsync``, fed by the
 cleared or marked failed/success while it waits (``on_kill``, Airflow 3.3); a mark also reaches
 the API server's listener (:mod:`hfc_tasks.provider.listeners`), which cancels even when no trigger runs.
 
+Array tasks (reprocessing campaigns, :mod:`hfc_tasks.campaign`) go through the same poller: a
+subscriber names a plain job (``12345``), one array task (``12345_7``, what
+:class:`SlurmJobTrigger` accepts too) or every task of an array (``12345_*``,
+:class:`SlurmArrayTrigger`); the tasks of one array are asked as that array, so the poll is still
+**one** ``sacct`` per interval whatever the number of array tasks watched.
+
 The wait never hangs in silence: a configuration error (no or invalid host key, unknown
 connection, changed host key, login refused: :class:`hfc_tasks.sshpolicy.SshConfigError`) is
 not retried, the poller hands it to every subscriber and each trigger fires an ``error`` event
@@ -64,6 +70,10 @@ class SacctPoller:
     One instance per (event loop, connection id): the triggerer runs all its triggers in one
     event loop, so every :class:`SlurmJobTrigger` on the same cluster shares it. Each poll
     delivers the job's status (``None`` when SLURM does not know the job) to every subscriber.
+    A subscriber to a whole array (``12345_*``: :func:`hfc_tasks.slurm.array_ref`) gets what SLURM
+    knows of it, ``{"12345_7": JobStatus, ...}`` (:func:`hfc_tasks.slurm.array_rows`; ``None``
+    while it knows nothing), to be read
+    with :func:`hfc_tasks.slurm.tasks_of` (which also fills in the tasks never started).
     The interval starts at the smallest asked for, grows ×1.5 while nothing changes (up to
     ``max_interval``) and resets when any job changes state. Since one poll serves every
     waiting task, the cap stays short (15 s by default): a longer one only delays noticing
@@ -79,7 +89,7 @@ class SacctPoller:
         self.interval = interval
         self.max_interval = max_interval
         self.subscribers: dict[str, set[asyncio.Queue]] = {}
-        self.last: dict[str, slurm.JobStatus | None] = {}
+        self.last: dict[str, Any] = {}
         self.conn = None
         self.task: asyncio.Task | None = None
         self.wake = asyncio.Event()
@@ -96,6 +106,8 @@ class SacctPoller:
         return poller
 
     def subscribe(self, job_id: str) -> asyncio.Queue:
+        """A queue of ``job_id``'s statuses, one per poll: a job, an array task or a whole array."""
+        job_id = slurm.check_job_ref(job_id)
         queue: asyncio.Queue = asyncio.Queue()
         self.subscribers.setdefault(job_id, set()).add(queue)
         if self.task is None or self.task.done():
@@ -131,14 +143,16 @@ class SacctPoller:
     async def poll_once(self) -> bool:
         """Query every watched job once (:func:`hfc_tasks.slurm.job_states`) and deliver; True when
         some job changed state."""
-        ids = sorted(self.subscribers, key=int)
+        ids = sorted(self.subscribers, key=slurm.ref_sort_key)
         found = await slurm.arun_plan(slurm.job_states(ids, batch=self.BATCH), self._counted)
         self.stats["polls"] += 1
         changed = False
         for job_id in ids:
-            status = found.get(job_id)
-            previous = self.last.get(job_id)
-            if (status and status.raw_state) != (previous and previous.raw_state):
+            if job_id.endswith("_*"):
+                status: Any = slurm.array_rows(found, job_id[:-2]) or None
+            else:
+                status = found.get(job_id)
+            if _states(status) != _states(self.last.get(job_id)):
                 changed = True
             self.last[job_id] = status
             for queue in list(self.subscribers.get(job_id, ())):
@@ -189,8 +203,17 @@ class SacctPoller:
             self.conn = None
 
 
+def _states(status: Any) -> Any:
+    """What a poll compares to tell a change: the raw state (per task for a whole array)."""
+    if isinstance(status, dict):
+        return {k: v.raw_state for k, v in status.items()}
+    return status and status.raw_state
+
+
 class SlurmJobTrigger(BaseTrigger):
-    """Fire once the SLURM job has ended (any final state); the sensor decides success."""
+    """Fire once the SLURM job has ended (any final state); the sensor decides success.
+
+    ``job_id`` is a plain job or one array task (``12345_7``: a night of a campaign)."""
 
     def __init__(
         self,
@@ -205,7 +228,7 @@ class SlurmJobTrigger(BaseTrigger):
     ) -> None:
         super().__init__()
         self.ssh_conn_id = ssh_conn_id
-        self.job_id = slurm.check_job_id(job_id)
+        self.job_id = slurm.check_job_ref(job_id, whole_array=False)
         self.poll_interval = poll_interval
         self.max_poll_interval = max_poll_interval
         self.missing_timeout = missing_timeout
@@ -345,3 +368,129 @@ class SlurmJobTrigger(BaseTrigger):
                              claim["night"], claim["frc"], owner or "(nobody)", self.job_id)
             return False
         return True
+
+
+class SlurmArrayTrigger(BaseTrigger):
+    """Fire when the tasks of a SLURM job array (a campaign's chunk) have ended.
+
+    Subscribes the shared poller to the whole array (``<array job id>_*``): one ``sacct`` per
+    interval for every watched array and job together. The array has ``count`` tasks, indexed
+    ``0..count-1``. Fires ``{"status": "final", "array_job_id", "tasks": {index: status dict}}``
+    once every task has ended (any final state: the caller reads which nights succeeded); with
+    ``batch`` > 0, fires ``"status": "progress"`` (same payload) as soon as ``batch`` tasks not in
+    ``known_final`` have ended, so a caller can process nights as they end and defer again with
+    the indexes it has handled in ``known_final``. ``"missing"`` when SLURM knows no task of the
+    array for ``missing_timeout`` seconds; ``"error"`` as :class:`SlurmJobTrigger` (configuration
+    error at once, cluster unreachable for ``unreachable_timeout`` seconds).
+
+    Clearing or marking the waiting task cancels nothing: a campaign is cancelled explicitly
+    (:func:`hfc_tasks.slurm.cancel_pending_command`), never as a side effect of one task's state.
+    """
+
+    MIN_EVENT_DELAY: ClassVar[float] = SlurmJobTrigger.MIN_EVENT_DELAY
+
+    def __init__(
+        self,
+        *,
+        ssh_conn_id: str,
+        array_job_id: str,
+        count: int,
+        known_final: list[int] | None = None,
+        batch: int = 0,
+        poll_interval: float = 5.0,
+        max_poll_interval: float = 15.0,
+        missing_timeout: float = 300.0,
+        unreachable_timeout: float = 3600.0,
+    ) -> None:
+        super().__init__()
+        self.ssh_conn_id = ssh_conn_id
+        self.array_job_id = slurm.check_job_id(array_job_id)
+        if int(count) < 1:
+            raise slurm.SlurmError(f"array {array_job_id}: count {count} must be at least 1")
+        self.count = int(count)
+        self.known_final = sorted({int(i) for i in known_final or ()})
+        self.batch = int(batch)
+        self.poll_interval = poll_interval
+        self.max_poll_interval = max_poll_interval
+        self.missing_timeout = missing_timeout
+        self.unreachable_timeout = unreachable_timeout
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "ssh_conn_id": self.ssh_conn_id,
+                "array_job_id": self.array_job_id,
+                "count": self.count,
+                "known_final": self.known_final,
+                "batch": self.batch,
+                "poll_interval": self.poll_interval,
+                "max_poll_interval": self.max_poll_interval,
+                "missing_timeout": self.missing_timeout,
+                "unreachable_timeout": self.unreachable_timeout,
+            },
+        )
+
+    def _event(self, status: str, tasks: dict[int, slurm.JobStatus]) -> TriggerEvent:
+        return TriggerEvent({"status": status, "array_job_id": self.array_job_id, "count": self.count,
+                             "tasks": {str(i): t.to_dict() for i, t in sorted(tasks.items())}})
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        started = time.monotonic()
+        ref = slurm.array_ref(self.array_job_id)
+        poller = SacctPoller.get(self.ssh_conn_id, self.poll_interval, self.max_poll_interval)
+        queue = poller.subscribe(ref)
+        known = set(self.known_final)
+        first_missing: float | None = None
+        first_failure: float | None = None
+        last_failure = ""
+        last_summary = ""
+        try:
+            while True:
+                item: dict[str, slurm.JobStatus] | PollFailure | None = await queue.get()
+                if isinstance(item, PollFailure):
+                    now = time.monotonic()
+                    first_failure = first_failure or now
+                    if item.message != last_failure:
+                        self.log.warning("cannot reach the cluster over connection %r (%s): retrying",
+                                         self.ssh_conn_id, item.message)
+                        last_failure = item.message
+                    if item.config or now - first_failure >= self.unreachable_timeout:
+                        await asyncio.sleep(max(0.0, self.MIN_EVENT_DELAY - (time.monotonic() - started)))
+                        message = item.message if item.config else (
+                            f"the cluster was unreachable over connection {self.ssh_conn_id!r} for "
+                            f"{now - first_failure:.0f} s; last error: {item.message}. SLURM array "
+                            f"{self.array_job_id} was left as it is on the cluster")
+                        yield TriggerEvent({"status": "error", "config": item.config,
+                                            "array_job_id": self.array_job_id, "message": message})
+                        return
+                    continue
+                first_failure, last_failure = None, ""
+                if not item:
+                    first_missing = first_missing or time.monotonic()
+                    if time.monotonic() - first_missing > self.missing_timeout:
+                        await asyncio.sleep(max(0.0, self.MIN_EVENT_DELAY - (time.monotonic() - started)))
+                        yield TriggerEvent({
+                            "status": "missing", "array_job_id": self.array_job_id,
+                            "message": f"SLURM array {self.array_job_id}: no task known to sacct or squeue after "
+                            f"{self.missing_timeout:.0f} s: it vanished from accounting (or never existed)"})
+                        return
+                    continue
+                first_missing = None
+                tasks = {i: t for i, t in slurm.tasks_of(item, self.array_job_id, self.count).items()
+                         if i < self.count}
+                ended = {i for i, t in tasks.items() if t.is_final}
+                summary = f"{len(ended)}/{self.count} ended"
+                if summary != last_summary:
+                    self.log.info("SLURM array %s: %s", self.array_job_id, summary)
+                    last_summary = summary
+                if len(ended) == self.count:
+                    await asyncio.sleep(max(0.0, self.MIN_EVENT_DELAY - (time.monotonic() - started)))
+                    yield self._event("final", tasks)
+                    return
+                if self.batch > 0 and len(ended - known) >= self.batch:
+                    await asyncio.sleep(max(0.0, self.MIN_EVENT_DELAY - (time.monotonic() - started)))
+                    yield self._event("progress", tasks)
+                    return
+        finally:
+            poller.unsubscribe(ref, queue)
