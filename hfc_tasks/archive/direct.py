@@ -45,10 +45,11 @@ from hfc_tasks.archive.errors import ArchiveFullError, HostKeyError, TransferErr
 from hfc_tasks.archive.files import RESUME_MIN, inside, stat_or_none
 from hfc_tasks.archive.night import UNKNOWN_WARN, ArchiveSummary, ArchiveTarget, _Night
 from hfc_tasks.archive.tree import explain_sftp_error, no_space
-from hfc_tasks.archive.verification import VerifyMode
+from hfc_tasks.archive.verification import VERIFY_BATCH, VerifyMode
 from hfc_tasks.products import archive_relpath, parse_product_name
 
 SOURCE_BATCH = 500  # cluster files per `sha256sum` command (the command line stays far below ARG_MAX)
+SETTLE_DELAY = 0.1  # s a landed file waits for others to share its archive-side sha256sum
 LOCK_WAIT = 600  # s a push waits for an earlier push of the same night (a cut attempt's) to end
 log = logging.getLogger(__name__)
 
@@ -209,31 +210,59 @@ class _DirectNight(_Night):
                f"exec flock -w {LOCK_WAIT} {shlex.quote(lock)} {self.direct.sftp_command()}")
         failure: BaseException | None = None
         started = -1
+        loop = asyncio.get_running_loop()
+        landed: list[str] = []  # complete on the archive, not yet handed to verification
+        timer: list[asyncio.TimerHandle | None] = [None]
         try:
             async with asyncio.TaskGroup() as tg:
-                for name in pending:
-                    tg.create_task(self._settle(dst, plan[name], name, hashing, again))
-                if order:
-                    self.pushes += 1
-                    proc = await self.cconn.create_process(cmd, encoding="utf-8", errors="replace")
-                    proc.stdin.write("".join(lines))
-                    proc.stdin.write_eof()
-                    err_task = asyncio.ensure_future(proc.stderr.read())
-                    async for line in proc.stdout:
-                        if not line.startswith("sftp> "):
-                            continue
-                        if 0 <= started < len(order):  # the previous command is complete
-                            tg.create_task(self._settle(dst, plan[order[started]], order[started], hashing, again))
-                        started += 1
-                        self.inflight = order[started] if started < len(order) else None
-                    await proc.wait()
-                    stderr = (await err_task).strip()
-                    status = proc.exit_status
-                    if status == 0 and started == len(order) - 1:
-                        tg.create_task(self._settle(dst, plan[order[started]], order[started], hashing, again))
-                        self.inflight = None
-                    else:
-                        failure = await self._push_failure(dst, plan, order, started, status, proc.exit_signal, stderr)
+
+                def flush() -> None:
+                    # Files are handed over in groups, so the Verifier asks the archive one
+                    # `sha256sum` for many (one per landed file would fork a session each).
+                    if timer[0] is not None:
+                        timer[0].cancel()
+                        timer[0] = None
+                    group, landed[:] = list(landed), []
+                    for n in group:
+                        tg.create_task(self._settle(dst, plan[n], n, hashing, again))
+
+                def land(name: str) -> None:
+                    landed.append(name)
+                    if len(landed) >= VERIFY_BATCH:
+                        flush()
+                    elif timer[0] is None:
+                        timer[0] = loop.call_later(SETTLE_DELAY, flush)
+
+                try:
+                    for name in pending:
+                        land(name)
+                    if order:
+                        self.pushes += 1
+                        proc = await self.cconn.create_process(cmd, encoding="utf-8", errors="replace")
+                        proc.stdin.write("".join(lines))
+                        proc.stdin.write_eof()
+                        err_task = asyncio.ensure_future(proc.stderr.read())
+                        async for line in proc.stdout:
+                            if not line.startswith("sftp> "):
+                                continue
+                            if 0 <= started < len(order):  # the previous command is complete
+                                land(order[started])
+                            started += 1
+                            self.inflight = order[started] if started < len(order) else None
+                        await proc.wait()
+                        stderr = (await err_task).strip()
+                        status = proc.exit_status
+                        if status == 0 and started == len(order) - 1:
+                            land(order[started])
+                            self.inflight = None
+                        else:
+                            flush()
+                            failure = await self._push_failure(dst, plan, order, started, status, proc.exit_signal,
+                                                               stderr)
+                    flush()
+                finally:
+                    if timer[0] is not None:
+                        timer[0].cancel()
         except BaseExceptionGroup as group:
             raise first_error(group) from None
         if failure is not None:
