@@ -12,7 +12,8 @@ this machine", has the figures):
    .env, a registry where the demo FRC ``demo-sunspots`` runs on the ``production`` site (the
    example SLURM head/compute nodes and SFTP archive of the ``site`` profile), the images of
    ``docker/local/docker-compose.local.yaml`` (which only names the stand-in images) and free
-   loopback ports: docker-compose.yaml as shipped, nothing patched;
+   loopback ports: docker-compose.yaml as shipped, nothing patched; waits until every
+   container with a healthcheck passes it, and prints when each started and turned healthy;
 4. triggers ``hfc_nightly`` for one night through the REST API and waits for its success;
 5. checks the archive (every manifest file on the sftp-archive container, with the manifest's
    sha256) and the catalogue (the batch of the night with the manifest's sha256, the night's
@@ -156,6 +157,43 @@ def _stage(dest: Path, ui_port: int, catalogue_port: int) -> dict:
     return env
 
 
+def _start_timeline(events: str) -> str:
+    """When each service's container started, first turned healthy, or exited, in seconds after
+    the first container was created, from ``docker events`` recorded during `docker-compose up
+    -d`: what it waited for."""
+    first: dict[tuple[str, str], float] = {}
+    for line in events.splitlines():
+        event = json.loads(line)
+        service = event.get("Actor", {}).get("Attributes", {}).get("com.docker.compose.service")
+        action = event.get("Action") or event.get("status") or ""
+        if service and action in ("create", "start", "health_status: healthy", "die"):
+            first.setdefault((service, action.rsplit(" ", 1)[-1]), event["timeNano"] / 1e9)
+    if not first:
+        return "compose stack: no container events recorded"
+    t0 = min(first.values())
+    services = sorted({svc for svc, _ in first}, key=lambda svc: first.get((svc, "start"), 1e18))
+    lines = [f"  {svc:24}" + "".join(f"  {what} {first[(svc, what)] - t0:6.1f}"
+                                     for what in ("start", "healthy", "die") if (svc, what) in first)
+             for svc in services]
+    return "compose stack: start timeline (s after the first container was created)\n" + "\n".join(lines)
+
+
+def _wait_healthy(engine: Engine, timeout: float) -> None:
+    """Every container of the project that has a healthcheck passes it (the compose file's checks,
+    as shipped: slurm-compute's node state included, which nothing waits for)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        project = f"label=com.docker.compose.project={PROJECT}"
+        ids = engine.run("docker", "ps", "-aq", "--filter", project).stdout.split()
+        states = {info["Config"]["Labels"]["com.docker.compose.service"]: info["State"]["Health"]["Status"]
+                  for info in json.loads(engine.run("docker", "inspect", *ids).stdout) if info["State"].get("Health")}
+        waiting = {name: state for name, state in states.items() if state != "healthy"}
+        if not waiting:
+            return
+        assert time.monotonic() < deadline, f"not healthy after {timeout:.0f} s: {waiting}"
+        time.sleep(2)
+
+
 @pytest.fixture(scope="module")
 def stack():
     root = Path(tempfile.mkdtemp(prefix="hfc-compose-", dir="/tmp"))
@@ -176,8 +214,21 @@ def stack():
         ui_port, catalogue_port = _free_port(), _free_port()
         _stage(stage, ui_port, catalogue_port)
         t = time.monotonic()
-        engine.run(*compose, "up", "-d", "--no-build", *SERVICES, cwd=stage, timeout=1200)
-        _step("docker-compose up -d (airflow-init completed, services started)", t)
+        # a file, not a pipe: the healthchecks' exec events alone fill a pipe in a minute
+        with open(root / "events.jsonl", "wb") as sink:
+            events = subprocess.Popen(["docker", "events", "--filter", "type=container", "--format",
+                                       "{{json .}}"], env=engine.env, stdout=sink)
+        try:
+            engine.run(*compose, "up", "-d", "--no-build", *SERVICES, cwd=stage, timeout=1200)
+            _step("docker-compose up -d (airflow-init completed, services started)", t)
+            t = time.monotonic()
+            _wait_healthy(engine, timeout=300)
+            _step("every healthcheck passes", t)
+        finally:
+            time.sleep(1)
+            events.terminate()
+            events.wait(timeout=30)
+            print(_start_timeline((root / "events.jsonl").read_text()), file=sys.stderr, flush=True)
         password = json.loads((stage / "secrets" / "airflow" / "passwords.json").read_text())["admin"]
         t = time.monotonic()
         api = None
