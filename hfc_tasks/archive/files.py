@@ -7,7 +7,10 @@ may go, and the streaming copy itself.
 * :func:`copy_file`: cluster → archive ``.part`` in chunks of ``CHUNK``, reads ahead of the
   writes, a large left-over ``.part`` resumed (``RESUME_MIN``), the source's sha256 computed on
   the way; :func:`hash_source`: the sha256 of a remote file read over SFTP (asyncssh);
-* :func:`sha256_of`: the same over a paramiko ``SFTPClient`` (the CLI's).
+* :func:`sha256_of`: the same over a paramiko ``SFTPClient`` (the CLI's);
+* the night's small files as one stream (issue 15): :func:`stream_command` (tar on the
+  cluster, names on its stdin) and :func:`tar_members` (the members as they arrive), instead
+  of an SFTP open/read/close per file.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import posixpath
+import shlex
 import stat
 
 import asyncssh
@@ -176,3 +180,115 @@ def sha256_of(sftp, path: str) -> str:
         while chunk := f.read(CHUNK):
             h.update(chunk)
     return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------- the night as one stream
+
+STREAM_MAX = CHUNK  # files up to this size are read from the cluster in a tar stream (held in memory)
+_BLOCK = 512
+
+
+class StreamError(Exception):
+    """The cluster's tar stream is not what was asked for (no tar, a refused command, garbage,
+    a member not asked for): its files are read over SFTP instead."""
+
+
+def stream_command(run_dir: str) -> str:
+    """The cluster command that writes the files named on its stdin (NUL-separated, relative to
+    ``run_dir``) as one tar stream on its stdout.
+
+    The run folder is quoted with :func:`shlex.quote`; the names never touch the shell: tar reads
+    them verbatim from stdin (``--null``: no option or quoting rules apply to them). No
+    recursion: a name is one regular file (folders were left out by :func:`classify_names`)."""
+    return f"exec tar -c -f - -b 1 --no-recursion --null -C {shlex.quote(run_dir)} -T -"
+
+
+def _octal(field: bytes, where: str) -> int:
+    if field and field[0] & 0x80:  # GNU base-256 (sizes of 8 GiB and more)
+        value = int.from_bytes(field[1:], "big")
+        return value
+    text = field.split(b"\0", 1)[0].strip(b" \0")
+    try:
+        return int(text or b"0", 8)
+    except ValueError:
+        raise StreamError(f"tar stream: bad number {field!r} in the {where} field") from None
+
+
+def _pax(data: bytes) -> dict[bytes, bytes]:
+    """Records ``"<len> key=value\\n"`` of a pax extended header."""
+    out, i = {}, 0
+    while i < len(data):
+        sp = data.find(b" ", i)
+        if sp < 0:
+            break
+        try:
+            n = int(data[i:sp])
+        except ValueError:
+            raise StreamError("tar stream: bad pax header") from None
+        if n <= 0:
+            break
+        key, _, value = data[sp + 1:i + n - 1].partition(b"=")
+        out[key] = value
+        i += n
+    return out
+
+
+async def tar_members(reader):
+    """Yield (name, bytes) of each regular file of a tar stream read from ``reader`` (an asyncssh
+    stream in bytes), in stream order, until the end-of-archive block.
+
+    Understands what GNU tar and bsdtar write for regular files: ustar/GNU headers, GNU long
+    names (``L``) and pax headers (``x``: ``path``, ``size``; ``g`` ignored). Anything else
+    (a link, a folder, a bad checksum, a cut stream) is a :class:`StreamError`."""
+    long_name: bytes | None = None
+    pax: dict[bytes, bytes] = {}
+    while True:
+        try:
+            header = await reader.readexactly(_BLOCK)
+        except asyncio.IncompleteReadError as exc:
+            raise StreamError(f"tar stream ended early ({len(exc.partial)} bytes of a header)") from None
+        if header == bytes(_BLOCK):
+            return
+        stored = _octal(header[148:156], "checksum")
+        if stored != sum(header[:148]) + 8 * 32 + sum(header[156:]):
+            raise StreamError("tar stream: header checksum mismatch (not a tar stream?)")
+        size = _octal(header[124:136], "size")
+        kind = header[156:157]
+        name = header[:100].split(b"\0", 1)[0]
+        if header[257:263] == b"ustar\0":  # POSIX ustar: a prefix field (GNU's "ustar  " has none)
+            prefix = header[345:500].split(b"\0", 1)[0]
+            if prefix:
+                name = prefix + b"/" + name
+        if kind in (b"x", b"g", b"L"):
+            data = await _read_data(reader, size)
+            if kind == b"L":
+                long_name = data.split(b"\0", 1)[0]
+            elif kind == b"x":
+                pax = _pax(data)
+            continue
+        if b"path" in pax:
+            name = pax[b"path"]
+        elif long_name is not None:
+            name = long_name
+        if b"size" in pax:
+            try:
+                size = int(pax[b"size"])
+            except ValueError:
+                raise StreamError("tar stream: bad pax size") from None
+        long_name, pax = None, {}
+        if kind not in (b"0", b"\0"):
+            raise StreamError(f"tar stream: {name!r} is not a regular file (type {kind!r})")
+        try:
+            text = name.decode()
+        except UnicodeDecodeError:
+            raise StreamError(f"tar stream: member name {name!r} is not UTF-8") from None
+        yield text, await _read_data(reader, size)
+
+
+async def _read_data(reader, size: int) -> bytes:
+    padded = -(-size // _BLOCK) * _BLOCK
+    try:
+        data = await reader.readexactly(padded) if padded else b""
+    except asyncio.IncompleteReadError as exc:
+        raise StreamError(f"tar stream ended early ({len(exc.partial)} of {size} bytes of a file)") from None
+    return data[:size] if padded != size else data

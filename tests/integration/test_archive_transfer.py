@@ -473,8 +473,12 @@ def test_two_archives_of_one_night_at_once_leave_one_valid_manifest(site, night,
     both = threading.Barrier(2, timeout=120)
     real_rename = asyncssh.SFTPClient.posix_rename
 
+    waited = threading.local()
+
     async def rename(self, old, new):
-        if new.endswith(".json"):
+        if new.endswith(".json") and not getattr(waited, "once", False):
+            # Once per run: a run whose .part the other swept writes it again (and renames again).
+            waited.once = True
             first_waiting.set()
             both.wait()  # blocks this run's own event loop (its own thread) until the other arrives
         return await real_rename(self, old, new)
@@ -616,3 +620,88 @@ def test_a_rerun_that_produces_fewer_files_lists_only_its_own(site, night, capsy
     _, m3 = run(site, night, t={"slurm_job_id": "101"})
     assert sorted(f["name"] for f in m3["files"]) == sorted([*sorted(first)[2:], late])
     assert [s["name"] for s in m3["stale"]] == dropped
+
+
+# ---------------------------------------------------------------------------- issue 15: the tar stream
+
+
+def test_a_run_folder_with_shell_characters_is_streamed_verbatim(site, capsys):
+    """The small files come from the cluster as one tar stream (an exec channel): the run
+    folder's path (spaces, quotes, ``$(...)``, ``;``, non-ASCII) is quoted for the shell and the
+    names go to tar on stdin, NUL-separated: nothing is run, every file arrives whole."""
+    night = Night(site)
+    tag = f"hfc-canary-{uuid.uuid4().hex[:8]}"  # a shell would create it in the cluster's home
+    canary = Path(site["HFC_SITE_DIR"]) / "home/cluster" / tag
+    awkward = night.run_dir.parent / f"it's a \"run\" $(touch {tag}) `touch {tag}`; café ☉ -x"
+    night.run_dir.rmdir()
+    night.run_dir = awkward
+    night.run_dir.mkdir()
+    _chown(night.run_dir, "cluster")
+    try:
+        night.add_set(n_csv=30, n_jpg=3, big=3 * 1024 * 1024)
+        night.add("test_10_SDO_frc_info.csv", b"")  # an empty member
+        summary, _ = run(site, night)
+        assert summary.copied == 35
+        night.assert_all_archived()
+        assert not night.run_dir.exists() or list(night.run_dir.iterdir()) == []
+        assert not canary.exists(), "a shell ran part of the run folder's name"
+        assert "reading small files from the cluster as tar streams" in capsys.readouterr().out
+    finally:
+        canary.unlink(missing_ok=True)
+        night.cleanup()
+
+
+@pytest.mark.parametrize("command", ["exit 127", "echo not a tar stream; exit 0", "tar-then-exit-1"])
+def test_a_cluster_that_cannot_stream_gets_every_file_over_sftp(site, night, monkeypatch, capsys, command):
+    """No tar (127), garbage on stdout, or a whole stream whose tar exits 1 (a file changed as
+    tar read it): the streamed copies are never renamed into place; the files go over SFTP."""
+    from hfc_tasks.archive import files
+    from hfc_tasks.archive import night as night_mod
+
+    real = files.stream_command
+    if command == "tar-then-exit-1":
+        monkeypatch.setattr(night_mod, "stream_command", lambda d: real(d).replace("exec ", "") + "; exit 1")
+    else:
+        monkeypatch.setattr(night_mod, "stream_command", lambda d: command)
+    monkeypatch.setattr(night_mod, "STREAM_BATCH", 7)
+    night.add_set(n_csv=20, n_jpg=2)
+    summary, _ = run(site, night)
+    assert summary.copied == 22
+    night.assert_all_archived()
+    night.check_invariants()
+    out = capsys.readouterr().out
+    if command == "tar-then-exit-1":
+        assert "not whole (tar exit 1, 7/7 files)" in out
+    else:
+        assert "cannot stream the run folder with tar" in out
+
+
+def test_connection_cut_during_the_cluster_stream(site, night):
+    """Cuts of the cluster connection while tar streams: what was verified stays verified, no
+    half file under a real name, no source deleted without a verified copy; all archived."""
+    night.add_set(n_csv=400, csv_size=10_000, n_jpg=10, jpg_size=150_000, seed=11)
+    checks = []
+
+    def on_cut():
+        night.check_invariants()
+        checks.append(1)
+
+    async def main():
+        port = endpoint(site, "cluster").port
+        cuts = Cuts(8, 1_500_000, 15, on_cut)  # the stream is ~5.5 MB: every cut falls in it or the handshake
+        proxy = CuttingProxy(port, cuts)
+        cport = await proxy.start()
+        try:
+            summary, _ = await archive_night_async(
+                endpoint(site, "cluster", port=cport), endpoint(site, "archive"), night.target(),
+                attempts=40, retry_pause=0.01, progress=print,
+            )
+        finally:
+            proxy.close()
+        return summary, cuts.done
+
+    summary, cuts = asyncio.run(main())
+    assert cuts == 8 and len(checks) == cuts
+    assert summary.reconnects >= 4
+    night.assert_all_archived()
+    night.check_invariants()
