@@ -25,7 +25,8 @@ AIRFLOW_SERVICES = {"airflow-apiserver", "airflow-scheduler", "airflow-dag-proce
 SSH_SERVICES = {"airflow-worker", "airflow-triggerer", "airflow-apiserver"}
 SITE_SERVICES = {"slurm-head", "slurm-compute", "sftp-archive"}
 ENV = {"AIRFLOW_JWT_SECRET": "x" * 32, "AIRFLOW_CONN_HFC_CLUSTER": "ssh://cluster@slurm-head",
-       "AIRFLOW_CONN_HFC_ARCHIVE": "sftp://archive@sftp-archive", "HFC_HQI_DB_PASSWORD": "y" * 24}
+       "AIRFLOW_CONN_HFC_ARCHIVE": "sftp://archive@sftp-archive", "HFC_HQI_DB_PASSWORD": "y" * 24,
+       "HFC_REDIS_PASSWORD": "z" * 24}
 
 
 @pytest.fixture(scope="module")

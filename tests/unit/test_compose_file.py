@@ -152,7 +152,7 @@ def test_no_catalogue_dsn_beside_the_catalogue_connection(compose):
 
 def _redis_password_variable(compose) -> str:
     redis_env = _env(compose["services"]["redis"])
-    match = re.fullmatch(r"\$\{(\w+)(:-)?\}", str(redis_env.get("REDIS_PASSWORD", "")))
+    match = re.fullmatch(r"\$\{(\w+)(:\?[^}]*)\}", str(redis_env.get("REDIS_PASSWORD", "")))
     assert match, f"redis' REDIS_PASSWORD is not taken from .env: {redis_env}"
     return match.group(1)
 
@@ -162,9 +162,11 @@ def test_every_broker_url_carries_the_redis_password(compose):
     services = compose["services"]
     for name in AIRFLOW_SERVICES:
         url = _env(services[name])["AIRFLOW__CELERY__BROKER_URL"]
-        parts = urlsplit(url)
+        # ${VAR:?message}: compose refuses to run without the password (no empty default).
+        assert f"${{{variable}:?" in url, (name, url)
+        parts = urlsplit(re.sub(r"\$\{(\w+)(:[?-][^}]*)?\}", r"<\1>", url))
         assert parts.scheme == "redis" and parts.hostname == "redis" and parts.port == 6379, (name, url)
-        assert parts.password in (f"${{{variable}}}", f"${{{variable}:-}}"), (name, url)
+        assert parts.password == f"<{variable}>", (name, url)
     # make-secrets.sh makes the password (URL-safe: it goes into the broker URL) and keeps it.
     script = (REPO / "docker" / "site" / "make-secrets.sh").read_text()
     assert f'"{variable}=' in script and "token_urlsafe" in script
