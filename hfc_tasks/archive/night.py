@@ -635,6 +635,13 @@ async def archive_night_async(
                 f"(attempt {attempt + 1}/{attempts}, {len(night.done)} files already verified)")
             await asyncio.sleep(pause)
 
+    return finish_night(night, target, archive.describe(), say, warn)
+
+
+def finish_night(night: _Night, target: ArchiveTarget, archive_desc: str, say, warn, *,
+                 stage: str = "the archive stage") -> tuple[ArchiveSummary, dict]:
+    """The summary and the errors of a night whose copy loop ended: one wording of the contract
+    for both modes (relay here, direct in :mod:`~hfc_tasks.archive.direct`)."""
     s = night.summary
     s.manifest_path = night.manifest_path
     s.deleted = len(night.deleted)
@@ -649,8 +656,8 @@ async def archive_night_async(
         )
     if night.problems:
         raise (ArchiveFullError if night.full else TransferError)(
-            f"{where}{'the archive host ' + archive.describe() + ' is FULL: ' if night.full else ''}"
-            f"the archive stage kept all {len(night.products or [])} source files on the cluster and did not "
+            f"{where}{'the archive host ' + archive_desc + ' is FULL: ' if night.full else ''}"
+            f"{stage} kept all {len(night.products or [])} source files on the cluster and did not "
             f"update the manifest; {len(night.problems)} file(s) could not be archived:\n  "
             + "\n  ".join(night.problems[n] for n in sorted(night.problems))
             + (f"\nstopped early: {night.fatal}" if night.fatal else "")
