@@ -28,22 +28,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import hashlib
 import logging
 import posixpath
 import random
 import shlex
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import asyncssh
 
-from hfc_tasks import manifest as manifest_mod
 from hfc_tasks.archive.endpoints import Endpoint, connect, first_error, transient
-from hfc_tasks.archive.errors import ArchiveFullError, HostKeyError, TransferError
+from hfc_tasks.archive.errors import HostKeyError, TransferError
 from hfc_tasks.archive.files import RESUME_MIN, inside, stat_or_none
-from hfc_tasks.archive.night import UNKNOWN_WARN, ArchiveSummary, ArchiveTarget, _Night
+from hfc_tasks.archive.night import ArchiveSummary, ArchiveTarget, _Night, finish_night
 from hfc_tasks.archive.tree import explain_sftp_error, no_space
 from hfc_tasks.archive.verification import VERIFY_BATCH, VerifyMode
 from hfc_tasks.products import archive_relpath, parse_product_name
@@ -425,7 +422,8 @@ async def archive_night_direct_async(
             say(f"connection lost ({type(exc).__name__}: {exc}); reconnecting in {pause:.1f} s "
                 f"(attempt {attempt + 1}/{attempts}, {len(night.done)} files already verified)")
             await asyncio.sleep(pause)
-    return _finish(night, target, archive, say, warn)
+    return finish_night(night, target, night.direct.describe(), say, warn,
+                        stage="the archive stage (direct mode)")
 
 
 async def _connect_both(cluster: Endpoint, archive: Endpoint):
@@ -437,61 +435,6 @@ async def _connect_both(cluster: Endpoint, archive: Endpoint):
                 r.close()
         raise next((e for e in errors if not transient(e)), errors[0])
     return both
-
-
-def _finish(night: _DirectNight, target: ArchiveTarget, archive: Endpoint, say, warn) -> tuple[ArchiveSummary, dict]:
-    """The summary and the errors of a finished night: the relay engine's contract, word for word."""
-    s = night.summary
-    s.manifest_path = night.manifest_path
-    s.deleted = len(night.deleted)
-    s.seconds = time.monotonic() - night.t0
-    where = f"{target.frc} night {target.night}: "
-    if night.problems and night.manifest is not None:
-        raise TransferError(
-            f"{where}every copy is verified and listed in the manifest {night.manifest_path}, but "
-            f"{len(night.problems)} source file(s) were kept in {target.run_dir} on the cluster:\n  "
-            + "\n  ".join(night.problems[n] for n in sorted(night.problems))
-            + "\nIf the FRC rewrote them on purpose, clear the 'submit' task to run the night again."
-        )
-    if night.problems:
-        raise (ArchiveFullError if night.full else TransferError)(
-            f"{where}{'the archive host ' + night.direct.describe() + ' is FULL: ' if night.full else ''}"
-            f"the archive stage (direct mode) kept all {len(night.products or [])} source files on the cluster "
-            f"and did not update the manifest; {len(night.problems)} file(s) could not be archived:\n  "
-            + "\n  ".join(night.problems[n] for n in sorted(night.problems))
-            + (f"\nstopped early: {night.fatal}" if night.fatal else "")
-            + ("\n(a FRC that does not rewrite files: remove the archive copy by hand if the new one is right)"
-               if any("does not rewrite" in p for p in night.problems.values()) else "")
-        )
-    manifest = night.manifest
-    if not night.products and not s.manifest_written:
-        say(f"nothing to do: no products left in {target.run_dir}, and the manifest {night.manifest_path} "
-            f"already lists {len(manifest.get('files', []))} files; nothing was changed")
-    elif not night.products:
-        say(f"{where}the job ran and wrote no product: manifest {night.manifest_path} written with no files "
-            "(\"no_data\": true): a night without data")
-    else:
-        night.report(force=True)
-    s.manifest_sha256 = hashlib.sha256(manifest_mod.to_bytes(manifest)).hexdigest()
-    s.unmatched = sorted(night.unmatched)
-    s.stale = [e["name"] for e in manifest.get("stale", [])]
-    s.no_data = not manifest.get("files")
-    if night.unmatched:
-        if target.unknown_files == UNKNOWN_WARN:
-            for name in s.unmatched:
-                warn(f"{where}{name!r} in the run folder {target.run_dir} is not an HFC product name: left on "
-                     f"the cluster, not archived (listed under 'unmatched' in {night.manifest_path}; "
-                     "the FRC's unknown_files is 'warn')")
-        else:
-            raise TransferError(
-                f"{where}{len(s.unmatched)} file(s) in the run folder {target.run_dir} on the cluster are not "
-                f"HFC product names; they were left there, not archived (the products were, and the manifest "
-                f"{night.manifest_path} lists these under 'unmatched'):\n  "
-                + "\n  ".join(repr(n) for n in s.unmatched)
-                + "\nRename (to a product name) or remove them on the cluster and clear the 'archive' task, "
-                "or set 'unknown_files: warn' for this FRC in the registry."
-            )
-    return s, manifest
 
 
 def archive_night_direct(cluster: Endpoint, archive: Endpoint, direct, target: ArchiveTarget,
