@@ -112,6 +112,17 @@ class Campaign:
         return tuple(self.first + dt.timedelta(days=i) for i in range(days + 1))
 
 
+def default_campaign_id(run_id: str) -> str:
+    """The id of a campaign started without one: its DAG run's id made plain
+    (``manual__2026-12-03T08:02:59.228013+00:00`` -> ``manual-20261203T080259228013``)."""
+    kind, _, stamp = run_id.partition("__")
+    digits = re.sub(r"[^0-9T]", "", stamp.split("+")[0]) if stamp else ""
+    plain = re.sub(r"[^A-Za-z0-9_-]+", "-", f"{kind}-{digits}" if digits else run_id).strip("-_")
+    if not plain or not CAMPAIGN_ID.match(plain[:64]):
+        raise CampaignError(f"run id {run_id!r} gives no plain campaign id: name the campaign")
+    return plain[:64]
+
+
 def chunk_job_name(frc: str, campaign_id: str, label: str) -> str:
     """SLURM job name of a campaign's chunk: ``hfc.<frc>.campaign.<campaign id>.<label>``."""
     return f"hfc.{frc}.campaign.{campaign_id}.{label}"

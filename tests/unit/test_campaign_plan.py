@@ -432,3 +432,13 @@ def test_night_statuses_and_merge_with_a_retry():
     merged = campaign.merge_statuses(first, again)
     assert merged[D(2024, 3, 3)].succeeded and merged[D(2024, 3, 1)].job_id == "103_0"
     assert campaign.merge_statuses(first, {D(2024, 3, 1): None})[D(2024, 3, 1)] is not None
+
+
+def test_default_campaign_id_is_the_run_id_made_plain():
+    from hfc_tasks.campaign import CAMPAIGN_ID, CampaignError, default_campaign_id
+
+    assert default_campaign_id("manual__2026-12-03T08:02:59.228013+00:00") == "manual-20261203T080259228013"
+    assert default_campaign_id("scheduled__2026-01-01T00:00:00+00:00") == "scheduled-20260101T000000"
+    assert CAMPAIGN_ID.match(default_campaign_id("hfc campaign start; rm -rf /"))
+    with pytest.raises(CampaignError, match="name the campaign"):
+        default_campaign_id("__;;__")
