@@ -378,3 +378,346 @@ def describe_submission(chunk: Chunk, verb: str, array_job_id: str) -> str:
     what = "adopted" if verb == slurm.Decision.ADOPT else "submitted"
     return (f"{what} array job {array_job_id} ({chunk.job_name}): {len(chunk.nights)} night(s) "
             f"{chunk.nights[0]} .. {chunk.nights[-1]}, tasks {shlex.quote(chunk.array_spec())}")
+
+
+# -- a campaign's runs, chunks and status (``hfc campaign``, the status page) ---------------------
+
+DAG_ID = "hfc_campaign"
+# A retry chunk's label: r<attempt>-<n>.
+_RETRY_LABEL = re.compile(r"^r(\d+)-\d+$")
+# Airflow run states that may still submit, wait, archive or catalogue.
+ACTIVE_RUN_STATES = frozenset({"queued", "running"})
+
+
+def campaign_of_run(run: Mapping) -> str | None:
+    """The campaign id of a ``hfc_campaign`` run (Airflow's REST answer): ``conf.campaign_id``,
+    else :func:`default_campaign_id` of its run id (None when the run id gives none)."""
+    conf = run.get("conf") or {}
+    cid = conf.get("campaign_id") if isinstance(conf, Mapping) else None
+    if cid:
+        return str(cid)
+    try:
+        return default_campaign_id(str(run.get("dag_run_id") or ""))
+    except CampaignError:
+        return None
+
+
+def _conf_night(conf: Mapping, key: str, run_id: str) -> dt.date:
+    try:
+        return products.parse_night(str(conf[key]))
+    except (KeyError, ValueError) as exc:
+        raise CampaignError(f"run {run_id} of {DAG_ID}: conf {key} {conf.get(key)!r} is not a night "
+                            f"(YYYY-MM-DD): {exc}") from None
+
+
+@dataclass(frozen=True)
+class CampaignRuns:
+    """What Airflow knows of one campaign: its definition (the first run's conf), the nights of
+    each retry (attempt → nights, from the retry runs' ``retry_nights``/``retry_attempt``), its
+    runs' ids and states."""
+
+    campaign: Campaign
+    retries: dict[int, tuple[dt.date, ...]]
+    runs: tuple[Mapping, ...]  # oldest first
+
+    @property
+    def run_ids(self) -> tuple[str, ...]:
+        return tuple(str(r["dag_run_id"]) for r in self.runs)
+
+    @property
+    def active(self) -> bool:
+        return any(r.get("state") in ACTIVE_RUN_STATES for r in self.runs)
+
+    @property
+    def next_attempt(self) -> int:
+        return max(self.retries, default=0) + 1
+
+    @property
+    def started(self) -> dt.datetime | None:
+        """When the first run was created (sacct's start of the search for its chunks)."""
+        stamps = [_when(r) for r in self.runs]
+        stamps = [s for s in stamps if s is not None]
+        return min(stamps) if stamps else None
+
+
+def _when(run: Mapping) -> dt.datetime | None:
+    for key in ("run_after", "queued_at", "start_date", "logical_date"):
+        text = run.get(key)
+        if text:
+            try:
+                return dt.datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+            except ValueError:
+                continue
+    return None
+
+
+def group_runs(runs: Iterable[Mapping]) -> dict[str, list[Mapping]]:
+    """``hfc_campaign`` runs by campaign id, each list oldest first (runs without one are left out)."""
+    out: dict[str, list[Mapping]] = {}
+    for run in runs:
+        cid = campaign_of_run(run)
+        if cid is not None:
+            out.setdefault(cid, []).append(run)
+    floor = dt.datetime.min.replace(tzinfo=dt.UTC)
+    for items in out.values():
+        items.sort(key=lambda r: (_when(r) or floor, str(r.get("dag_run_id"))))
+    return out
+
+
+def campaign_runs(campaign_id: str, runs: Sequence[Mapping]) -> CampaignRuns:
+    """The campaign ``campaign_id`` from its runs (:func:`group_runs`' list, oldest first): the
+    first run's conf names it (FRC, nights, version); a run with ``retry_nights`` is a retry."""
+    if not runs:
+        raise CampaignError(f"no run of DAG {DAG_ID} belongs to campaign {campaign_id!r}")
+    first = runs[0]
+    run_id = str(first.get("dag_run_id"))
+    conf = first.get("conf") or {}
+    if not conf.get("frc"):
+        raise CampaignError(f"run {run_id} of {DAG_ID} (campaign {campaign_id}) has no conf frc")
+    camp = Campaign(frc=str(conf["frc"]), first=_conf_night(conf, "first", run_id),
+                    last=_conf_night(conf, "last", run_id), campaign_id=campaign_id,
+                    version=conf.get("version") or None)
+    retries: dict[int, tuple[dt.date, ...]] = {}
+    for run in runs:
+        conf = run.get("conf") or {}
+        nights = conf.get("retry_nights") or []
+        if not nights:
+            continue
+        rid = str(run.get("dag_run_id"))
+        attempt = conf.get("retry_attempt")
+        if not isinstance(attempt, int) or attempt < 1:
+            raise CampaignError(f"run {rid} of {DAG_ID} (campaign {campaign_id}): retry_nights without a "
+                                f"retry_attempt ≥ 1 ({attempt!r})")
+        retries[attempt] = tuple(sorted(products.parse_night(str(n)) for n in nights))
+    return CampaignRuns(campaign=camp, retries=retries, runs=tuple(runs))
+
+
+def run_conf(campaign: Campaign, *, retry_nights: Sequence[dt.date] = (), retry_attempt: int | None = None,
+             name_it: bool = True) -> dict:
+    """The conf of a ``hfc_campaign`` run (the DAG's contract). ``name_it`` False: campaign_id
+    null, the DAG names the campaign after its run (:func:`default_campaign_id`)."""
+    conf: dict = {"frc": campaign.frc, "first": campaign.first.isoformat(), "last": campaign.last.isoformat(),
+                  "version": campaign.version, "campaign_id": campaign.campaign_id if name_it else None,
+                  "retry_nights": [n.isoformat() for n in sorted(set(retry_nights))]}
+    if retry_nights:
+        if not isinstance(retry_attempt, int) or retry_attempt < 1:
+            raise CampaignError(f"campaign {campaign.campaign_id}: a retry needs retry_attempt ≥ 1, "
+                                f"not {retry_attempt!r}")
+        outside = [n for n in retry_nights if not campaign.first <= n <= campaign.last]
+        if outside:
+            raise CampaignError(f"nights {[str(n) for n in sorted(outside)]} are not in campaign "
+                                f"{campaign.campaign_id} ({campaign.first} to {campaign.last})")
+        conf["retry_attempt"] = retry_attempt
+    return conf
+
+
+def trigger_body(conf: Mapping, note: str | None = None) -> dict:
+    """The body of ``POST /api/v2/dags/hfc_campaign/dagRuns`` (a manual run, no logical date)."""
+    body: dict = {"logical_date": None, "conf": dict(conf)}
+    if note:
+        body["note"] = note
+    return body
+
+
+def chunks_of(runs: CampaignRuns, site: Site) -> list[Chunk]:
+    """Every chunk the campaign's runs submit: the plan's, then each retry's (attempt order)."""
+    chunks = plan_chunks(runs.campaign, site)
+    for attempt in sorted(runs.retries):
+        chunks += plan_retry(runs.campaign, runs.retries[attempt], attempt, site)
+    return chunks
+
+
+def chunks_prefix(frc: str, campaign_id: str) -> str:
+    """What every chunk's job name of the campaign starts with."""
+    Campaign(frc, dt.date(2000, 1, 1), dt.date(2000, 1, 1), campaign_id)  # both plain, or CampaignError
+    return chunk_job_name(frc, campaign_id, "")
+
+
+def chunks_command(frc: str, campaign_id: str, since: dt.date | dt.datetime) -> str:
+    """The login-node command that lists the campaign's chunks: ``sacct -X`` of our jobs since
+    ``since`` (accounting: every chunk, ended ones too) and ``squeue --me`` (the live ones, while
+    accounting lags), each line ``<job id>|<job name>``, kept when the name has the campaign's
+    prefix. A failing sacct (exit 78) or squeue (exit 76) fails the command: "no chunk" is never a guess."""
+    if not isinstance(since, dt.date):
+        raise CampaignError(f"since {since!r} is not a date")
+    start = since.strftime("%Y-%m-%dT%H:%M:%S") if isinstance(since, dt.datetime) else since.isoformat()
+    pattern = shlex.quote("|" + chunks_prefix(frc, campaign_id))
+    # POSIX sh (the login shell may not be bash): each answer captured, its failure an exit.
+    return (f"a=$(sacct -X -n -P --starttime={start} --format=JobID,JobName) || "
+            "{ echo 'sacct failed: cannot list the campaign chunks' >&2; exit 78; }; "
+            "q=$(squeue --me --noheader --states=all --format='%i|%j') || "
+            "{ echo 'squeue failed: cannot list the campaign chunks' >&2; exit 76; }; "
+            f"printf '%s\\n%s\\n' \"$a\" \"$q\" | grep -F -e {pattern} || true")
+
+
+@dataclass(frozen=True)
+class FoundChunks:
+    """The campaign's chunks SLURM knows: label → array job id, and the labels found under more
+    than one array (never submitted twice by the pipeline: someone did by hand; the first is kept)."""
+
+    arrays: dict[str, str]
+    duplicates: dict[str, tuple[str, ...]]
+
+
+def parse_chunks(stdout: str, frc: str, campaign_id: str) -> FoundChunks:
+    """:func:`chunks_command`'s answer as chunk label → array job id (an array task ``123_4``, a
+    pending range ``123_[5-9%2]`` and the array's own row ``123`` all give array ``123``)."""
+    prefix = chunks_prefix(frc, campaign_id)
+    ids: dict[str, set[str]] = {}
+    for line in stdout.splitlines():
+        job, sep, name = line.strip().partition("|")
+        if not sep or not name.startswith(prefix):
+            continue
+        label = name[len(prefix):].strip()
+        head = job.strip().partition("_")[0]
+        if not _LABEL.match(label) or not head.isdigit():
+            continue
+        ids.setdefault(label, set()).add(head)
+    arrays = {label: min(found, key=int) for label, found in ids.items()}
+    dups = {label: tuple(sorted(found, key=int)) for label, found in ids.items() if len(found) > 1}
+    return FoundChunks(arrays=dict(sorted(arrays.items(), key=lambda kv: _label_key(kv[0]))), duplicates=dups)
+
+
+def _label_key(label: str) -> tuple[int, int]:
+    m = _RETRY_LABEL.match(label)
+    attempt = int(m.group(1)) if m else 0
+    return attempt, int(label.rsplit("-", 1)[-1])
+
+
+def retry_attempts_found(found: FoundChunks) -> set[int]:
+    """The retry attempts SLURM knows chunks of (a new retry never reuses one: new job names)."""
+    return {int(m.group(1)) for label in found.arrays if (m := _RETRY_LABEL.match(label))}
+
+
+NIGHT_STATES = ("done", "failed", "cancelled", "running", "pending")
+
+
+@dataclass(frozen=True)
+class NightStatus:
+    night: dt.date
+    state: str  # one of NIGHT_STATES
+    reason: str = ""  # why it failed / what it waits for
+    job_id: str | None = None  # the array task id (<array job id>_<index>) of its latest chunk
+    chunk: str | None = None  # that chunk's label
+
+    def to_dict(self) -> dict:
+        return {"night": self.night.isoformat(), "state": self.state, "reason": self.reason,
+                "job_id": self.job_id, "chunk": self.chunk}
+
+
+@dataclass(frozen=True)
+class CampaignStatus:
+    """A campaign's nights as done / failed (with the reason) / cancelled / running / pending,
+    from SLURM and (when read) the catalogue, with the SLURM side's ETA (:func:`progress`)."""
+
+    campaign: Campaign
+    nights: dict[dt.date, NightStatus]
+    arrays: dict[str, str]  # chunk label → array job id (the chunks SLURM knows)
+    slurm: Progress
+    catalogue_read: bool
+    problems: tuple[str, ...] = ()
+
+    def count(self, state: str) -> int:
+        return sum(1 for n in self.nights.values() if n.state == state)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {s: self.count(s) for s in NIGHT_STATES}
+
+    @property
+    def failed_nights(self) -> dict[dt.date, str]:
+        return {n.night: n.reason for n in self.nights.values() if n.state == "failed"}
+
+    @property
+    def finished(self) -> bool:
+        return self.count("running") == 0 and self.count("pending") == 0
+
+    @property
+    def eta_seconds(self) -> float | None:
+        return 0.0 if self.finished else self.slurm.eta_seconds
+
+    def summary(self) -> str:
+        c = self.counts
+        eta = "-" if self.eta_seconds is None else str(dt.timedelta(seconds=round(self.eta_seconds)))
+        return (f"{c['done']}/{len(self.nights)} done, {c['failed']} failed, {c['cancelled']} cancelled, "
+                f"{c['running']} running, {c['pending']} pending; ETA {eta}")
+
+    def to_dict(self) -> dict:
+        c = self.campaign
+        return {"campaign_id": c.campaign_id, "frc": c.frc, "first": c.first.isoformat(),
+                "last": c.last.isoformat(), "version": c.version, "nights": len(self.nights),
+                "counts": self.counts, "eta_seconds": self.eta_seconds, "finished": self.finished,
+                "mean_run_seconds": self.slurm.mean_run_seconds, "arrays": dict(self.arrays),
+                "catalogue_read": self.catalogue_read,
+                "failed": {n.isoformat(): why for n, why in self.failed_nights.items()},
+                "cancelled": [n.night.isoformat() for n in self.nights.values() if n.state == "cancelled"],
+                "problems": list(self.problems),
+                "night_states": [n.to_dict() for n in self.nights.values()]}
+
+
+def campaign_status(campaign: Campaign, chunks: Sequence[Chunk], arrays: Mapping[str, str],
+                    found: Mapping[str, slurm.JobStatus], *, loaded: Iterable[dt.date] | None = None,
+                    downstream_active: bool = True, throttle: int | None = None,
+                    problems: Sequence[str] = ()) -> CampaignStatus:
+    """Each night's state from its latest chunk's array task (a retry's chunk overrides the first
+    once SLURM knows it: :func:`merge_statuses`) and the catalogue.
+
+    ``chunks``: the campaign's chunks in submission order (:func:`chunks_of`); ``arrays``: label →
+    array job id of those SLURM knows (:func:`parse_chunks`); ``found``: the states of those arrays
+    (:func:`hfc_tasks.slurm.job_states` of their :func:`~hfc_tasks.slurm.array_ref`). ``loaded``:
+    the nights the catalogue holds from the campaign's runs (None: not read; then a night whose
+    job completed is done). A night loaded is done whatever SLURM says. A completed job whose
+    night is not loaded is running (archive/catalogue) while ``downstream_active`` (a run of the
+    campaign is still going), else failed ("not in the catalogue"). A retry chunk that SLURM does
+    not know yet leaves its nights pending while a run is going."""
+    loaded_set = None if loaded is None else set(loaded)
+    maps: list[dict[dt.date, slurm.JobStatus | None]] = []
+    latest: dict[dt.date, Chunk] = {}
+    awaiting_retry: set[dt.date] = set()
+    for chunk in chunks:
+        array = arrays.get(chunk.label)
+        if array is None:
+            if _RETRY_LABEL.match(chunk.label):
+                awaiting_retry.update(chunk.nights)
+            maps.append({n: None for n in chunk.nights})
+            continue
+        statuses = night_statuses(chunk, array, found)
+        maps.append(statuses)
+        for night, status in statuses.items():
+            if status is not None:
+                latest[night] = chunk
+                awaiting_retry.discard(night)
+    merged = merge_statuses(*maps)
+    merged = {n: merged.get(n) for n in campaign.nights}
+    out: dict[dt.date, NightStatus] = {}
+    for night, status in merged.items():
+        chunk = latest.get(night)
+        label = chunk.label if chunk else None
+        job = chunk.task_id(arrays[chunk.label], night) if chunk else None
+        if loaded_set is not None and night in loaded_set and night not in awaiting_retry:
+            out[night] = NightStatus(night, "done", "in the catalogue", job, label)
+        elif night in awaiting_retry and downstream_active:
+            out[night] = NightStatus(night, "pending", "retry not submitted yet", job, label)
+        elif status is None:
+            why = "not submitted yet" if label is None else "not started yet"
+            out[night] = NightStatus(night, "pending", why, job, label)
+        elif _done(status):
+            if loaded_set is None:
+                out[night] = NightStatus(night, "done", status.describe(), job, label)
+            elif downstream_active:
+                out[night] = NightStatus(night, "running", "job completed; archive and catalogue to come", job, label)
+            else:
+                out[night] = NightStatus(night, "failed", f"{status.describe()}; the night is not in the catalogue "
+                                         "(archive or catalogue failed: see the run's archive/catalogue tasks)",
+                                         job, label)
+        elif status.state == "CANCELLED":
+            out[night] = NightStatus(night, "cancelled", status.describe(), job, label)
+        elif status.is_final:
+            out[night] = NightStatus(night, "failed", status.describe(), job, label)
+        elif status.state in RUNNING_STATES:
+            out[night] = NightStatus(night, "running", status.describe(), job, label)
+        else:
+            out[night] = NightStatus(night, "pending", status.describe(), job, label)
+    return CampaignStatus(campaign=campaign, nights=out, arrays=dict(arrays),
+                          slurm=progress(merged, throttle=throttle), catalogue_read=loaded_set is not None,
+                          problems=tuple(problems))
