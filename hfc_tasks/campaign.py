@@ -435,12 +435,13 @@ class CampaignRuns:
     @property
     def started(self) -> dt.datetime | None:
         """When the first run was created (sacct's start of the search for its chunks)."""
-        stamps = [_when(r) for r in self.runs]
+        stamps = [run_time(r) for r in self.runs]
         stamps = [s for s in stamps if s is not None]
         return min(stamps) if stamps else None
 
 
-def _when(run: Mapping) -> dt.datetime | None:
+def run_time(run: Mapping) -> dt.datetime | None:
+    """When a run was asked for (``run_after``, else when queued, started or its logical date)."""
     for key in ("run_after", "queued_at", "start_date", "logical_date"):
         text = run.get(key)
         if text:
@@ -460,7 +461,7 @@ def group_runs(runs: Iterable[Mapping]) -> dict[str, list[Mapping]]:
             out.setdefault(cid, []).append(run)
     floor = dt.datetime.min.replace(tzinfo=dt.UTC)
     for items in out.values():
-        items.sort(key=lambda r: (_when(r) or floor, str(r.get("dag_run_id"))))
+        items.sort(key=lambda r: (run_time(r) or floor, str(r.get("dag_run_id"))))
     return out
 
 

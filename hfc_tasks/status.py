@@ -29,7 +29,7 @@ import posixpath
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 
-from hfc_tasks import products
+from hfc_tasks import campaign, products, slurm
 from hfc_tasks.airflow_api import AirflowAPI, ApiError
 from hfc_tasks.catalogue.grouping import group_problems
 
@@ -427,3 +427,143 @@ def heatmap_for(conn, api: AirflowAPI | None, frcs: Sequence[str], first: dt.dat
         except (ApiError, OSError) as exc:
             problems.append(f"Airflow API: {exc}")
     return build_heatmap(frcs, nights, batches, runs, tis), problems
+
+
+# --------------------------------------------------------------------------- campaigns
+# A reprocessing campaign's progress (issue 15): the runs of DAG hfc_campaign (REST, the caller's
+# token), its chunks and their array tasks in SLURM (a command runner on the login node) and the
+# nights the catalogue holds from its runs. The rules are hfc_tasks.campaign's; this is the I/O.
+
+# Far enough back for any campaign's chunks when its runs are unknown (sacct --starttime).
+CAMPAIGN_SINCE_DEFAULT = dt.date(2000, 1, 1)
+
+
+def campaign_dag_runs(api: AirflowAPI, dag_id: str = campaign.DAG_ID, limit: int = 5000) -> list[dict]:
+    """Every run of the campaign DAG, newest first (pages of 100)."""
+    runs: list[dict] = []
+    offset = 0
+    while offset < limit:
+        page = api.call("GET", f"/dags/{dag_id}/dagRuns",
+                        query={"limit": 100, "offset": offset, "order_by": "-run_after"})
+        runs.extend(page["dag_runs"])
+        offset += 100
+        if offset >= page["total_entries"]:
+            break
+    return runs
+
+
+def find_campaign(api: AirflowAPI, campaign_id: str) -> campaign.CampaignRuns:
+    """The campaign ``campaign_id`` from Airflow (CampaignError naming it when no run has it)."""
+    if not campaign.CAMPAIGN_ID.match(campaign_id or ""):
+        raise campaign.CampaignError(f"campaign id {campaign_id!r}: letters, digits, '-' and '_' only")
+    groups = campaign.group_runs(campaign_dag_runs(api))
+    if campaign_id not in groups:
+        known = ", ".join(sorted(groups)[:20]) or "none"
+        raise campaign.CampaignError(f"no campaign {campaign_id!r}: no run of DAG {campaign.DAG_ID} has it "
+                                     f"(campaigns known: {known})")
+    return campaign.campaign_runs(campaign_id, groups[campaign_id])
+
+
+def campaign_loaded(conn, camp: campaign.Campaign, run_ids: Sequence[str]) -> set[dt.date]:
+    """The campaign's nights that the catalogue holds from one of its runs (``no_data`` included:
+    the night ran and found nothing, a result)."""
+    rows = conn.execute(
+        "select b.night from hfc.batch b where b.frc = %s and b.night between %s and %s "
+        "and b.dag_run_id = any(%s)",
+        (camp.frc, camp.first, camp.last, list(run_ids)),
+    ).fetchall()
+    return {r[0] for r in rows}
+
+
+@dataclass(frozen=True)
+class CampaignSlurm:
+    """What SLURM knows of a campaign: its chunks' arrays and their tasks' states."""
+
+    arrays: dict[str, str]
+    found: dict
+    problems: list[str]
+
+
+def campaign_slurm(run, frc: str, campaign_id: str, since: dt.date | dt.datetime) -> CampaignSlurm:
+    """The campaign's chunks by job name and every task of their arrays (one sacct, squeue when
+    accounting lags): ``run(command) -> stdout`` on the login node, raising when it fails."""
+    listed = campaign.parse_chunks(run(campaign.chunks_command(frc, campaign_id, since)), frc, campaign_id)
+    problems = [f"chunk {label} was submitted more than once (arrays {', '.join(ids)}): the first is counted"
+                for label, ids in listed.duplicates.items()]
+    refs = [slurm.array_ref(a) for a in listed.arrays.values()]
+    found = slurm.run_plan(slurm.job_states(refs), run) if refs else {}
+    return CampaignSlurm(arrays=listed.arrays, found=found, problems=problems)
+
+
+def campaign_since(runs: campaign.CampaignRuns) -> dt.date | dt.datetime:
+    """Where sacct starts looking for the campaign's chunks: a day before its first run (clocks
+    of Airflow and the cluster need not agree), else :data:`CAMPAIGN_SINCE_DEFAULT`."""
+    started = runs.started
+    return (started - dt.timedelta(days=1)).astimezone(dt.UTC).replace(tzinfo=None) if started \
+        else CAMPAIGN_SINCE_DEFAULT
+
+
+def campaign_progress(runs: campaign.CampaignRuns, site, run, conn=None) -> campaign.CampaignStatus:
+    """A campaign's status from its runs, SLURM (``run``: :func:`campaign_slurm`) and, with
+    ``conn``, the catalogue."""
+    camp = runs.campaign
+    seen = campaign_slurm(run, camp.frc, camp.campaign_id, campaign_since(runs))
+    chunks = campaign.chunks_of(runs, site)
+    known = {k.label for k in chunks}
+    problems = list(seen.problems)
+    problems += [f"chunk {label} (array {array}) is not one of the campaign's runs: its nights are not counted"
+                 for label, array in seen.arrays.items() if label not in known]
+    loaded = campaign_loaded(conn, camp, runs.run_ids) if conn is not None else None
+    return campaign.campaign_status(camp, chunks, seen.arrays, seen.found, loaded=loaded,
+                                    downstream_active=runs.active, throttle=site.campaign_array_throttle,
+                                    problems=problems)
+
+
+@dataclass
+class CampaignEntry:
+    """One campaign of the overview: its runs, its status, or why it could not be read."""
+
+    runs: campaign.CampaignRuns | None
+    campaign_id: str
+    status: campaign.CampaignStatus | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict:
+        out: dict = {"campaign_id": self.campaign_id, "error": self.error}
+        if self.runs is not None:
+            out["runs"] = [{"run_id": r.get("dag_run_id"), "state": r.get("state")} for r in self.runs.runs]
+        if self.status is not None:
+            out.update(self.status.to_dict())
+        return out
+
+
+def campaigns_overview(api: AirflowAPI, site, run, conn=None, *, limit: int = 20) -> tuple[list[CampaignEntry],
+                                                                                             list[str]]:
+    """The ``limit`` most recent campaigns (by their latest run) with their status. What could
+    not be read is said: the REST API in the second value, a campaign's SLURM or catalogue side
+    in its entry's ``error`` (``run`` None: the cluster could not be reached at all)."""
+    try:
+        groups = campaign.group_runs(campaign_dag_runs(api))
+    except (ApiError, OSError) as exc:
+        return [], [f"Airflow API: {exc}"]
+    floor = dt.datetime.min.replace(tzinfo=dt.UTC)
+    newest = sorted(groups, key=lambda cid: max((campaign.run_time(r) or floor) for r in groups[cid]), reverse=True)
+    entries: list[CampaignEntry] = []
+    for cid in newest[:limit]:
+        try:
+            runs = campaign.campaign_runs(cid, groups[cid])
+        except campaign.CampaignError as exc:
+            entries.append(CampaignEntry(runs=None, campaign_id=cid, error=str(exc)))
+            continue
+        entry = CampaignEntry(runs=runs, campaign_id=cid)
+        if run is None:
+            entry.error = "the cluster could not be reached: SLURM states unknown"
+        else:
+            try:
+                entry.status = campaign_progress(runs, site, run, conn)
+            except Exception as exc:  # noqa: BLE001 - one campaign's failure is shown, the others still are
+                entry.error = f"{type(exc).__name__}: {exc}"
+                if conn is not None:
+                    conn.rollback()  # a failed query must not fail the next campaign's
+        entries.append(entry)
+    return entries, []

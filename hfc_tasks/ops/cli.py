@@ -10,6 +10,7 @@
     hfc ingest <manifest|folder>    load product files into the catalogue (the old hfc_insert)
     hfc catalogue stats             rows per table and per FRC
     hfc audit --night YYYY-MM-DD    nothing lost, nothing duplicated: archive, catalogue, SLURM jobs
+    hfc campaign start|status|retry|cancel   reprocessing campaigns (DAG hfc_campaign, SLURM job arrays)
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import logging
 import os
 import shlex
 import sys
+import time
 from pathlib import Path
 
 from hfc_tasks.catalogue.schema import MigrationError
@@ -431,6 +433,250 @@ def _audit_cmd(args) -> int:
     return 0 if report.ok else 1
 
 
+# ---------------------------------------------------------------------------------- campaigns
+
+
+def _airflow_api(args):
+    """Airflow's REST API for ``hfc campaign``: ``--airflow-url`` (else $HFC_AIRFLOW_URL, else this
+    instance's api-server http://127.0.0.1:$HFC_AIRFLOW_PORT), with $HFC_AIRFLOW_TOKEN, else user
+    $HFC_AIRFLOW_USER (admin) and $HFC_AIRFLOW_PASSWORD, else the password in the simple auth
+    manager's passwords file ($AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE, or the local
+    site's, as ``hfc site env`` sets it)."""
+    import urllib.error
+
+    from hfc_tasks.airflow_api import AirflowAPI
+    from hfc_tasks.ops import airflow_instance
+
+    base = args.airflow_url or os.environ.get("HFC_AIRFLOW_URL") or f"http://127.0.0.1:{airflow_instance.PORT}"
+    token = os.environ.get("HFC_AIRFLOW_TOKEN")
+    try:
+        if token:
+            return AirflowAPI(base, token=token)
+        user = os.environ.get("HFC_AIRFLOW_USER") or "admin"
+        password = os.environ.get("HFC_AIRFLOW_PASSWORD") or _password_from_file(user)
+        return AirflowAPI(base, user, password)
+    except urllib.error.URLError as exc:
+        raise ValueError(f"Airflow at {base} cannot be reached ({exc.reason}): is its api-server up "
+                         "(hfc airflow status)? Else give --airflow-url") from None
+
+
+def _password_from_file(user: str) -> str:
+    path = os.environ.get("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE")
+    if not path:
+        from hfc_tasks.ops.localsite import state_dir
+
+        path = str(state_dir() / "airflow" / "passwords.json")
+    try:
+        return json.loads(Path(path).read_text())[user]
+    except (OSError, ValueError, KeyError):
+        raise ValueError(f"no Airflow credentials for user {user!r}: set HFC_AIRFLOW_TOKEN or "
+                         f"HFC_AIRFLOW_PASSWORD (no password for it in {path})") from None
+
+
+def _cluster_runner(site):
+    """``(run, close)``: a command on the cluster's login node (``SlurmHook``, the site's
+    cluster connection) -> its stdout; a failing command raises naming it."""
+    from hfc_tasks.provider.hooks import SlurmHook
+
+    hook = SlurmHook(site.cluster_conn_id)
+    return (lambda command: hook.check(command, what=command.split()[0])), hook.close
+
+
+def _campaign_runs(args, api=None):
+    """The campaign named ``args.id``: from Airflow, or (``--frc/--first/--last``) as given, with
+    no run (the SLURM side only: a campaign whose chunks were submitted without the DAG)."""
+    from hfc_tasks import campaign, products, status
+
+    if args.frc:
+        if not (args.first and args.last):
+            raise ValueError("--frc needs --first and --last (the campaign's nights)")
+        camp = campaign.Campaign(args.frc, products.parse_night(args.first), products.parse_night(args.last),
+                                 args.id)
+        return campaign.CampaignRuns(campaign=camp, retries={}, runs=())
+    return status.find_campaign(api or _airflow_api(args), args.id)
+
+
+def _campaign_start(args, reg, site) -> int:
+    from hfc_tasks import campaign, products, status
+
+    known = {f.name: f for f in reg.frcs}
+    if args.frc not in known:
+        raise ValueError(f"unknown FRC {args.frc!r}: the registry has {', '.join(sorted(known)) or 'none'}")
+    if not known[args.frc].enabled:
+        raise ValueError(f"FRC {args.frc!r} is disabled in the registry: enable it first")
+    first = products.parse_night(args.first)
+    last = products.parse_night(args.last)
+    camp = campaign.Campaign(args.frc, first, last, args.campaign_id or "unnamed", version=args.version)
+    api = _airflow_api(args)
+    if args.campaign_id:
+        groups = campaign.group_runs(status.campaign_dag_runs(api))
+        if args.campaign_id in groups:
+            raise ValueError(f"campaign {args.campaign_id!r} exists already (run "
+                             f"{groups[args.campaign_id][0]['dag_run_id']}): see `hfc campaign status "
+                             f"{args.campaign_id}`, retry nights with `hfc campaign retry`, or name a new one")
+    conf = campaign.run_conf(camp, name_it=bool(args.campaign_id))
+    dag = api.get(f"/dags/{campaign.DAG_ID}")
+    run = api.post(f"/dags/{campaign.DAG_ID}/dagRuns", campaign.trigger_body(conf))
+    cid = args.campaign_id or campaign.default_campaign_id(run["dag_run_id"])
+    print(f"campaign {cid}: FRC {camp.frc}, nights {first}..{last} ({len(camp.nights)}"
+          f"{', version ' + camp.version if camp.version else ''})")
+    print(f"run {run['dag_run_id']} of DAG {campaign.DAG_ID} ({run.get('state')})")
+    if dag and dag.get("is_paused"):
+        print(f"warning: DAG {campaign.DAG_ID} is paused: the run waits until it is unpaused", file=sys.stderr)
+    print(f"progress: hfc campaign status {cid}")
+    return 0
+
+
+def _print_status(st, runs) -> None:
+    c = st.campaign
+    print(f"campaign {c.campaign_id}: FRC {c.frc}, nights {c.first}..{c.last} ({len(st.nights)})"
+          + (f", version {c.version}" if c.version else ""))
+    if runs.runs:
+        print("runs: " + ", ".join(f"{r['dag_run_id']} ({r.get('state')})" for r in runs.runs))
+    print("arrays: " + (", ".join(f"{k}={v}" for k, v in st.arrays.items()) or "none in SLURM yet"))
+    print(st.summary() + ("" if st.catalogue_read else " (SLURM only: catalogue not read)"))
+    if st.failed_nights:
+        print("failed nights:")
+        for night, why in st.failed_nights.items():
+            print(f"  {night}  {why}")
+    cancelled = [str(n.night) for n in st.nights.values() if n.state == "cancelled"]
+    if cancelled:
+        print(f"cancelled nights: {', '.join(cancelled)}")
+    for problem in st.problems:
+        print(f"problem: {problem}")
+
+
+def _campaign_status(args, reg, site) -> int:
+    from hfc_tasks import status
+
+    runs = _campaign_runs(args)
+    run, close = _cluster_runner(site)
+    try:
+        conn = None if not runs.runs or args.no_catalogue else _catalogue(args.conn_id or site.catalogue_conn_id)
+        try:
+            st = status.campaign_progress(runs, site, run, conn)
+        finally:
+            if conn is not None:
+                conn.close()
+    finally:
+        close()
+    if args.json:
+        print(json.dumps({**st.to_dict(), "runs": [{"run_id": r["dag_run_id"], "state": r.get("state")}
+                                                   for r in runs.runs]}, indent=1))
+    else:
+        _print_status(st, runs)
+    return 0
+
+
+def _campaign_retry(args, reg, site) -> int:
+    from hfc_tasks import campaign, products, status
+
+    nights = sorted({products.parse_night(n) for n in args.night})
+    api = _airflow_api(args)
+    runs = status.find_campaign(api, args.id)
+    camp = runs.campaign
+    # A retry's chunks get new job names: an attempt neither Airflow nor SLURM knows.
+    run, close = _cluster_runner(site)
+    try:
+        listed = campaign.parse_chunks(run(campaign.chunks_command(camp.frc, camp.campaign_id,
+                                                                   status.campaign_since(runs))),
+                                       camp.frc, camp.campaign_id)
+    finally:
+        close()
+    attempt = max(runs.next_attempt, max(campaign.retry_attempts_found(listed), default=0) + 1)
+    conf = campaign.run_conf(camp, retry_nights=nights, retry_attempt=attempt)
+    created = api.post(f"/dags/{campaign.DAG_ID}/dagRuns", campaign.trigger_body(conf))
+    print(f"campaign {camp.campaign_id}: retry {attempt} of {len(nights)} night(s) "
+          f"{', '.join(str(n) for n in nights)}: run {created['dag_run_id']} of DAG {campaign.DAG_ID}")
+    print(f"progress: hfc campaign status {camp.campaign_id}")
+    return 0
+
+
+CANCEL_SETTLE_SECONDS = 15
+
+
+def _pending_tasks(found, arrays, sizes) -> dict[str, str]:
+    """Task id -> state of every array task of ``arrays`` (label -> array id) SLURM gave."""
+    from hfc_tasks import slurm
+
+    out = {}
+    for label, array in arrays.items():
+        for index, st in slurm.tasks_of(found, array, sizes.get(label)).items():
+            out[slurm.task_id(array, index)] = st.state
+    return out
+
+
+def _campaign_cancel(args, reg, site) -> int:
+    from hfc_tasks import campaign, slurm, status
+
+    runs = _campaign_runs(args)
+    camp = runs.campaign
+    sizes = {k.label: len(k.nights) for k in campaign.chunks_of(runs, site)}
+    since = status.campaign_since(runs)
+    run, close = _cluster_runner(site)
+    try:
+        before = status.campaign_slurm(run, camp.frc, camp.campaign_id, since)
+        if not before.arrays:
+            print(f"campaign {camp.campaign_id}: no chunk in SLURM, nothing to cancel")
+            return 0
+        tasks_before = _pending_tasks(before.found, before.arrays, sizes)
+        queued = [a for label, a in before.arrays.items()
+                  if any(t.startswith(f"{a}_") and s == "PENDING" for t, s in tasks_before.items())]
+        for array in queued:
+            try:
+                run(campaign.cancel_command(array))
+            except slurm.SlurmError as exc:
+                # exit 1 "Invalid job id": nothing of the array is queued any more (it started or ended).
+                if "Invalid job id" not in str(exc):
+                    raise
+        # Accounting may show the cancelled tasks as pending for a moment: read again, briefly.
+        deadline = time.monotonic() + CANCEL_SETTLE_SECONDS
+        while True:
+            after = status.campaign_slurm(run, camp.frc, camp.campaign_id, since)
+            tasks_after = _pending_tasks(after.found, after.arrays, sizes)
+            if not queued or "PENDING" not in tasks_after.values() or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+    finally:
+        close()
+    stopped = sorted((t for t, s in tasks_before.items() if s == "PENDING" and tasks_after.get(t) == "CANCELLED"),
+                     key=slurm.ref_sort_key)
+    done = sum(1 for s in tasks_after.values() if s == "COMPLETED")
+    running = sum(1 for s in tasks_after.values() if s in campaign.RUNNING_STATES)
+    still = sum(1 for s in tasks_after.values() if s == "PENDING")
+    print(f"campaign {camp.campaign_id}: cancelled {len(stopped)} pending array task(s) of "
+          f"{len(queued)} array(s) ({', '.join(queued) or 'none queued'}); {done} completed task(s) kept"
+          + (f", {running} running left to finish" if running else "")
+          + (f"; {still} still pending (started meanwhile? run it again)" if still else ""))
+    if args.json:
+        print(json.dumps({"campaign_id": camp.campaign_id, "arrays": queued, "cancelled": stopped,
+                          "completed_kept": done, "running": running, "still_pending": still}))
+    return 0
+
+
+def _campaign_cmd(args) -> int:
+    """``hfc campaign start|status|retry|cancel`` (issue 15): exit 0 done, 1 Airflow or the cluster
+    refused, 2 bad input (unknown FRC or campaign, not a date, last before first, odd id)."""
+    from hfc_tasks import campaign, slurm
+    from hfc_tasks.airflow_api import ApiError
+
+    reg = load_registry(args.registry)
+    site = reg.site(args.site)
+    if getattr(args, "id", None) is not None and not campaign.CAMPAIGN_ID.match(args.id):
+        raise ValueError(f"campaign id {args.id!r}: letters, digits, '-' and '_' only (at most 64)")
+    func = {"start": _campaign_start, "status": _campaign_status, "retry": _campaign_retry,
+            "cancel": _campaign_cancel}[args.action]
+    try:
+        return func(args, reg, site)
+    except ApiError as exc:
+        print(f"hfc campaign {args.action}: {exc}", file=sys.stderr)
+        return 1
+    except slurm.SlurmError as exc:
+        print(f"hfc campaign {args.action}: on the cluster (connection {site.cluster_conn_id}): {exc}",
+              file=sys.stderr)
+        return 1
+
+
 def _command(sub, name: str, func, help: str, actions: list[str] | None = None) -> argparse.ArgumentParser:
     """One subcommand of ``hfc``: its parser, its ``action`` argument where it has one, and the
     function that runs it (``func(args) -> exit code``)."""
@@ -519,6 +765,45 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--since", default="2000-01-01", help="sacct -S: count jobs submitted since (default: all time)")
     _conn_id_option(p, None, "the site's catalogue_conn_id")
     p.add_argument("--json", action="store_true", help="print the audit as JSON")
+
+    p = sub.add_parser("campaign", help="reprocessing campaigns: one FRC over a range of nights as SLURM job "
+                       "arrays (DAG hfc_campaign; exit 0 done, 1 Airflow or the cluster refused, 2 bad input)")
+    p.set_defaults(func=_campaign_cmd)
+    csub = p.add_subparsers(dest="action", required=True)
+
+    def campaign_parser(name: str, help: str) -> argparse.ArgumentParser:
+        q = csub.add_parser(name, help=help)
+        q.add_argument("--site", default=None, help="the site (default: HFC_SITE, else the registry's default_site)")
+        q.add_argument("--airflow-url", default=None,
+                       help="Airflow's api-server (default $HFC_AIRFLOW_URL, else http://127.0.0.1:$HFC_AIRFLOW_PORT); "
+                            "login: $HFC_AIRFLOW_TOKEN, or $HFC_AIRFLOW_USER/$HFC_AIRFLOW_PASSWORD, or the "
+                            "local site's passwords file")
+        q.add_argument("--json", action="store_true", help="print the answer as JSON")
+        return q
+
+    q = campaign_parser("start", "trigger DAG hfc_campaign: reprocess FRC --frc from --first to --last")
+    q.add_argument("--frc", required=True, help="an enabled FRC of the registry")
+    q.add_argument("--first", required=True, help="first night, YYYY-MM-DD")
+    q.add_argument("--last", required=True, help="last night, YYYY-MM-DD (included)")
+    q.add_argument("--version", default=None, help="the FRC version, for provenance")
+    q.add_argument("--campaign-id", default=None,
+                   help="letters, digits, - and _ (default: named after its DAG run)")
+    for name, help in (("status", "nights done / failed / cancelled / running / pending, ETA, failed nights "
+                                  "with their reason"),
+                       ("cancel", "cancel the campaign's array tasks not started yet (done nights are kept)")):
+        q = campaign_parser(name, help)
+        q.add_argument("id", help="the campaign id")
+        q.add_argument("--frc", help="without Airflow: the campaign's FRC (with --first and --last), for chunks "
+                       "submitted without the DAG")
+        q.add_argument("--first", help="without Airflow: its first night")
+        q.add_argument("--last", help="without Airflow: its last night")
+        if name == "status":
+            _conn_id_option(q, None, "the site's catalogue_conn_id")
+            q.add_argument("--no-catalogue", action="store_true",
+                           help="SLURM only: a completed job counts as done without its catalogue batch")
+    q = campaign_parser("retry", "run failed nights of a campaign again (a new run of hfc_campaign)")
+    q.add_argument("id", help="the campaign id")
+    q.add_argument("--night", action="append", required=True, help="a night to retry, YYYY-MM-DD (repeatable)")
 
     hqi_serve.add_command(sub, _command)
 

@@ -194,3 +194,48 @@ def test_finished_campaign_has_eta_zero():
     st = campaign.campaign_status(cr.campaign, chunks, {"0": "301", "1": "302"}, slurm.parse_sacct(sacct))
     assert st.finished and st.eta_seconds == 0.0
     assert st.counts == {"done": 5, "failed": 0, "cancelled": 1, "running": 0, "pending": 0}
+
+
+# -- the overview of the status page ---------------------------------------------------------------
+
+
+class FakeApi:
+    def __init__(self, runs):
+        self.runs = runs
+
+    def call(self, method, path, body=None, query=None):
+        assert (method, path) == ("GET", "/dags/hfc_campaign/dagRuns")
+        return {"dag_runs": self.runs, "total_entries": len(self.runs)}
+
+
+def test_overview_reads_each_campaign_and_names_what_failed():
+    from hfc_tasks import status
+
+    runs = [run("a1", FIRST, state="running", after="2026-12-03T09:00:00Z"),
+            run("b1", {**FIRST, "campaign_id": "<b>", "first": "soon"}),
+            run("c1", {**FIRST, "campaign_id": "c"}, after="2026-12-01T00:00:00Z")]
+    listing = "301_0|hfc.demo-x.campaign.sdo-v2.0\n"
+    sacct = row("301_0", "COMPLETED") + row("301_1", "FAILED", "3:0") + row("301_[2-3]", "PENDING")
+
+    def run_cmd(command):
+        if "campaign.c." in command:
+            raise slurm.SlurmError("sacct failed on the cluster (exit 1): slurmdbd down")
+        return listing if "--starttime" in command else sacct
+
+    entries, problems = status.campaigns_overview(FakeApi(runs), SITE, run_cmd)
+    assert problems == [] and [e.campaign_id for e in entries] == ["sdo-v2", "<b>", "c"]  # newest first
+    a, b, c = entries
+    assert a.status.counts == {"done": 1, "failed": 1, "cancelled": 0, "running": 0, "pending": 4}
+    assert "conf first 'soon' is not a night" in b.error and "slurmdbd down" in c.error
+    d = a.to_dict()
+    assert d["runs"] == [{"run_id": "a1", "state": "running"}] and d["failed"]["2024-03-02"].startswith("job 301_1")
+    # the page: counts, ETA, failed nights with reasons; every string escaped
+    from hfc_tasks.provider.status_app.campaigns import _campaign_html
+
+    html = _campaign_html(a)
+    assert '<td data-count="done">1</td>' in html and '<td data-count="pending">4</td>' in html
+    assert '<li data-night="2024-03-02"><b>2024-03-02</b> job 301_1, state FAILED, exit code 3' in html
+    assert "<b>&lt;b&gt;" not in _campaign_html(b) and "&lt;b&gt;" in _campaign_html(b)
+    # the cluster unreachable: each campaign says so, the page still shows them
+    entries, _ = status.campaigns_overview(FakeApi(runs), SITE, None)
+    assert entries[0].error == "the cluster could not be reached: SLURM states unknown"

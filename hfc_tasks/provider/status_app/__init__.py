@@ -30,6 +30,8 @@ Routes (relative, so the app works under any base URL), by module:
                /archive/F/N                       the night's manifest on the archive
                /job-output/F/N?job_id=J           the tail of the SLURM job's output file on the cluster
     api.py     /api/heatmap, /api/gaps            JSON;  POST /api/backfill  {first, last, frcs?}
+    campaigns.py /campaigns, /api/campaigns       reprocessing campaigns: nights done / failed / pending,
+                                                  ETA, failed nights with their reason (DAG hfc_campaign)
 
 ``common.py`` holds what every route needs (registry, catalogue, the REST client with the user's
 token, the checks of a night and an FRC), ``render.py`` the HTML frame and fragments.
@@ -42,7 +44,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from hfc_tasks.provider.status_app import api, files, pages
+from hfc_tasks.provider.status_app import api, campaigns, files, pages
 from hfc_tasks.provider.status_app.security import SECURITY_HEADERS, RequireAirflowUser
 
 PREFIX = "/hfc-status"
@@ -68,6 +70,6 @@ def create_app() -> FastAPI:
     app.add_middleware(RequireAirflowUser)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, bad_request)
-    for module in (pages, api, files):
+    for module in (pages, api, files, campaigns):
         app.include_router(module.router)
     return app

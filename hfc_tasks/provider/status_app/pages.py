@@ -54,6 +54,7 @@ def index(request: Request, first: str | None = None, last: str | None = None):
                      for s, c in COLOURS.items())
     legend += f'<span style="background:#6d28d9" data-state="unclean">dashed: not clean {unclean}</span>'
     body = f"""<h1>HFC catalogue: nights × FRCs</h1>
+<p><a href="campaigns" id="campaigns-link">Reprocessing campaigns</a></p>
 {problem_html}
 <form method="get">Nights <input name="first" value="{esc(heat.nights[0])}" size="10"> to
 <input name="last" value="{esc(heat.nights[-1])}" size="10"> <button>Show</button></form>

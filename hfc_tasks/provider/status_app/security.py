@@ -56,12 +56,12 @@ def _user_name(user) -> str:
         return "this user"
 
 
-def requires_dag(method: str, entity: str | None, what: str):
+def requires_dag(method: str, entity: str | None, what: str, dag_id: str = status.DAG_ID):
     """A dependency: Airflow's auth manager must allow ``method`` on the DAG (and ``entity``)."""
     from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
     from airflow.api_fastapi.core_api.security import get_user, requires_access_dag
 
-    check = requires_access_dag(method, DagAccessEntity[entity] if entity else None, status.DAG_ID)
+    check = requires_access_dag(method, DagAccessEntity[entity] if entity else None, dag_id)
 
     def dependency(request: Request, user=Depends(get_user)):  # noqa: B008 - FastAPI's idiom
         try:
@@ -70,7 +70,7 @@ def requires_dag(method: str, entity: str | None, what: str):
             if exc.status_code != 403:
                 raise
             raise HTTPException(403, f"Airflow's auth manager refused: user {_user_name(user)} may not {what} "
-                                     f"DAG {status.DAG_ID}") from None
+                                     f"DAG {dag_id}") from None
 
     return dependency
 
@@ -78,6 +78,8 @@ def requires_dag(method: str, entity: str | None, what: str):
 READ = Depends(requires_dag("GET", None, "read"))
 READ_LOGS = Depends(requires_dag("GET", "TASK_LOGS", "read the task logs of"))
 CREATE_RUNS = Depends(requires_dag("POST", "RUN", "create runs of"))
+# The campaigns page: the campaign DAG's runs (issue 15).
+READ_CAMPAIGNS = Depends(requires_dag("GET", None, "read", "hfc_campaign"))
 
 
 def _expected_origin(request: Request) -> str:
