@@ -151,6 +151,38 @@ class AirflowAPI:
         tis = self.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances?limit=1000")["task_instances"]
         return {ti["task_id"]: ti["state"] for ti in tis}
 
+    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int, map_index: int = -1) -> list[str]:
+        """One try's log as lines (``event`` of each structured record; trigger records included)."""
+        path = (f"/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id, safe='')}/taskInstances/"
+                f"{task_id}/logs/{try_number}")
+        got = self.call("GET", path, query={"full_content": "true", "map_index": str(map_index)})
+        content = got.get("content") if isinstance(got, dict) else got
+        lines = []
+        for rec in content or []:
+            if isinstance(rec, dict):
+                lines.append(f"{rec.get('timestamp', '')[11:23]} {rec.get('level', '')} {rec.get('event', '')}")
+            else:
+                lines.append(str(rec))
+        return lines
+
+    def explain_run(self, dag_id: str, run_id: str, tail: int = 25) -> str:
+        """What a failing test prints: the run's task states, then the last ``tail`` log lines of every
+        try of each task that failed or is waiting for a retry (the reason, not just the colour)."""
+        tis = self.get(f"/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id, safe='')}/taskInstances?limit=1000")
+        out = [f"run {run_id}: " + ", ".join(f"{t['task_id']}={t['state']}" for t in tis["task_instances"])]
+        for t in tis["task_instances"]:
+            if t["state"] not in ("failed", "up_for_retry"):
+                continue
+            for attempt in range(1, (t.get("try_number") or 1) + 1):
+                try:
+                    lines = self.task_log(dag_id, run_id, t["task_id"], attempt, t.get("map_index", -1))
+                except ApiError as exc:
+                    lines = [f"(log not readable: {exc})"]
+                lines = [line for line in lines if " [conn=" not in line]  # asyncssh's per-channel chatter
+                out.append(f"--- {t['task_id']} try {attempt}, last {tail} lines:")
+                out.extend(lines[-tail:])
+        return "\n".join(out)
+
     def wait_run(self, dag_id: str, run_id: str, timeout: float = 600) -> str:
         deadline = time.monotonic() + timeout
         state = None

@@ -79,7 +79,7 @@ def one_night(api, site):
     """One night triggered and finished: (night, run id)."""
     night = a_night(2050)
     run_id = trigger(api, night)
-    assert api.wait_run(DAG, run_id, timeout=600) == "success", api.task_states(DAG, run_id)
+    assert api.wait_run(DAG, run_id, timeout=600) == "success", api.explain_run(DAG, run_id)
     return night, run_id
 
 
@@ -105,7 +105,7 @@ def test_clear_archive_only_reruns_only_archive(api, one_night, site):
         "dag_run_id": run_id, "task_ids": [f"{DETECTOR}.archive"], "dry_run": False, "only_failed": False,
         "include_downstream": False,
     })
-    assert api.wait_run(DAG, run_id) == "success"
+    assert api.wait_run(DAG, run_id) == "success", api.explain_run(DAG, run_id)
     after = tis(api, run_id)
     changed = {tid for tid in after if after[tid]["try_number"] != before[tid]["try_number"]}
     assert changed == {f"{DETECTOR}.archive"}
@@ -121,7 +121,7 @@ def test_clear_submit_recomputes_the_night(api, one_night, site):
         "dag_run_id": run_id, "task_ids": [f"{DETECTOR}.submit"], "dry_run": False, "only_failed": False,
         "include_downstream": True,
     })
-    assert api.wait_run(DAG, run_id, timeout=600) == "success"
+    assert api.wait_run(DAG, run_id, timeout=600) == "success", api.explain_run(DAG, run_id)
     after = catalogue(dsn, DETECTOR, night)
     assert after["job"] != before["job"]  # a new SLURM job computed the night
     assert after["batch"] != before["batch"] and after["rows"] == before["rows"]
@@ -166,7 +166,7 @@ def test_scheduler_and_triggerer_restart_while_jobs_wait(api, site):
         airflow_stack.down(("scheduler", "triggerer"))
         time.sleep(3)
         airflow_stack.up(verbose=False)
-        assert api.wait_run(DAG, run_id, timeout=600) == "success", api.task_states(DAG, run_id)
+        assert api.wait_run(DAG, run_id, timeout=600) == "success", api.explain_run(DAG, run_id)
         assert catalogue(site["HFC_CATALOGUE_DSN"], DETECTOR, night)["rows"]["sunspots"] > 0
     finally:
         subprocess.run(["scancel", blocker], env=env)
