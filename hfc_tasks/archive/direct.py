@@ -9,13 +9,15 @@ SFTP in the archive tree). Everything else is the relay engine's, reused, not co
 
 * the same ``.part`` names (``<archive path>.<writer token>.part``), renamed to the real name
   only after the copy is verified, the same archive layout (:func:`hfc_tasks.products.archive_relpath`);
-* sha256 on both ends, compared here: ``sha256sum`` on the cluster (batched, alongside the push)
-  and on the archive (:class:`~hfc_tasks.archive.verification.Verifier`, batched, through the
-  worker's archive connection) as each file lands: sftp echoes each batch command before it runs,
-  so the echo of command *k+1* says file *k* is complete;
+* sha256 on both ends, compared here: ``openssl dgst -sha256`` (else ``sha256sum``) on the
+  cluster (batched, alongside the push) and on the archive
+  (:class:`~hfc_tasks.archive.verification.Verifier`, batched, through the worker's archive
+  connection) as each file lands: sftp echoes each batch command before it runs, so the echo of
+  command *k+1* says file *k* is complete;
 * the manifest, the delete-after-verify rule, the ``.part`` clean-up, the run-folder listing and
   the retries: :class:`~hfc_tasks.archive.night._Night`, of which :class:`_DirectNight` replaces
-  only the copy (``_copy_all``).
+  the copy (``_copy_all``) and spares the deletion a second hash of the files whose ``stat``
+  identity on the cluster did not change since their sha256 was computed (``_delete_sources``).
 
 Faults: a cut push (either link) is retried on new connections and carries on from what is
 verified (a big file cut half way is resumed with ``reput``); a full archive is an
@@ -37,12 +39,13 @@ from dataclasses import dataclass
 
 import asyncssh
 
+from hfc_tasks.archive.deletion import STAT_FORMAT, delete_unchanged, digest_command, parse_stat
 from hfc_tasks.archive.endpoints import Endpoint, connect, first_error, transient
 from hfc_tasks.archive.errors import HostKeyError, TransferError
 from hfc_tasks.archive.files import RESUME_MIN, inside, stat_or_none
 from hfc_tasks.archive.night import ArchiveSummary, ArchiveTarget, _Night, finish_night
 from hfc_tasks.archive.tree import explain_sftp_error, no_space
-from hfc_tasks.archive.verification import VERIFY_BATCH, VerifyMode
+from hfc_tasks.archive.verification import VERIFY_BATCH, VerifyMode, parse_digests
 from hfc_tasks.products import archive_relpath, parse_product_name
 
 SOURCE_BATCH = 500  # cluster files per `sha256sum` command (the command line stays far below ARG_MAX)
@@ -106,6 +109,7 @@ class _DirectNight(_Night):
         self.sources: dict[str, tuple[str, int]] = {}  # name -> (sha256, size) on the cluster
         self.inflight: str | None = None  # the file being pushed when a push was cut
         self.resumed: set[str] = set()  # pushed with reput: a mismatch means push again from scratch
+        self.identity: dict[str, str] = {}  # name -> `stat` identity on the cluster before its sha256
         self.pushes = 0
 
     async def attempt(self, cconn, aconn) -> None:
@@ -141,30 +145,29 @@ class _DirectNight(_Night):
                 await hashing
 
     async def _hash_sources(self, names: list[str]) -> None:
-        """sha256 and size of the sources, computed on the cluster (``stat`` then ``sha256sum``)."""
+        """sha256 and size of the sources, computed on the cluster (``stat`` then the digest).
+
+        The ``stat`` identity (inode, size, mtime, ctime) taken before the hash is kept: at the
+        deletion a file with the same identity has not been written since, and its sha256 is
+        not computed a second time (:func:`~hfc_tasks.archive.deletion.delete_unchanged`)."""
         cd = f"cd -- {shlex.quote(self.t.run_dir)} || exit 3; "
         for i in range(0, len(names), SOURCE_BATCH):
             quoted = " ".join(shlex.quote("./" + n) for n in names[i:i + SOURCE_BATCH])
             # openssl where the cluster has it: it uses the CPU's SHA instructions (1.3 GB/s here
             # against 270 MB/s for coreutils' sha256sum), and this runs while the push needs the CPU.
             result = await self.cconn.run(
-                cd + f"stat -c '%s %n' -- {quoted}; echo //; "
-                f"if command -v openssl >/dev/null 2>&1; then openssl dgst -sha256 -r {quoted}; "
-                f"else sha256sum -- {quoted}; fi", check=False, input="")
+                cd + f"stat -c {shlex.quote(STAT_FORMAT)} -- {quoted}; echo //; " + digest_command(quoted),
+                check=False, input="")
             if result.exit_status is None and result.exit_signal is None:
                 raise asyncssh.ConnectionLost("sha256sum on the cluster cut before its answer")
-            sizes, _, sums = str(result.stdout or "").partition("//\n")
-            size_of = {}
-            for line in sizes.splitlines():
-                n, _, name = line.partition(" ")
-                if n.isdigit():
-                    size_of[name.removeprefix("./")] = int(n)
-            for line in sums.splitlines():
-                # sha256sum: "<hex>  ./name"; openssl dgst -r: "<hex> *./name"
-                digest, _, name = line.partition(" ")
-                name = name.lstrip(" *").removeprefix("./")
-                if len(digest) == 64 and name in size_of:
-                    self.sources[name] = (digest, size_of[name])
+            stats, _, sums = str(result.stdout or "").partition("//\n")
+            identity = parse_stat(stats)
+            for path, digest in parse_digests(sums).items():
+                name = path.removeprefix("./")
+                size = identity.get(name, "").partition(" ")[0]
+                if size.isdigit():
+                    self.sources[name] = (digest, int(size))
+                    self.identity[name] = identity[name]
             missing = [n for n in names[i:i + SOURCE_BATCH] if n not in self.sources]
             if missing and result.exit_status in (126, 127):
                 raise TransferError(f"cannot run stat/sha256sum in {self.t.run_dir} on the cluster "
@@ -172,6 +175,18 @@ class _DirectNight(_Night):
             for name in missing:  # gone or unreadable since the listing
                 self.problems[name] = (f"{name}: cannot be read in {self.t.run_dir} on the cluster "
                                        f"({str(result.stderr or '').strip()[:200]}); source kept")
+
+    async def _delete_sources(self, src, cconn) -> None:
+        """The relay's delete-after-verify, minus the second hash of files not written since
+        their sha256 was computed here (same ``stat`` identity on the cluster); the others go
+        through the relay's check (sha256 again, kept if it changed)."""
+        listed = {e["name"]: e["sha256"] for e in (self.manifest or {}).get("files", [])}
+        known = {n: self.identity[n] for n in self.done
+                 if n in listed and n not in self.deleted and n in self.identity
+                 and self.sources.get(n, ("",))[0] == listed[n]}
+        if known:
+            await delete_unchanged(cconn, self.t.run_dir, sorted(known), known, deleted=self.deleted)
+        await super()._delete_sources(src, cconn)
 
     async def _source(self, name: str, hashing: asyncio.Future) -> tuple[str, int] | None:
         while name not in self.sources and name not in self.problems:

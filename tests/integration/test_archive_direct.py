@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from test_archive_transfer import FRC_DIR, Cuts, CuttingProxy, Night, endpoint
 
-from hfc_tasks.archive import ArchiveFullError, HostKeyError, TransferError
+from hfc_tasks.archive import ArchiveFullError, HostKeyError, TransferError, deletion
 from hfc_tasks.archive.direct import _DirectNight, archive_night_direct, archive_night_direct_async
 from hfc_tasks.ops.localsite.layout import Layout
 from hfc_tasks.registry import Site
@@ -173,6 +173,46 @@ def test_checksum_mismatch_in_direct_mode_deletes_nothing(site, night, monkeypat
     assert not night.archived(victim).exists()
     assert night.parts() == [] and not night.manifest.exists()
     night.check_invariants()
+
+
+@pytest.mark.parametrize("mtime", ["new", "restored"])
+def test_a_source_rewritten_after_its_push_is_kept_and_unchanged_ones_are_not_hashed_again(site, night, monkeypatch,
+                                                                                           mtime):
+    """Delete-after-verify in direct mode: the sha256 computed on the cluster for the push is
+    reused at the deletion only for files not written since (same inode, size, mtime, ctime);
+    a file rewritten to the same size, even with its old mtime put back (ctime still moves), is
+    hashed again and kept."""
+    night.add_set(n_csv=6, n_jpg=1)
+    victim = sorted(night.files)[1]
+    real_write = _DirectNight._write_manifest
+
+    async def write_then_tamper(self, dst) -> None:
+        await real_write(self, dst)
+        path = night.run_dir / victim
+        before = path.stat()
+        data = bytearray(path.read_bytes())
+        data[10] ^= 0xFF  # the FRC rewrote the file after its copy was verified: same size
+        path.write_bytes(bytes(data))
+        if mtime == "restored":
+            os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+    commands: list[str] = []
+    real_run = deletion.run_command
+
+    async def spy(conn, command):
+        commands.append(command)
+        return await real_run(conn, command)
+
+    monkeypatch.setattr(_DirectNight, "_write_manifest", write_then_tamper)
+    monkeypatch.setattr(deletion, "run_command", spy)
+    with pytest.raises(TransferError, match=rf"{victim}: changed on the cluster after its copy was verified"):
+        run(site, night)
+    assert (night.run_dir / victim).exists(), "a changed source must stay on the cluster"
+    assert night.archived(victim).read_bytes() == night.files[victim]
+    assert sorted(p.name for p in night.run_dir.iterdir()) == [victim]
+    hashed = [c for c in commands if "sha256" in c]
+    assert len(hashed) == 1 and victim in hashed[0], commands
+    assert not any(n in hashed[0] for n in night.files if n != victim), "unchanged files were hashed again"
 
 
 def test_changed_archive_host_key_is_refused_by_the_clusters_ssh(site, night):
