@@ -6,6 +6,7 @@ A JSON object at ``<archive_dir>/manifests/<frc>/<YYYYMMDD>.json`` on the archiv
 
     {"format": "hfc-manifest/1", "frc", "night": "YYYY-MM-DD", "product_format", "frc_version",
      "slurm_job_id", "archive_root", "public_url_base", "created",
+     "campaign_id",                                    # only when a reprocessing campaign ran it
      "files": [{"name", "kind", "sha256", "archive_path", "size", "url_base"}, ...],
      "no_data": true,                                  # the job ran and wrote no product
      "stale": [{"name", "kind", "archive_path", "sha256", "slurm_job_id"}, ...],  # an earlier job's

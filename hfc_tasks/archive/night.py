@@ -86,6 +86,8 @@ class ArchiveTarget:
     frc_version: str = ""
     slurm_job_id: str | None = None
     unknown_files: str = UNKNOWN_FAIL  # the FRC's registry setting: fail | warn
+    # The reprocessing campaign that ran the night (issue 15): in the manifest; None for the nightly DAG.
+    campaign_id: str | None = None
     # The formats whose file kinds name products (the registry's, with its site formats): None = presets.
     known: Formats | None = field(default=None, repr=False, compare=False)
 
@@ -517,6 +519,7 @@ class _Night:
             stale=stale.values(), unmatched=self.unmatched, frc_version=t.frc_version,
             slurm_job_id=t.slurm_job_id or (self.old or {}).get("slurm_job_id"), archive_root=t.archive_root,
             public_url_base=t.public_url_base, created=self.now().strftime("%Y-%m-%dT%H:%M:%SZ"),
+            **({"campaign_id": t.campaign_id} if t.campaign_id else {}),
         )
         if manifest_mod.same(self.old, manifest) and self.old_path == self.manifest_path:
             manifest = self.old  # nothing new: the manifest (and its sha256) stays as it is

@@ -33,6 +33,17 @@ def claim_night(context: Context, site: Site, frc: str, night: dt.date, log) -> 
     run is active comes from Airflow through the Task SDK (``get_dr_count``). See
     :mod:`hfc_tasks.claims`.
     """
+    refused = claim_nights(context, site, frc, [night], log)
+    if refused:
+        raise AirflowFailException(refused[night])
+
+
+def claim_nights(context: Context, site: Site, frc: str, nights, log) -> dict[dt.date, str]:
+    """:func:`claim_night` for several nights over one catalogue connection (a campaign's batch).
+
+    Returns night -> why the claim was refused (another active run holds it) for the nights this
+    run may not touch; the others are this run's. A schema behind the code fails the task at once
+    (:class:`AirflowFailException`: a deploy step is missing, no night can go on)."""
     from hfc_tasks import claims
     from hfc_tasks.provider.catalogue_db import catalogue_connect
 
@@ -42,25 +53,38 @@ def claim_night(context: Context, site: Site, frc: str, night: dt.date, log) -> 
     def active(run: claims.RunRef) -> bool:
         return ti.get_dr_count(dag_id=run.dag_id, run_ids=[run.run_id], states=list(claims.ACTIVE_RUN_STATES)) > 0
 
+    refused: dict[dt.date, str] = {}
     with catalogue_connect(site.catalogue_conn_id) as conn:
-        try:
-            previous = claims.claim(conn, frc, night, me, active)
-        except (claims.ClaimRefused, SchemaBehind) as exc:  # retries cannot help: a deploy step is missing
-            raise AirflowFailException(str(exc)) from exc
-    if previous is not None:
-        log.info("night %s of FRC %s: took over the claim of run %s (no longer queued or running)",
-                 night, frc, previous)
+        for night in nights:
+            try:
+                previous = claims.claim(conn, frc, night, me, active)
+            except claims.ClaimRefused as exc:
+                refused[night] = str(exc)
+                continue
+            except SchemaBehind as exc:  # retries cannot help: a deploy step is missing
+                raise AirflowFailException(str(exc)) from exc
+            if previous is not None:
+                log.info("night %s of FRC %s: took over the claim of run %s (no longer queued or running)",
+                         night, frc, previous)
+    return refused
 
 
 def release_night(context: Context, site: Site, frc: str, night: dt.date, log) -> None:
     """The night is done (its catalogue stage succeeded): another run may process it now."""
+    release_nights(context, site, frc, [night], log)
+
+
+def release_nights(context: Context, site: Site, frc: str, nights, log) -> None:
+    """:func:`release_night` for several nights over one catalogue connection."""
     from hfc_tasks import claims
     from hfc_tasks.provider.catalogue_db import catalogue_connect
 
     ti = context["ti"]
+    me = claims.RunRef(ti.dag_id, ti.run_id)
     with catalogue_connect(site.catalogue_conn_id) as conn:
-        if not claims.release(conn, frc, night, claims.RunRef(ti.dag_id, ti.run_id)):
-            log.warning("night %s of FRC %s: this run did not hold its claim at the end", night, frc)
+        for night in nights:
+            if not claims.release(conn, frc, night, me):
+                log.warning("night %s of FRC %s: this run did not hold its claim at the end", night, frc)
 
 
 def submit_attempt(context: Context) -> str:
