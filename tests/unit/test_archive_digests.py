@@ -1,7 +1,8 @@
 """The archive stage's digest commands (hfc_tasks.archive.verification, deletion): the output of
 ``openssl dgst -sha256 -r`` and of ``sha256sum`` read alike; the archive-side Verifier uses
 openssl where the account runs it and falls back to sha256sum (once per connection) where a
-restricted account refuses it, then to read-back where it runs neither."""
+restricted account refuses it, then to read-back where it runs neither; direct mode's deletion
+removes the files whose stat identity did not change in one stat and one rm (names on stdin)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,11 @@ import hashlib
 import shlex
 from types import SimpleNamespace
 
+import pytest
+
 from hfc_tasks.archive import verification
-from hfc_tasks.archive.deletion import STAT_FORMAT, digest_command, parse_stat
+from hfc_tasks.archive.deletion import STAT_FORMAT, delete_unchanged, digest_command, parse_stat
+from hfc_tasks.archive.errors import TransferError
 from hfc_tasks.archive.verification import Verifier, parse_digests
 
 A, B = hashlib.sha256(b"a").hexdigest(), hashlib.sha256(b"b").hexdigest()
@@ -102,3 +106,45 @@ def test_an_account_running_neither_reads_copies_back():
     assert got == ["readback:/arch/a", "readback:/arch/b"]
     assert v.method == "read-back from the archive" and v.remote_ok is False
     assert len(conn.commands) == 2  # openssl refused, sha256sum refused: then no command again
+
+
+class FakeCluster:
+    """A cluster connection answering ``xargs -0 stat`` / ``xargs -0 rm`` from a dict of identities."""
+
+    def __init__(self, files: dict[str, str], rm_status: int = 0):
+        self.files, self.rm_status, self.calls = dict(files), rm_status, []
+
+    async def run(self, cmd, check=False, input=""):
+        self.calls.append((cmd, input))
+        names = [n.removeprefix("./") for n in input.split("\0") if n]
+        if "xargs -0 stat" in cmd:
+            out = "".join(f"{self.files[n]}|./{n}\n" for n in names if n in self.files)
+            return SimpleNamespace(exit_status=0 if all(n in self.files for n in names) else 123, exit_signal=None,
+                                   stdout=out, stderr="")
+        if "xargs -0 rm -f" in cmd:
+            if self.rm_status == 0:
+                for n in names:
+                    self.files.pop(n, None)
+            return SimpleNamespace(exit_status=self.rm_status, exit_signal=None, stdout="",
+                                   stderr="rm: cannot remove" if self.rm_status else "")
+        raise AssertionError(cmd)
+
+
+def test_only_files_whose_identity_did_not_change_are_removed_in_two_commands():
+    names = [f"f{i}.csv" for i in range(1200)]
+    files = {n: f"20 {i} t0 c0" for i, n in enumerate(names)}
+    identity = dict(files)
+    files["f3.csv"] = "20 3 t0 c1"  # rewritten since its sha256 (ctime moved)
+    del files["f5.csv"]  # gone already (an attempt cut after its rm)
+    conn, deleted = FakeCluster(files), set()
+    asyncio.run(delete_unchanged(conn, "/run/d ir", names, identity, deleted=deleted))
+    assert len(conn.calls) == 2 and all(c.startswith("cd -- '/run/d ir' || exit 3; xargs -0 ") for c, _ in conn.calls)
+    assert deleted == set(names) - {"f3.csv", "f5.csv"}
+    assert set(conn.files) == {"f3.csv"}  # left for the hash check (which keeps it if it changed)
+
+
+def test_a_refused_rm_is_an_error_and_nothing_is_counted_deleted():
+    conn, deleted = FakeCluster({"a.csv": "1 1 t c"}, rm_status=123), set()
+    with pytest.raises(TransferError, match=r"cannot remove files in /run on the cluster \(exit 123"):
+        asyncio.run(delete_unchanged(conn, "/run", ["a.csv"], {"a.csv": "1 1 t c"}, deleted=deleted))
+    assert deleted == set()
