@@ -79,7 +79,7 @@ def test_direct_push_verifies_on_both_ends_and_a_rerun_changes_nothing(site, nig
     log_before = sshd_log.stat().st_size
     summary, manifest = run(site, night)
     assert (summary.files_total, summary.copied, summary.skipped, summary.deleted) == (47, 47, 0, 47)
-    assert summary.manifest_written and summary.verification.startswith("sha256sum on the archive")
+    assert summary.manifest_written and summary.verification.startswith("openssl dgst -sha256 on the archive")
     assert "pushed by the cluster: OpenSSH sftp" in summary.verification
     night.assert_all_archived()  # bytes, sha256 in the manifest == sha256 of the archive files, no .part
     night.check_invariants()

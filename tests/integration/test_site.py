@@ -147,6 +147,34 @@ def test_archive_cannot_run_shell_commands(site):
         client.close()
 
 
+def test_archive_account_hashes_files_of_its_tree_only(site):
+    """The archive account's forced command runs sha256sum or openssl's SHA-256 (4x faster on a big
+    file here) of files under the archive tree, and nothing else: no other tool, no other path."""
+    import hashlib
+
+    root = Path(site["HFC_SITE_DIR"]) / "home" / "archive"
+    name = f"hfc/test-{secrets.token_hex(4)}.bin"
+    payload = secrets.token_bytes(50_000)
+    client = _client(site, "archive")
+    try:
+        sftp = client.open_sftp()
+        with sftp.open(name, "wb") as fh:
+            fh.write(payload)
+        path = (root / name).resolve()
+        want = hashlib.sha256(payload).hexdigest()
+        for command in (f"sha256sum -- {path}", f"openssl dgst -sha256 -r -- {path}"):
+            rc, out, err = _run(client, command)
+            assert rc == 0 and out.split()[0] == want, (command, err)
+        for command in ("openssl dgst -sha256 -r -- /etc/passwd", f"openssl dgst -md5 -r -- {path}",
+                        f"openssl enc -d -- {path}", f"openssl dgst -sha256 -r -out {path}.x -- {path}",
+                        f"openssl dgst -sha256 -r -- {root}/../cluster/x"):
+            rc, out, err = _run(client, command)
+            assert rc == 126 and "archive account: refused" in err and not out, command
+        sftp.remove(name)
+    finally:
+        client.close()
+
+
 def test_wrong_host_key_is_refused(site):
     # Any other ed25519 key stands in for an impostor's host key.
     impostor = (Path(site["HFC_SITE_DIR"]) / "ssh" / "cluster_ed25519.pub").read_text()
