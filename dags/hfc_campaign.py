@@ -33,23 +33,14 @@ from hfc_tasks.provider.campaign_ops import (
     CampaignSubmitOperator,
     CampaignWaitOperator,
 )
+from hfc_tasks.provider.runs import stage_default_args
 from hfc_tasks.registry import load_registry
 
 registry = load_registry()
 site = registry.site()
 frc_names = [f.name for f in registry.enabled_frcs]
 
-default_args = {
-    "owner": "hfc-operators",
-    "retries": 2,
-    "retry_delay": dt.timedelta(seconds=site.retry_delay_seconds),
-    "retry_exponential_backoff": 2.0,
-    "max_retry_delay": dt.timedelta(minutes=30),
-}
-if site.notify:  # imported only then: apprise costs ~50 ms of every parse
-    from hfc_tasks.provider.notifiers import failure_notifiers
-
-    default_args["on_failure_callback"] = failure_notifiers(site.notify)
+default_args = stage_default_args(site)
 
 BATCH_LABEL = "{{ task.nights[0] }} .. {{ task.nights[-1] }}"
 

@@ -24,6 +24,7 @@ import datetime as dt
 from airflow.sdk import DAG, CronDataIntervalTimetable, Param, TaskGroup
 
 from hfc_tasks.provider.operators import ArchiveProductsOperator, CatalogueLoadOperator, SlurmSubmitOperator
+from hfc_tasks.provider.runs import stage_default_args
 from hfc_tasks.provider.sensors import SlurmJobSensor
 from hfc_tasks.registry import load_registry
 
@@ -31,19 +32,11 @@ registry = load_registry()
 site = registry.site()
 frcs = registry.enabled_frcs
 
-default_args = {
-    "owner": "hfc-operators",
-    "retries": 2,
-    "retry_delay": dt.timedelta(seconds=site.retry_delay_seconds),
-    "retry_exponential_backoff": 2.0,
-    "max_retry_delay": dt.timedelta(minutes=30),
-}
+default_args = stage_default_args(site)
 deadline = None
 if site.notify:  # imported only then: apprise costs ~50 ms of every parse
-    from hfc_tasks.provider.notifiers import catalogue_deadline_alert, failure_notifiers
+    from hfc_tasks.provider.notifiers import catalogue_deadline_alert
 
-    # The smtp/apprise providers' notifiers, on the connections the site names.
-    default_args["on_failure_callback"] = failure_notifiers(site.notify)
     # The site's "every FRC's night is in the catalogue by HH:MM UTC" (None: no deadline).
     deadline = catalogue_deadline_alert(site, [f.name for f in frcs])
 

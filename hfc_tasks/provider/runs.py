@@ -1,7 +1,8 @@
 """What a task knows of its DAG run, read the same way by every stage: the night it works on
 (:func:`night_of`, the Airflow face of :func:`hfc_tasks.products.night_of_run`), the run's claim
 on (FRC, night) (:func:`claim_night`, :func:`release_night`; the rule is :mod:`hfc_tasks.claims`)
-and the submit task's chain of tries (:func:`submit_attempt`)."""
+and the submit task's chain of tries (:func:`submit_attempt`); and what every HFC DAG's tasks
+share (:func:`stage_default_args`)."""
 
 from __future__ import annotations
 
@@ -98,3 +99,21 @@ def submit_attempt(context: Context) -> str:
     ti = context["ti"]
     first_try = int(ti.max_tries or 0) - int(ti.task.retries or 0) + 1
     return f"{ti.dag_id}/{ti.run_id}/{ti.task_id}/{first_try}"
+
+
+def stage_default_args(site: Site) -> dict:
+    """``default_args`` of every HFC DAG (nightly, campaign): two retries with exponential back-off
+    from the site's ``retry_delay_seconds`` (capped at 30 min), and the site's failure notifiers."""
+    args: dict = {
+        "owner": "hfc-operators",
+        "retries": 2,
+        "retry_delay": dt.timedelta(seconds=site.retry_delay_seconds),
+        "retry_exponential_backoff": 2.0,
+        "max_retry_delay": dt.timedelta(minutes=30),
+    }
+    if site.notify:  # imported only then: apprise costs ~50 ms of every parse
+        from hfc_tasks.provider.notifiers import failure_notifiers
+
+        # The smtp/apprise providers' notifiers, on the connections the site names.
+        args["on_failure_callback"] = failure_notifiers(site.notify)
+    return args
