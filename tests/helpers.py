@@ -292,6 +292,24 @@ class Instance:
 
     env: dict[str, str]
 
+    @classmethod
+    def local(cls, name: str, port: int, registry: str) -> Instance:
+        """A LocalExecutor instance of the local site: its registry (``registry``, the YAML text)
+        written to ``<state>/<name>/registry.yaml``, its own port and catalogue database ``hfc_<name>``."""
+        from hfc_tasks.ops.localsite import state_dir
+
+        path = state_dir() / name / "registry.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(registry)
+        return cls({
+            **os.environ,
+            "HFC_AIRFLOW_INSTANCE": name,
+            "HFC_AIRFLOW_PORT": str(port),
+            "HFC_AIRFLOW_EXECUTOR": "LocalExecutor",
+            "HFC_AIRFLOW_CATALOGUE_DB": f"hfc_{name}",
+            "HFC_REGISTRY": str(path),
+        })
+
     @property
     def name(self) -> str:
         return self.env["HFC_AIRFLOW_INSTANCE"]
@@ -415,3 +433,48 @@ class ChatListener:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def wait_until(predicate, what: str, timeout: float = 180.0, every: float = 0.5):
+    """``predicate()``'s first true value, polled every ``every`` s; AssertionError naming ``what``
+    after ``timeout`` s."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"{what}: not within {timeout:.0f} s")
+
+
+@contextlib.contextmanager
+def scratch_products(label: str, frc: str):
+    """The local site with a products tree of the test's own on the cluster
+    (``<products>/_<label>/<random>``: run folders, campaign logs, submit lock and records), the
+    FRC ``frc`` and a SlurmHook: ``(site, frc, hook)``; the tree is removed afterwards."""
+    import secrets
+    import shlex
+
+    from hfc_tasks.provider.hooks import SlurmHook
+    from hfc_tasks.registry import load_registry
+
+    reg = load_registry()
+    base = reg.site("local")
+    root = f"{base.products_root}/_{label}/{secrets.token_hex(6)}"
+    hook = SlurmHook(base.cluster_conn_id)
+    hook.check(f"mkdir -p {shlex.quote(root)}")
+    try:
+        yield base.model_copy(update={"products_root": root}), reg.frc(frc), hook
+    finally:
+        hook.run(f"rm -rf {shlex.quote(root)}")
+        hook.close()
+
+
+def random_nights(count: int, first_year: int = 2031) -> tuple[dt.date, dt.date]:
+    """``count`` consecutive nights from a random first one after ``first_year``-01-01: (first, last)."""
+    import secrets
+
+    first = dt.date(first_year, 1, 1) + dt.timedelta(days=secrets.randbelow(20000))
+    return first, first + dt.timedelta(days=count - 1)

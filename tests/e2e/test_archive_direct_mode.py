@@ -30,7 +30,6 @@ import pytest
 from helpers import Instance, a_spotted_night, local_registry
 
 from hfc_tasks import products
-from hfc_tasks.ops.localsite import state_dir
 from hfc_tasks.ops.localsite.layout import Layout
 
 pytestmark = [pytest.mark.site, pytest.mark.slow]
@@ -70,17 +69,8 @@ def registry(ssh_port: int) -> str:
 def instance(site):
     """The h6direct instance up, its DAG unpaused: (API client, catalogue DSN, registry path). Always stopped after."""
     archive = json.loads(os.environ["AIRFLOW_CONN_HFC_ARCHIVE"])
-    path = state_dir() / INSTANCE / "registry.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(registry(int(archive["port"])))
-    h6 = Instance({
-        **os.environ,
-        "HFC_AIRFLOW_INSTANCE": INSTANCE,
-        "HFC_AIRFLOW_PORT": str(PORT),
-        "HFC_AIRFLOW_EXECUTOR": "LocalExecutor",
-        "HFC_AIRFLOW_CATALOGUE_DB": f"hfc_{INSTANCE}",
-        "HFC_REGISTRY": str(path),
-    })
+    h6 = Instance.local(INSTANCE, PORT, registry(int(archive["port"])))
+    path = Path(h6.env["HFC_REGISTRY"])
     try:
         api = h6.up()
         api.wait_for_dag(DAG, timeout=180)

@@ -39,7 +39,7 @@ from helpers import Instance, local_registry
 
 from hfc_tasks import campaign, products
 from hfc_tasks.airflow_api import AirflowAPI
-from hfc_tasks.ops.localsite import slurm_conf_path, state_dir
+from hfc_tasks.ops.localsite import slurm_conf_path
 
 pytestmark = [pytest.mark.site, pytest.mark.slow]
 DAG = "hfc_campaign"
@@ -81,20 +81,6 @@ def registry() -> str:
     return text.replace(site, site + f"    campaign_array_throttle: {THROTTLE}\n")
 
 
-def env() -> dict[str, str]:
-    path = state_dir() / INSTANCE / "registry.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(registry())
-    return {
-        **os.environ,
-        "HFC_AIRFLOW_INSTANCE": INSTANCE,
-        "HFC_AIRFLOW_PORT": str(PORT),
-        "HFC_AIRFLOW_EXECUTOR": "LocalExecutor",
-        "HFC_AIRFLOW_CATALOGUE_DB": f"hfc_{INSTANCE}",
-        "HFC_REGISTRY": str(path),
-    }
-
-
 def slurm(*args: str, check: bool = True) -> str:
     return subprocess.run(list(args), capture_output=True, text=True, check=check,
                           env={"SLURM_CONF": str(slurm_conf_path()), "PATH": "/usr/bin:/bin"}).stdout
@@ -110,7 +96,7 @@ def cancel_our_jobs() -> None:
 @pytest.fixture(scope="module")
 def instance(site):
     """The instance up, its DAG unpaused: (API client, catalogue DSN, registry path). Always stopped after."""
-    inst = Instance(env())
+    inst = Instance.local(INSTANCE, PORT, registry())
     try:
         api = inst.up()
         api.wait_for_dag(DAG, timeout=180)

@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 from helpers import Instance, local_registry
 
-from hfc_tasks.ops.localsite import slurm_conf_path, state_dir
+from hfc_tasks.ops.localsite import slurm_conf_path
 
 pytestmark = [pytest.mark.site, pytest.mark.slow]
 DAG = "hfc_campaign"
@@ -56,15 +56,6 @@ def registry() -> str:
 """)
 
 
-def env() -> dict[str, str]:
-    path = state_dir() / INSTANCE / "registry.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(registry())
-    return {**os.environ, "HFC_AIRFLOW_INSTANCE": INSTANCE, "HFC_AIRFLOW_PORT": str(PORT),
-            "HFC_AIRFLOW_EXECUTOR": "LocalExecutor", "HFC_AIRFLOW_CATALOGUE_DB": f"hfc_{INSTANCE}",
-            "HFC_REGISTRY": str(path)}
-
-
 def cancel_our_jobs() -> None:
     slurm_env = {"SLURM_CONF": str(slurm_conf_path()), "PATH": "/usr/bin:/bin"}
     out = subprocess.run(["squeue", "-h", "-o", "%A|%j"], capture_output=True, text=True, env=slurm_env).stdout
@@ -77,7 +68,7 @@ def cancel_our_jobs() -> None:
 @pytest.fixture(scope="module")
 def instance(site):
     """(Instance whose hfc commands use the instance's catalogue, API client); stopped after."""
-    inst = Instance(env())
+    inst = Instance.local(INSTANCE, PORT, registry())
     try:
         api = inst.up()
         api.wait_for_dag(DAG, timeout=180)

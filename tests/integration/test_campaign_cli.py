@@ -20,12 +20,11 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import random_nights, scratch_products, wait_until
 
 from hfc_tasks import campaign, products, slurm, status
 from hfc_tasks.campaign import Campaign
 from hfc_tasks.ops.localsite import slurm_conf_path
-from hfc_tasks.provider.hooks import SlurmHook
-from hfc_tasks.registry import load_registry
 
 pytestmark = pytest.mark.site
 SLURM_ENV = {"SLURM_CONF": str(slurm_conf_path()), "PATH": "/usr/bin:/bin"}
@@ -36,21 +35,11 @@ HFC = str(Path(sys.executable).with_name("hfc"))
 
 @pytest.fixture
 def cluster(site):
-    reg = load_registry()
-    base = reg.site("local")
-    root = f"{base.products_root}/_test_campaign_cli/{secrets.token_hex(6)}"
-    hook = SlurmHook(base.cluster_conn_id)
-    hook.check(f"mkdir -p {shlex.quote(root)}")
-    try:
-        yield base.model_copy(update={"products_root": root}), reg.frc(FRC), hook
-    finally:
-        hook.run(f"rm -rf {shlex.quote(root)}")
-        hook.close()
+    with scratch_products("test_campaign_cli", FRC) as got:
+        yield got
 
 
-def nights(count: int) -> tuple[dt.date, dt.date]:
-    first = dt.date(2031, 1, 1) + dt.timedelta(days=secrets.randbelow(20000))
-    return first, first + dt.timedelta(days=count - 1)
+nights = random_nights
 
 
 def submit(hook, chunk, frc, site) -> str:
@@ -72,16 +61,6 @@ def sacct_tasks(array_id: str, count: int) -> dict[str, str]:
                          capture_output=True, text=True, check=True, env=SLURM_ENV).stdout
     tasks = slurm.tasks_of(slurm.parse_sacct(out), array_id, count)
     return {slurm.task_id(array_id, i): s.state for i, s in sorted(tasks.items())}
-
-
-def wait_until(predicate, what: str, timeout: float = 180.0, every: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"{what}: not within {timeout:.0f} s")
 
 
 def all_final(array_id: str, count: int):

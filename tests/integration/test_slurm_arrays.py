@@ -14,12 +14,12 @@ import subprocess
 import time
 
 import pytest
+from helpers import random_nights, scratch_products, wait_until
 
 from hfc_tasks import campaign, products, slurm
 from hfc_tasks.campaign import Campaign
 from hfc_tasks.ops.localsite import slurm_conf_path
 from hfc_tasks.provider.hooks import SlurmHook
-from hfc_tasks.registry import load_registry
 
 pytestmark = pytest.mark.site
 SLURM_ENV = {"SLURM_CONF": str(slurm_conf_path()), "PATH": "/usr/bin:/bin"}
@@ -43,38 +43,18 @@ def jobs_named(name: str) -> set[str]:
 
 @pytest.fixture
 def cluster(site):
-    """The local site with a products tree of this test's own on the cluster (its run folders,
-    campaign logs, submit lock and records), the demo FRC and a hook; all removed afterwards."""
-    reg = load_registry()
-    base = reg.site("local")
-    root = f"{base.products_root}/_test_arrays/{secrets.token_hex(6)}"
-    hook = SlurmHook(base.cluster_conn_id)
-    hook.check(f"mkdir -p {shlex.quote(root)}")
-    try:
-        yield base.model_copy(update={"products_root": root}), reg.frc(FRC), hook
-    finally:
-        hook.run(f"rm -rf {shlex.quote(root)}")
-        hook.close()
+    """The local site with a products tree of this test's own on the cluster, the demo FRC and a
+    hook; all removed afterwards."""
+    with scratch_products("test_arrays", FRC) as got:
+        yield got
 
 
-def nights(count: int) -> tuple[dt.date, dt.date]:
-    first = dt.date(2031, 1, 1) + dt.timedelta(days=secrets.randbelow(20000))
-    return first, first + dt.timedelta(days=count - 1)
+nights = random_nights
 
 
 def submit(hook: SlurmHook, sub: campaign.Submission) -> tuple[str, str]:
     verb, value = slurm.parse_submit(hook.check(sub.script, stdin=sub.stdin, timeout=sub.timeout))
     return str(verb), value
-
-
-def wait_until(predicate, what: str, timeout: float = 180.0, every: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"{what}: not within {timeout:.0f} s")
 
 
 def chunk_states(hook: SlurmHook, chunk: campaign.Chunk, array_id: str) -> dict[dt.date, slurm.JobStatus | None]:
