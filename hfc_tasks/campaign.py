@@ -297,9 +297,10 @@ def parse_elapsed(text: str) -> float | None:
         return None
 
 
-def _done(status: slurm.JobStatus) -> bool:
-    # squeue (accounting lagging) has no exit code: COMPLETED means exit 0 in SLURM.
-    return status.state in slurm.SUCCESS_STATES and status.exit_code in (0, None)
+def night_done(status: slurm.JobStatus | None) -> bool:
+    """The night's array task completed (exit 0). squeue (accounting lagging) has no exit code:
+    COMPLETED means exit 0 in SLURM."""
+    return status is not None and status.state in slurm.SUCCESS_STATES and status.exit_code in (0, None)
 
 
 @dataclass(frozen=True)
@@ -345,7 +346,7 @@ def progress(statuses: Mapping[dt.date, slurm.JobStatus | None], *, throttle: in
         status = statuses[night]
         if status is None:
             pending += 1
-        elif _done(status):
+        elif night_done(status):
             done += 1
             if (seconds := parse_elapsed(status.elapsed)) is not None:
                 runs.append(seconds)
@@ -702,7 +703,7 @@ def campaign_status(campaign: Campaign, chunks: Sequence[Chunk], arrays: Mapping
         elif status is None:
             why = "not submitted yet" if label is None else "not started yet"
             out[night] = NightStatus(night, "pending", why, job, label)
-        elif _done(status):
+        elif night_done(status):
             if loaded_set is None:
                 out[night] = NightStatus(night, "done", status.describe(), job, label)
             elif downstream_active:

@@ -114,17 +114,12 @@ def plan_run(params: Mapping, run_id: str, site: Site, enabled: Iterable[str]) -
     return RunPlan(campaign, tuple(campaign_mod.plan_retry(campaign, retry, attempt, site)), attempt)
 
 
-def night_done(status: slurm.JobStatus | None) -> bool:
-    """The night's array task completed (exit 0; squeue without an exit code: COMPLETED is exit 0)."""
-    return status is not None and status.state in slurm.SUCCESS_STATES and status.exit_code in (0, None)
-
-
 def night_result(status: slurm.JobStatus | None, task_id: str) -> dict:
     """What the ``wait`` task returns for one night (JSON)."""
     if status is None:
         return {"state": "UNKNOWN", "job_id": task_id, "done": False, "exit_code": None, "elapsed": "",
                 "reason": f"job {task_id}: SLURM knows nothing of this array task"}
-    return {"state": status.state, "job_id": status.job_id or task_id, "done": night_done(status),
+    return {"state": status.state, "job_id": status.job_id or task_id, "done": campaign_mod.night_done(status),
             "exit_code": status.exit_code, "elapsed": status.elapsed, "reason": status.describe()}
 
 
